@@ -1,0 +1,269 @@
+"""Command line: ``cpsc-lite demo | teacher | distill | sample | evaluate | models | datasets``.
+
+Every user-facing problem is a :class:`~cpsc_lite.CpscError`: printed as one
+paragraph naming the problem and the fix, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import time
+
+from . import CpscError, __version__
+
+
+def _models_epilog() -> str:
+    from .models import available_models
+    lines = ["models (--model / --student):"]
+    lines += [f"  {name:<12} {desc}" for name, desc in available_models().items()]
+    return "\n".join(lines)
+
+
+def _datasets_epilog() -> str:
+    from .data import available_datasets
+    lines = ["datasets (--dataset):"]
+    lines += [f"  {name:<14} {desc}" for name, desc in available_datasets().items()]
+    return "\n".join(lines)
+
+
+def _add_data_args(p, default="digits"):
+    p.add_argument("--dataset", default=default, help="registered name or npz:PATH (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="where downloadable datasets live "
+                                                     "(default: $CPSC_LITE_DATA or ~/.cache/cpsc_lite/data)")
+    p.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
+
+
+def _add_distill_args(p):
+    from .config import METHODS
+    p.add_argument("--student", default=None, help="student model name (default: cnn_small)")
+    p.add_argument("--method", default="cpsc", choices=sorted(METHODS), help="distillation method (default: cpsc)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default from the config)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--g-steps", type=int, default=None, help="generator updates per iteration")
+    p.add_argument("--s-steps", type=int, default=None, help="student updates per iteration")
+    p.add_argument("--lr-student", type=float, default=None)
+    p.add_argument("--lr-generator", type=float, default=None)
+    p.add_argument("--config", default=None, help="YAML file of DistillConfig settings (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config setting, e.g. --set use_scl=false --set gamma=0.5")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="run at most N iterations now, checkpoint, and exit (continue later with --resume)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="cpsc-lite", formatter_class=fmt,
+        description="CPSC-DFKD: data-free knowledge distillation with a conditional generator, "
+                    "pseudo-supervision and teacher/student contrast.",
+        epilog=_models_epilog() + "\n\n" + _datasets_epilog())
+    parser.add_argument("--version", action="version", version=f"cpsc-lite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", formatter_class=fmt, help="teacher on digits + data-free student + figures, in one go",
+                       description="Train a teacher on the built-in digits, distil a student data-free with "
+                                   "CPSC-DFKD, and write teacher.pt, student.pt, generator.pt, metrics.json, "
+                                   "log.jsonl, samples.png and curves.png into --out.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iters", type=int, default=None, help="distillation iterations (default from the config)")
+    p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument("--resume", action="store_true", help="reuse the teacher in --out and continue the distillation")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("teacher", formatter_class=fmt, help="train a teacher (the only step that reads training data)",
+                       epilog=_models_epilog())
+    _add_data_args(p)
+    p.add_argument("--model", default="cnn_base", help="teacher model name (default: %(default)s)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing teacher.pt in --out")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("distill", formatter_class=fmt, help="data-free distillation from a teacher checkpoint",
+                       description="Distil a teacher into a student without training data. The dataset is read "
+                                   "only to evaluate (its test split).", epilog=_models_epilog())
+    p.add_argument("--teacher", required=True, help="teacher.pt written by `cpsc-lite teacher`")
+    _add_data_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    _add_distill_args(p)
+
+    p = sub.add_parser("sample", help="draw a class-wise grid of synthetic images from a generator")
+    p.add_argument("--generator", required=True, help="generator.pt written by `cpsc-lite distill`")
+    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--out", required=True, help="output image, e.g. samples.png")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt")
+    p.add_argument("checkpoint")
+    _add_data_args(p, default=None)
+    p.add_argument("--device", default=None)
+
+    sub.add_parser("models", help="list the registered models")
+    sub.add_parser("datasets", help="list the registered datasets")
+    return parser
+
+
+def _overrides(args) -> dict:
+    from .config import parse_value
+    out = {}
+    for item in args.set:
+        if "=" not in item:
+            raise CpscError(f"--set needs KEY=VALUE, got {item!r} (for example --set use_scl=false).")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = parse_value(value)
+    for name in ("student", "iters", "batch_size", "g_steps", "s_steps", "lr_student", "lr_generator", "seed",
+                 "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _summary(metrics: dict, out: str) -> str:
+    return (f"teacher test accuracy {metrics['teacher_acc']:.4f} | student test accuracy "
+            f"{metrics['student_acc']:.4f} | {metrics['iters']} iterations in {metrics['seconds']:.0f} s | "
+            f"results in {out}")
+
+
+def cmd_teacher(args) -> int:
+    from .config import TeacherConfig
+    from .data import load_dataset
+    from .teacher import run_teacher
+    path = os.path.join(args.out, "teacher.pt")
+    if os.path.exists(path) and not args.overwrite:
+        raise CpscError(f"{path} already exists. Pass --overwrite to replace it, or choose another --out.")
+    bundle = load_dataset(args.dataset, args.data_root, args.download)
+    cfg = TeacherConfig(model=args.model, epochs=args.epochs, seed=args.seed, device=args.device or "auto")
+    if args.batch_size:
+        cfg.batch_size = args.batch_size
+    if args.lr:
+        cfg.lr = args.lr
+    print(bundle.describe())
+    metrics = run_teacher(bundle, cfg, args.out, progress=not args.no_progress)
+    print(f"teacher {cfg.model}: test accuracy {metrics['test_acc']:.4f} ({metrics['seconds']:.0f} s); "
+          f"wrote {path}")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .config import load_yaml, make_config
+    from .data import load_dataset
+    from .distill import run_distill
+    base = load_yaml(args.config) if args.config else None
+    cfg = make_config(args.method, base, **_overrides(args))
+    bundle = load_dataset(args.dataset, args.data_root, args.download)
+    metrics = run_distill(args.teacher, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                          stop_after=args.stop_after, progress=not args.no_progress)
+    print(_summary(metrics, args.out))
+    if not metrics["complete"]:
+        print(f"stopped at iteration {metrics['iters']} of {cfg.iters}; continue with the same command plus --resume")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .config import TeacherConfig, make_config
+    from .data import load_dataset
+    from .teacher import run_teacher
+    from .distill import run_distill
+    start = time.time()
+    bundle = load_dataset("digits")
+    teacher_path = os.path.join(args.out, "teacher.pt")
+    if os.path.exists(teacher_path) and not (args.resume or args.overwrite):
+        raise CpscError(f"{args.out} already holds a demo. Pass --resume to continue it, --overwrite to redo it, "
+                        "or choose another --out.")
+    print(f"[1/2] teacher: {bundle.describe()}")
+    if args.resume and os.path.exists(teacher_path):
+        print(f"      reusing {teacher_path}")
+    else:
+        tcfg = TeacherConfig(epochs=args.teacher_epochs, seed=args.seed, device=args.device or "auto")
+        tm = run_teacher(bundle, tcfg, args.out, progress=not args.no_progress, metrics_name="teacher_metrics.json")
+        print(f"      {tcfg.model} test accuracy {tm['test_acc']:.4f} in {tm['seconds']:.0f} s")
+    overrides = dict(seed=args.seed, iters=args.iters, device=args.device)
+    cfg = make_config("cpsc", **overrides)
+    print(f"[2/2] data-free distillation ({cfg.method}, {cfg.iters} iterations); the digits are used only to test")
+    metrics = run_distill(teacher_path, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                          progress=not args.no_progress)
+    print(_summary(metrics, args.out))
+    print(f"total {time.time() - start:.0f} s; figures: {os.path.join(args.out, 'samples.png')}, "
+          f"{os.path.join(args.out, 'curves.png')}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+    from . import checkpoint
+    from .generator import ConditionalGenerator
+    from .viz import generate_per_class, plot_samples
+    obj = checkpoint.load(args.generator, kind="generator", what="generator checkpoint")
+    meta = obj["meta"]
+    gen = ConditionalGenerator(**meta["generator"])
+    gen.load_state_dict(obj["state_dict"])
+    if args.per_class < 1:
+        raise CpscError("--per-class must be at least 1.")
+    images, labels = generate_per_class(gen, args.per_class, torch.device("cpu"), seed=args.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
+                 title=f"{meta.get('method', '')} generator, iteration {meta.get('iteration', '?')}", path=args.out)
+    print(f"wrote {args.out} ({args.per_class} samples x {gen.num_classes} classes)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import checkpoint
+    from .data import load_dataset
+    from .distill import _with_normalization
+    from .teacher import check_compatible, load_classifier
+    from .utils import evaluate, pick_device
+    kind = checkpoint.load(args.checkpoint, what="checkpoint").get("kind")
+    if kind not in ("teacher", "student"):
+        raise CpscError(f"{args.checkpoint} is a {kind!r} checkpoint; evaluate takes a teacher.pt or student.pt.")
+    device = pick_device(args.device or "auto")
+    model, meta = load_classifier(args.checkpoint, kind, device)
+    bundle = load_dataset(args.dataset or meta.get("dataset") or "digits", args.data_root, args.download)
+    check_compatible(meta, bundle, args.checkpoint)
+    acc = evaluate(model, _with_normalization(bundle.test, meta["mean"], meta["std"]), device)
+    print(f"{kind} {meta['model']} on {bundle.name} test split ({len(bundle.test)} images): accuracy {acc:.4f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "models":
+            print(_models_epilog())
+            return 0
+        if args.command == "datasets":
+            print(_datasets_epilog())
+            return 0
+        return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
+                "evaluate": cmd_evaluate}[args.command](args)
+    except CpscError as exc:
+        print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted. The last checkpoint is kept; rerun the same command with --resume to continue.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

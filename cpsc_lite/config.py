@@ -1,0 +1,131 @@
+"""One dataclass per run. Every loss term of CPSC-DFKD is a switch with a weight,
+so an ablation is a different config, never a code edit (book chapter 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, asdict
+from typing import Optional
+
+from . import CpscError
+
+
+@dataclass
+class DistillConfig:
+    method: str = "cpsc"
+    student: str = "cnn_small"
+    # Budget: one iteration = g_steps generator updates, then s_steps student updates.
+    iters: int = 300
+    batch_size: int = 256
+    g_steps: int = 1
+    s_steps: int = 5
+    # Student optimiser: SGD with linear warm-up then cosine annealing.
+    lr_student: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_frac: float = 0.02
+    # Generator optimiser: Adam.
+    lr_generator: float = 1e-3
+    generator_betas: tuple = (0.5, 0.999)
+    nz: int = 256
+    ngf: int = 64
+    conditional: bool = True
+    # Loss switches and weights (METHOD.md: alpha=5, beta=1, gamma=0.7, eta=0.7).
+    use_adv: bool = True        # generator maximises the teacher/student disagreement (-KL)
+    use_ikd: bool = True
+    alpha: float = 5.0          # IKD weight
+    use_bn: bool = True
+    beta: float = 1.0           # BN-statistics weight
+    use_scl: bool = True
+    gamma: float = 0.7          # contrastive weight
+    use_ce: bool = True
+    eta: float = 0.7            # pseudo-supervised CE weight
+    temperature: float = 0.07   # SupCon temperature tau
+    kd_temperature: float = 1.0
+    scl_for_student: bool = False  # authors' code: the contrast trains G only
+    student_ce: bool = True        # student also learns CE(S(x), y)
+    ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
+    # Bookkeeping.
+    eval_every: int = 50
+    log_every: int = 10
+    ckpt_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["generator_betas"] = list(self.generator_betas)
+        return d
+
+    def replace(self, **changes) -> "DistillConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CpscError(f"Unknown config keys: {', '.join(unknown)}. Valid keys: {', '.join(sorted(names))}.")
+        d = dict(d)
+        if "generator_betas" in d:
+            d["generator_betas"] = tuple(d["generator_betas"])
+        return cls(**d)
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "cnn_base"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Methods are presets of the one distillation loop: a name maps to config changes.
+#: ``cpsc`` is the default config itself.
+METHODS: dict[str, dict] = {
+    "cpsc": {},
+}
+
+METHOD_HELP: dict[str, str] = {
+    "cpsc": "CPSC-DFKD: conditional generator, pseudo-supervised CE, teacher/student contrast, BN prior, KL+IKD",
+}
+
+
+def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) -> DistillConfig:
+    """Config for ``method``: defaults, then ``base`` (e.g. a YAML file), then the preset, then overrides."""
+    if method not in METHODS:
+        raise CpscError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
+    d = DistillConfig().to_dict()
+    d.update(base or {})
+    d.update(METHODS[method])
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    d["method"] = method
+    return DistillConfig.from_dict(d)
+
+
+def parse_value(text: str):
+    """``KEY=VALUE`` command-line values: booleans, numbers, lists, else strings (YAML rules)."""
+    import yaml
+    return yaml.safe_load(text)
+
+
+def load_yaml(path: str) -> dict:
+    import os
+    import yaml
+    if not os.path.isfile(path):
+        raise CpscError(f"Config file {path} does not exist. Presets live in the repository's configs/ folder.")
+    with open(path) as f:
+        try:
+            d = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise CpscError(f"Config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(d, dict):
+        raise CpscError(f"Config file {path} must hold a mapping of settings (key: value lines).")
+    return d

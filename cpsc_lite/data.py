@@ -1,0 +1,240 @@
+"""Datasets by name, all returned as a :class:`DataBundle`.
+
+The built-in default is scikit-learn's handwritten digits (8x8 grey images,
+10 classes, shipped with scikit-learn: no download). ``npz:PATH`` reads a user's
+own arrays. Larger datasets (CIFAR, SVHN, MNIST, Tiny-ImageNet, image folders)
+register themselves from :mod:`cpsc_lite.vision_datasets`.
+
+In data-free distillation only the *test* split is ever read by the student's
+side (to evaluate); the training split exists for training the teacher and for
+the ``data`` upper-bound baseline (book chapter 2).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import CpscError
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as a tensor ``[N, C, H, W]`` (uint8 0..255 or float 0..1).
+
+    Items come out normalised, ``(x - mean) / std`` per channel, with integer labels.
+    uint8 images stay uint8 in memory (a quarter of float32's size) and are
+    converted batch by batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
+        if images.dtype != torch.uint8:
+            images = images.float()
+        self.images = images
+        self.labels = labels.long()
+        c = images.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(c, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(c, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, i):
+        return self._normalize(self.images[i]), int(self.labels[i])
+
+    def batch(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and labels for ``index`` (a slice or a tensor of indices)."""
+        return self._normalize(self.images[index]), self.labels[index]
+
+
+@dataclass
+class DataBundle:
+    """One dataset: splits plus the facts every other module needs about it."""
+
+    name: str
+    test: Dataset
+    train: Optional[Dataset]
+    num_classes: int
+    channels: int
+    img_size: int
+    mean: tuple
+    std: tuple
+    class_names: list = field(default_factory=list)
+    # Training-time augmentation for the teacher: random shift by up to ``pad`` pixels,
+    # and horizontal flips only where mirror images are still the same class.
+    augment_pad: int = 0
+    augment_flip: bool = False
+
+    def __post_init__(self):
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+
+    def describe(self) -> str:
+        n_train = len(self.train) if self.train is not None else 0
+        return (f"{self.name}: {self.num_classes} classes, {self.channels}x{self.img_size}x{self.img_size} images, "
+                f"{n_train} train / {len(self.test)} test")
+
+
+_DATASETS: dict[str, Callable[..., DataBundle]] = {}
+_DATASET_HELP: dict[str, str] = {}
+
+
+def register_dataset(name: str, description: str):
+    """Decorator: ``fn(root: str | None, download: bool) -> DataBundle`` becomes loadable by name."""
+
+    def wrap(fn):
+        _DATASETS[name] = fn
+        _DATASET_HELP[name] = description
+        return fn
+
+    return wrap
+
+
+def _load_optional_families() -> None:
+    try:
+        from . import vision_datasets  # noqa: F401  (registers cifar10, svhn, ...)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def available_datasets() -> dict[str, str]:
+    _load_optional_families()
+    out = dict(sorted(_DATASET_HELP.items()))
+    out["npz:PATH"] = "your own arrays: x_test, y_test (and optionally x_train, y_train), uint8 images"
+    return out
+
+
+def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> DataBundle:
+    """Load ``digits``, another registered name, or ``npz:PATH``."""
+    _load_optional_families()
+    if spec.startswith("npz:"):
+        return load_npz(spec[4:])
+    if ":" in spec:
+        prefix = spec.split(":", 1)[0] + ":"
+        loader = _DATASETS.get(prefix)
+        if loader is not None:
+            return loader(spec.split(":", 1)[1], download)
+    if spec not in _DATASETS:
+        choices = ", ".join(available_datasets())
+        raise CpscError(f"Unknown dataset {spec!r}. Use one of: {choices}.")
+    return _DATASETS[spec](root, download)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of images in [0, 1], shape [N, C, H, W]."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+@register_dataset("digits", "scikit-learn's handwritten digits: 1797 grey 8x8 images, 10 classes (built in, no download)")
+def load_digits(root: Optional[str] = None, download: bool = False) -> DataBundle:
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    images = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)  # [N, 1, 8, 8] in [0, 1]
+    labels = torch.tensor(d.target, dtype=torch.long)
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=0.25, random_state=0,
+                                           stratify=d.target)
+    mean, std = channel_stats(images[idx_train])
+    return DataBundle(
+        name="digits",
+        train=ArrayDataset(images[idx_train], labels[idx_train], mean, std),
+        test=ArrayDataset(images[idx_test], labels[idx_test], mean, std),
+        num_classes=10, channels=1, img_size=8, mean=mean, std=std,
+        class_names=[str(i) for i in range(10)], augment_pad=1, augment_flip=False,
+    )
+
+
+def _npz_problem(path: str, what: str) -> CpscError:
+    return CpscError(
+        f"{path} is not a usable dataset file: {what}. An npz dataset needs arrays x_test (uint8 images of "
+        "shape (N,H,W) or (N,H,W,C) with C = 1 or 3, square, 8 to 64 pixels) and y_test (integer labels "
+        "0..K-1), and may add x_train and y_train in the same format. Save them with numpy.savez(path, x_test=..., "
+        "y_test=...).")
+
+
+def _npz_split(path: str, arrays, xkey: str, ykey: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = arrays[xkey], arrays[ykey]
+    if x.dtype != np.uint8:
+        raise _npz_problem(path, f"{xkey} has dtype {x.dtype}, expected uint8 (0..255)")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise _npz_problem(path, f"{xkey} has shape {arrays[xkey].shape}")
+    if x.shape[1] != x.shape[2]:
+        raise _npz_problem(path, f"{xkey} images are {x.shape[1]}x{x.shape[2]}, not square")
+    if not 8 <= x.shape[1] <= 64:
+        raise _npz_problem(path, f"{xkey} images are {x.shape[1]} pixels wide, outside 8..64")
+    if y.ndim != 1 or len(y) != len(x):
+        raise _npz_problem(path, f"{ykey} has shape {y.shape} but {xkey} holds {len(x)} images")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise _npz_problem(path, f"{ykey} has dtype {y.dtype}, expected integers")
+    if len(y) == 0:
+        raise _npz_problem(path, f"{ykey} is empty")
+    if y.min() < 0:
+        raise _npz_problem(path, f"{ykey} holds negative labels")
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64))
+
+
+def load_npz(path: str) -> DataBundle:
+    """A user's own dataset from a ``.npz`` file (see :func:`_npz_problem` for the format)."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise CpscError(f"Dataset file {path} does not exist. Check the path after 'npz:' "
+                        "(it is relative to the current directory).")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        keys = set(arrays.files)
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError...
+        if "pickled" in str(exc):  # not a zip: numpy would only read it as a pickle, which we never do
+            raise _npz_problem(path, "numpy cannot read it as an .npz archive (it is not a zip of arrays)") from None
+        raise _npz_problem(path, f"numpy cannot read it ({exc.__class__.__name__}: {exc})") from None
+    for key in ("x_test", "y_test"):
+        if key not in keys:
+            raise _npz_problem(path, f"array {key} is missing (found: {', '.join(sorted(keys)) or 'nothing'})")
+    x_test, y_test = _npz_split(path, arrays, "x_test", "y_test")
+    x_train = y_train = None
+    if ("x_train" in keys) != ("y_train" in keys):
+        raise _npz_problem(path, "it has only one of x_train and y_train")
+    if "x_train" in keys:
+        x_train, y_train = _npz_split(path, arrays, "x_train", "y_train")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise _npz_problem(path, f"x_train images are {tuple(x_train.shape[1:])} but x_test images are "
+                                     f"{tuple(x_test.shape[1:])} (channels, height, width)")
+    num_classes = int(max(y_test.max(), y_train.max() if y_train is not None else 0)) + 1
+    class_names = [str(i) for i in range(num_classes)]
+    if "class_names" in keys:
+        names = [str(n) for n in arrays["class_names"]]
+        if len(names) != num_classes:
+            raise _npz_problem(path, f"class_names has {len(names)} entries but the labels imply {num_classes} classes")
+        class_names = names
+    mean, std = channel_stats(x_train if x_train is not None else x_test)
+    channels, size = x_test.shape[1], x_test.shape[2]
+    name = os.path.splitext(os.path.basename(path))[0]
+    return DataBundle(
+        name=f"npz:{name}",
+        train=ArrayDataset(x_train, y_train, mean, std) if x_train is not None else None,
+        test=ArrayDataset(x_test, y_test, mean, std),
+        num_classes=num_classes, channels=channels, img_size=size, mean=mean, std=std,
+        class_names=class_names, augment_pad=max(1, size // 8), augment_flip=False,
+    )
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo :class:`ArrayDataset` normalisation for display, clamped to [0, 1]."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x * s + m).clamp(0, 1)

@@ -1,0 +1,365 @@
+"""The CPSC-DFKD loop (book chapter 6).
+
+One *iteration* is ``g_steps`` generator updates followed by ``s_steps``
+student updates, each on a fresh batch x = G(z, y) with z ~ N(0, I) and
+y ~ Uniform{0..K-1}. With t = T(x), s = S(x):
+
+    generator:  L_G = -KL(t, s) - alpha * IKD + beta * L_BN + gamma * L_SCL + eta * CE(t, y)
+    student:    L_S =  KL(t, s) + alpha * IKD + eta * CE(s, y)
+
+Each term has a switch in :class:`~cpsc_lite.config.DistillConfig`. The teacher
+never changes; real images are read only to *evaluate* the student.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import CpscError, checkpoint
+from .config import DistillConfig
+from .data import ArrayDataset, DataBundle
+from .generator import ConditionalGenerator
+from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
+from .models import create_model, feature_dim
+from .utils import evaluate, pick_device, rng_state, seed_everything, set_rng_state, warmup_cosine
+
+
+class NonFiniteLossError(CpscError):
+    """A loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+STATE_FILE = "state.pt"
+
+
+def _with_normalization(dataset, mean, std):
+    """Evaluate with the normalisation the teacher was trained with, not the dataset's own guess."""
+    if isinstance(dataset, ArrayDataset) and (tuple(dataset.mean.flatten().tolist()) != tuple(mean)
+                                              or tuple(dataset.std.flatten().tolist()) != tuple(std)):
+        return ArrayDataset(dataset.images, dataset.labels, mean, std)
+    return dataset
+
+
+class Distiller:
+    """Holds teacher, student, generator and their optimisers; runs, checkpoints and resumes."""
+
+    def __init__(self, teacher: nn.Module, teacher_meta: dict, cfg: DistillConfig,
+                 test_set=None, out_dir: Optional[str] = None):
+        self.cfg = cfg
+        self.meta = teacher_meta
+        self.out_dir = out_dir
+        self.device = pick_device(cfg.device)
+        seed_everything(cfg.seed)
+        k, c, size = teacher_meta["num_classes"], teacher_meta["channels"], teacher_meta["img_size"]
+        self.num_classes, self.channels, self.img_size = k, c, size
+        self.teacher = teacher.to(self.device).eval()
+        for p in self.teacher.parameters():  # frozen: no parameter gradients are ever computed
+            p.requires_grad_(False)
+        self.student = create_model(cfg.student, k, c, size).to(self.device)
+        self.generator = ConditionalGenerator(k, size, c, nz=cfg.nz, ngf=cfg.ngf,
+                                              conditional=cfg.conditional).to(self.device)
+        # The contrast compares teacher and student features; if their sizes differ, a
+        # linear map (trained with the generator) brings the student's to the teacher's size.
+        dim_t = feature_dim(self.teacher, c, size)
+        dim_s = feature_dim(self.student, c, size)
+        self.projection = nn.Linear(dim_s, dim_t, bias=False).to(self.device) if dim_s != dim_t else nn.Identity()
+        g_params = list(self.generator.parameters()) + list(self.projection.parameters())
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas))
+        self.opt_s = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_frac * cfg.iters)
+        self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, lambda it: warmup_cosine(it, cfg.iters, warmup))
+        self.bn_loss = BNStatsLoss(self.teacher) if cfg.use_bn else None
+        self.test_set = _with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
+            if test_set is not None else None
+        self.iteration = 0
+        self.elapsed = 0.0
+        self.last_student_acc: Optional[float] = None
+
+    # ------------------------------------------------------------------ steps
+    def _teacher(self, x, features: bool = False, bn: bool = False):
+        if self.bn_loss is not None:
+            self.bn_loss.enabled = bn
+        return self.teacher(x, return_features=features)
+
+    def generator_step(self) -> dict:
+        """One update of G (and the projection) on a fresh batch; returns the loss terms."""
+        cfg = self.cfg
+        self.generator.train()
+        self.student.requires_grad_(False)
+        z, y = self.generator.sample_inputs(cfg.batch_size, self.device)
+        x = self.generator(z, y)
+        t_logits, t_feat = self._teacher(x, features=True, bn=cfg.use_bn)
+        need_s = cfg.use_adv or cfg.use_scl
+        terms: dict[str, torch.Tensor] = {}
+        loss = x.new_zeros(())
+        if need_s:
+            s_logits, s_feat = self.student(x, return_features=True)
+        if cfg.use_adv:
+            terms["adv_kl"] = kl_divergence(t_logits, s_logits, cfg.kd_temperature)
+            loss = loss - terms["adv_kl"]
+            if cfg.use_ikd:
+                terms["adv_ikd"] = ikd_loss(t_logits, s_logits)
+                push = torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"]
+                loss = loss - cfg.alpha * push
+        if cfg.use_bn:
+            terms["bn"] = self.bn_loss.loss()
+            loss = loss + cfg.beta * terms["bn"]
+        if cfg.use_scl:
+            views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
+            terms["scl"] = supcon_loss(views, y, cfg.temperature)
+            loss = loss + cfg.gamma * terms["scl"]
+        if cfg.use_ce:
+            terms["ce_teacher"] = pseudo_ce(t_logits, y)
+            loss = loss + cfg.eta * terms["ce_teacher"]
+        terms["total"] = loss
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.student.requires_grad_(True)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def student_step(self) -> dict:
+        """One update of S on a fresh batch generated without gradients to G."""
+        cfg = self.cfg
+        z, y = self.generator.sample_inputs(cfg.batch_size, self.device)
+        with torch.no_grad():
+            x = self.generator(z, y)
+            t_logits, t_feat = self._teacher(x, features=True, bn=False)
+        s_logits, s_feat = self.student(x, return_features=True)
+        terms = {"kl": kl_divergence(t_logits, s_logits, cfg.kd_temperature)}
+        loss = terms["kl"]
+        if cfg.use_ikd:
+            terms["ikd"] = ikd_loss(t_logits, s_logits)
+            loss = loss + cfg.alpha * terms["ikd"]
+        if cfg.use_ce and cfg.student_ce:
+            terms["ce_student"] = pseudo_ce(s_logits, y)
+            loss = loss + cfg.eta * terms["ce_student"]
+        if cfg.use_scl and cfg.scl_for_student:
+            views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
+            terms["scl_student"] = supcon_loss(views, y, cfg.temperature)
+            loss = loss + cfg.gamma * terms["scl_student"]
+        terms["total"] = loss
+        self.opt_s.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_s.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def iterate(self) -> dict:
+        """One full iteration: g_steps generator updates, then s_steps student updates."""
+        out: dict[str, torch.Tensor] = {}
+        for _ in range(self.cfg.g_steps):
+            for k, v in self.generator_step().items():
+                out["g/" + k] = out.get("g/" + k, 0) + v / self.cfg.g_steps
+        self.generator.train()
+        for _ in range(self.cfg.s_steps):
+            for k, v in self.student_step().items():
+                out["s/" + k] = out.get("s/" + k, 0) + v / self.cfg.s_steps
+        self.sched_s.step()
+        self.iteration += 1
+        return out
+
+    # ------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return dict(iteration=self.iteration, elapsed=self.elapsed, config=self.cfg.to_dict(),
+                    student=self.student.state_dict(), generator=self.generator.state_dict(),
+                    projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
+                    opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(), rng=rng_state(),
+                    last_student_acc=self.last_student_acc)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.generator.load_state_dict(state["generator"])
+        self.projection.load_state_dict(state["projection"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_s.load_state_dict(state["opt_s"])
+        self.sched_s.load_state_dict(state["sched_s"])
+        set_rng_state(state["rng"])
+        self.iteration = state["iteration"]
+        self.elapsed = state["elapsed"]
+        self.last_student_acc = state.get("last_student_acc")
+
+    def student_meta(self) -> dict:
+        meta = {k: v for k, v in self.meta.items() if k not in ("test_acc", "train_config", "version")}
+        return dict(meta, model=self.cfg.student, method=self.cfg.method, iteration=self.iteration)
+
+    def generator_meta(self) -> dict:
+        return dict(generator=self.generator.config(), class_names=list(self.meta["class_names"]),
+                    mean=list(self.meta["mean"]), std=list(self.meta["std"]), dataset=self.meta.get("dataset"),
+                    method=self.cfg.method, iteration=self.iteration)
+
+    def save(self, out_dir: str) -> None:
+        """Write state.pt (everything to resume), student.pt and generator.pt, each atomically."""
+        checkpoint.save(checkpoint.make("resume", {}, {"method": self.cfg.method}, state=self.state_dict()),
+                        os.path.join(out_dir, STATE_FILE))
+        checkpoint.save(checkpoint.make("student", self.student.state_dict(), self.student_meta()),
+                        os.path.join(out_dir, "student.pt"))
+        checkpoint.save(checkpoint.make("generator", self.generator.state_dict(), self.generator_meta()),
+                        os.path.join(out_dir, "generator.pt"))
+
+    # ------------------------------------------------------------------ run
+    def run(self, progress: bool = True, stop_after: Optional[int] = None,
+            callback: Optional[Callable[["Distiller", dict], None]] = None) -> dict:
+        """Train until ``cfg.iters`` (or ``stop_after`` more iterations), logging and checkpointing.
+
+        ``callback(distiller, record)`` is called after every logged iteration
+        (the book uses it to keep generator snapshots).
+        """
+        cfg = self.cfg
+        out = self.out_dir
+        log_path = os.path.join(out, "log.jsonl") if out else None
+        if out:
+            os.makedirs(out, exist_ok=True)
+            _truncate_log(log_path, self.iteration)
+        end = cfg.iters if stop_after is None else min(cfg.iters, self.iteration + stop_after)
+        sums: dict[str, torch.Tensor] = {}
+        n_sum = 0
+        bar = tqdm(total=cfg.iters, initial=self.iteration, desc=f"distill {cfg.method}", disable=not progress,
+                   leave=False)
+        t0 = time.time() - self.elapsed
+        while self.iteration < end:
+            terms = self.iterate()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v
+            n_sum += 1
+            it = self.iteration
+            do_eval = self.test_set is not None and (it % cfg.eval_every == 0 or it == cfg.iters)
+            if it % cfg.log_every == 0 or do_eval or it == end or it % cfg.ckpt_every == 0:
+                record = {k: float(v) / n_sum for k, v in sums.items()}
+                bad = sorted(k for k, v in record.items() if not math.isfinite(v))
+                if bad:
+                    raise NonFiniteLossError(
+                        f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
+                        + (f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
+                           if out and os.path.exists(os.path.join(out, STATE_FILE)) else "")
+                        + "Lower the learning rates (--lr-generator, --lr-student), or the weight of that term, "
+                        "and check that the teacher's own outputs are finite.")
+                sums, n_sum = {}, 0
+                self.elapsed = time.time() - t0
+                record = dict(iter=it, lr_student=self.opt_s.param_groups[0]["lr"],
+                              lr_generator=self.opt_g.param_groups[0]["lr"], seconds=round(self.elapsed, 3),
+                              **{k: round(v, 6) for k, v in record.items()})
+                if do_eval:
+                    self.last_student_acc = evaluate(self.student, self.test_set, self.device)
+                    record["student_acc"] = self.last_student_acc
+                    bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
+                if log_path:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                if callback is not None:
+                    callback(self, record)
+            if out and (it % cfg.ckpt_every == 0 or it == end):
+                self.elapsed = time.time() - t0
+                self.save(out)
+            bar.update(1)
+        bar.close()
+        self.elapsed = time.time() - t0
+        return dict(iters=self.iteration, seconds=round(self.elapsed, 2), student_acc=self.last_student_acc)
+
+    def close(self) -> None:
+        if self.bn_loss is not None:
+            self.bn_loss.remove()
+
+
+def _truncate_log(path: str, iteration: int) -> None:
+    """Keep only log lines up to ``iteration`` (a resumed run rewrites what came after)."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["iter"] <= iteration:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue
+    checkpoint.atomic_write_bytes(path, lambda fh: fh.write("".join(keep).encode()))
+
+
+def read_log(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------- runs
+def _config_differences(a: DistillConfig, b: DistillConfig, ignore=("device", "eval_every", "log_every",
+                                                                     "ckpt_every")) -> list[str]:
+    da, db = a.to_dict(), b.to_dict()
+    return [k for k in da if k not in ignore and da[k] != db[k]]
+
+
+def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_dir: str, resume: bool = False,
+                overwrite: bool = False, stop_after: Optional[int] = None, progress: bool = True,
+                sample_per_class: int = 8, say: Callable[[str], None] = print) -> dict:
+    """Data-free distillation from a teacher checkpoint into ``out_dir``; returns the metrics.
+
+    Writes student.pt, generator.pt, state.pt (resume), metrics.json, log.jsonl,
+    samples.png and curves.png. ``bundle`` is used only for its test split.
+    """
+    from .teacher import check_compatible, load_classifier
+    from .viz import generate_per_class, plot_curves, plot_samples
+
+    teacher, meta = load_classifier(teacher_path, "teacher")
+    check_compatible(meta, bundle, teacher_path)
+    state_path = os.path.join(out_dir, STATE_FILE)
+    state = None
+    if os.path.exists(state_path) and resume:
+        state = checkpoint.load(state_path, kind="resume", what="resume state")["state"]
+        stored = DistillConfig.from_dict(state["config"])
+        changed = _config_differences(stored, cfg)
+        if changed:
+            say(f"note: resuming with the settings stored in {state_path}; ignoring changed "
+                f"{', '.join(changed)}")
+        cfg = stored.replace(device=cfg.device)
+    elif os.path.exists(state_path) and not overwrite:
+        raise CpscError(f"{out_dir} already holds a distillation run (state.pt). Pass --resume to continue it, "
+                        "--overwrite to start over and replace it, or choose another --out directory.")
+    elif resume:
+        say(f"note: nothing to resume in {out_dir}; starting a new run")
+    os.makedirs(out_dir, exist_ok=True)
+    if state is None:
+        for name in ("log.jsonl", "metrics.json"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+
+    distiller = Distiller(teacher, meta, cfg, bundle.test, out_dir)
+    try:
+        if state is not None:
+            distiller.load_state_dict(state)
+            say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
+        teacher_acc = evaluate(distiller.teacher, distiller.test_set, distiller.device)
+        if distiller.iteration < cfg.iters:
+            distiller.run(progress=progress, stop_after=stop_after)
+        student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
+        complete = distiller.iteration >= cfg.iters
+        metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, iters=distiller.iteration,
+                       seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
+                       student=cfg.student, teacher=meta["model"], dataset=bundle.name,
+                       device=str(distiller.device), config=cfg.to_dict())
+        checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
+        images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
+        fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
+                           title=f"{cfg.method} generator, iteration {distiller.iteration}",
+                           path=os.path.join(out_dir, "samples.png"))
+        _close(fig)
+        records = read_log(os.path.join(out_dir, "log.jsonl")) if os.path.exists(
+            os.path.join(out_dir, "log.jsonl")) else []
+        if records:
+            _close(plot_curves(records, os.path.join(out_dir, "curves.png"), teacher_acc=teacher_acc,
+                               title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"))
+        return metrics
+    finally:
+        distiller.close()
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+    plt.close(fig)

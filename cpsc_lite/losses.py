@@ -1,0 +1,130 @@
+"""The loss terms of CPSC-DFKD, one function each, named as in the paper.
+
+With teacher logits t = T(x), student logits s = S(x) for generated x = G(z, y):
+
+- :func:`kl_divergence`  KL(softmax(t) || softmax(s)), the distillation term (chapter 2)
+- :func:`ikd_loss`       MSE(s, t), the extra logit-matching term "IKD"
+- :func:`pseudo_ce`      CE(logits, y) against the *conditioning* label y (chapter 4)
+- :class:`BNStatsLoss`   DeepInversion's prior: the batch statistics that x induces
+                         in every teacher BN layer should match its running ones (chapter 3)
+- :func:`supcon_loss`    supervised contrastive loss over teacher and student views (chapter 5)
+
+:mod:`cpsc_lite.distill` combines them into the generator and student objectives.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(p_t || p_s) with p = softmax(logits / temperature), averaged over the batch.
+
+    Multiplied by temperature**2 (Hinton et al. 2015) so its gradient scale does
+    not depend on the temperature; at temperature 1 that factor is 1.
+    """
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
+    return kl * temperature ** 2
+
+
+def ikd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the logits (averaged over batch and classes)."""
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+def pseudo_ce(logits: torch.Tensor, pseudo_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of raw *logits* against the labels the images were generated for.
+
+    The authors' code applies CE to softmax outputs (a double softmax, which
+    flattens the gradient); here CE takes logits, as it should.
+    """
+    return F.cross_entropy(logits, pseudo_labels)
+
+
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020), contrast mode "all".
+
+    ``features``: [B, V, D], L2-normalised, V views of each of B samples
+    (CPSC-DFKD: V = 2, the teacher's and the student's features of one image).
+    Every one of the B*V vectors is an anchor. Its positives are all *other*
+    vectors whose sample has the same label (the other view of itself
+    included); the denominator runs over all other vectors. For anchor i with
+    positive set P(i):
+
+        loss_i = -1/|P(i)| * sum_{p in P(i)} log( exp(f_i.f_p / T) / sum_{a != i} exp(f_i.f_a / T) )
+
+    The result is the mean over anchors that have at least one positive. No
+    extra base-temperature factor is applied.
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [batch, views, dim], got shape {tuple(features.shape)}")
+    b, v, _ = features.shape
+    flat = features.transpose(0, 1).reshape(b * v, -1)  # view-major: rows 0..B-1 are view 0
+    lab = labels.repeat(v)
+    logits = flat @ flat.T / temperature
+    self_mask = torch.eye(b * v, dtype=torch.bool, device=features.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    # Subtracting the row max changes nothing mathematically and keeps exp() finite.
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (lab[:, None] == lab[None, :]) & ~self_mask
+    n_pos = positives.sum(dim=1)
+    has_pos = n_pos > 0
+    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has_pos] / n_pos[has_pos]
+    return -mean_log_prob_pos.mean()
+
+
+class BNStatsLoss:
+    """DeepInversion's BN-statistics prior over all BatchNorm2d layers of a model.
+
+    Forward hooks record, for each BN layer, the per-channel mean and variance of
+    the layer's *input* on the current batch; :meth:`loss` returns
+
+        sum_layers ||mu_batch - running_mean||_2 + ||var_batch - running_var||_2
+
+    Use as a context manager (or call :meth:`remove`) so no hook outlives its use.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._terms: list[torch.Tensor] = []
+        self.enabled = True
+        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
+                         if isinstance(m, nn.BatchNorm2d)]
+        if not self._handles:
+            raise ValueError("the model has no BatchNorm2d layer, so the BN-statistics loss cannot be used; "
+                             "turn it off (beta = 0 / use_bn = False)")
+
+    def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
+        if not self.enabled:
+            return
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        self._terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
+
+    def loss(self) -> torch.Tensor:
+        """Sum of the terms recorded since the last call; clears them."""
+        if not self._terms:
+            raise RuntimeError("no BN statistics were recorded: run the teacher forward pass first")
+        total = torch.stack(self._terms).sum()
+        self._terms = []
+        return total
+
+    def clear(self) -> None:
+        self._terms = []
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._terms = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()

@@ -1,0 +1,566 @@
+"""Image datasets beyond the built-in digits: CIFAR, SVHN, MNIST, Tiny-ImageNet, image folders.
+
+Importing this module registers (see :func:`cpsc_lite.data.register_dataset`):
+
+``cifar10``, ``cifar100``, ``svhn``, ``mnist``, ``fashion-mnist``
+    Read (and, only with ``download=True``, fetched) by torchvision's dataset
+    classes, in torchvision's on-disk layout under the data root.
+``tiny-imagenet``
+    The standard ``tiny-imagenet-200/`` folder, decoded with PIL. It cannot be
+    downloaded from here.
+``folder:PATH``
+    Your own images, one subfolder per class (see :func:`load_image_folder`).
+
+The data root is the ``root`` argument (``--data-root`` on the command line),
+else the environment variable ``CPSC_LITE_DATA``, else ``~/.cache/cpsc_lite/data``.
+
+Every split is converted once into an in-memory :class:`~cpsc_lite.data.ArrayDataset`
+straight from the arrays torchvision already holds (no per-image PIL round trip),
+so items come out as normalised float tensors ``[C, H, W]`` with the constants in
+:data:`NORMALIZATION`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import CpscError
+from .data import ArrayDataset, DataBundle, channel_stats, register_dataset
+
+DATA_ENV_VAR = "CPSC_LITE_DATA"
+DEFAULT_DATA_ROOT = os.path.join("~", ".cache", "cpsc_lite", "data")
+
+#: Per-dataset ``(mean, std)`` per channel, for images scaled to [0, 1]. The loaders
+#: normalise with these and display code de-normalises with the same numbers
+#: (:func:`cpsc_lite.data.denormalize`).
+#:
+#: * CIFAR-10's std (0.2023, 0.1994, 0.2010) is the constant used by the usual
+#:   CIFAR training code (and the DFKD codebases whose teachers we reuse), not the
+#:   exact per-pixel std (about 0.247, 0.243, 0.261); a teacher must be evaluated
+#:   with the constants it was trained with, so we keep the customary ones.
+#: * Tiny-ImageNet uses the ImageNet constants (Tiny-ImageNet is an ImageNet
+#:   subset, and that is what ImageNet-pretrained and most Tiny-ImageNet teachers use).
+#: * ``folder:PATH`` datasets have no entry: their mean/std is measured from the
+#:   images (train split if present, else test) and stored on the bundle.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "tiny-imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
+_FIX_ROOT = "or pass --data-root DIR (or set CPSC_LITE_DATA=DIR) if your copy is stored elsewhere"
+
+# Errors that mean "the files are missing, corrupt or the download failed" (never TypeError & co,
+# which would be bugs and must surface as such).
+_DATA_ERRORS = (RuntimeError, OSError, ValueError, EOFError, AssertionError, KeyError, IndexError,
+                pickle.UnpicklingError, tarfile.TarError, zipfile.BadZipFile)
+
+
+def default_data_root() -> str:
+    """``$CPSC_LITE_DATA`` if set (and not empty), else ``~/.cache/cpsc_lite/data``, user-expanded."""
+    return os.path.expanduser(os.environ.get(DATA_ENV_VAR) or DEFAULT_DATA_ROOT)
+
+
+def data_root(root: Optional[str]) -> str:
+    """The directory datasets live in: ``root`` if given, else :func:`default_data_root`."""
+    if root is None:
+        return default_data_root()
+    return os.path.expanduser(os.fspath(root))
+
+
+def _torchvision_datasets():
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise CpscError(f"This dataset is read with torchvision, which cannot be imported ({exc}). "
+                        "Install it: pip install torchvision") from None
+    return tvd
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision datasets
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where torchvision looks for one dataset's files, in words and as paths."""
+
+    where: str            # e.g. "ROOT/cifar-10-batches-py/ holding data_batch_1, ..."
+    paths: list           # every file torchvision's existence/integrity check needs
+    manual: str           # how to get the files by hand
+
+
+def _cifar_layout(cls, root: str) -> _Layout:
+    folder = os.path.join(root, cls.base_folder)
+    names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return _Layout(
+        where=f"{folder}{os.sep} holding {', '.join(names)} (the unpacked {cls.filename})",
+        paths=[os.path.join(folder, n) for n in names],
+        manual=(f"If you already have {cls.filename} (from {cls.url}), put it in {root} and run with "
+                "--download: it is checked and unpacked, not downloaded again"),
+    )
+
+
+def _mnist_layout(cls, root: str) -> _Layout:
+    raw = os.path.join(root, cls.__name__, "raw")
+    gz = [f for f, _ in cls.resources]
+    names = [os.path.splitext(f)[0] for f in gz]
+    return _Layout(
+        where=f"{raw}{os.sep} holding the uncompressed idx files {', '.join(names)}",
+        paths=[os.path.join(raw, n) for n in names],
+        manual=(f"If you already have the .gz files ({', '.join(gz)}, from {cls.mirrors[0]}), put them in "
+                f"{raw} and run with --download: they are checked and unpacked, not downloaded again"),
+    )
+
+
+def _svhn_layout(cls, root: str) -> _Layout:
+    entries = [cls.split_list[s] for s in ("train", "test")]
+    return _Layout(
+        where=" and ".join(os.path.join(root, e[1]) for e in entries) + " (directly in the data root)",
+        paths=[os.path.join(root, e[1]) for e in entries],
+        manual=f"The files come from {' and '.join(e[0] for e in entries)}",
+    )
+
+
+@dataclass(frozen=True)
+class _TorchvisionDataset:
+    name: str
+    title: str
+    class_name: str                      # attribute of torchvision.datasets
+    layout: Callable                     # (cls, root) -> _Layout
+    split_kwargs: tuple                  # (train kwargs, test kwargs) for the constructor
+    to_arrays: Callable                  # torchvision dataset -> (uint8 [N,C,H,W], long [N])
+    size: str                            # download size, for the messages
+    augment_pad: int
+    augment_flip: bool
+
+
+def _hwc_arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR: ``.data`` is uint8 numpy (N, H, W, C), ``.targets`` a list of ints."""
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))
+
+
+def _chw_arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """SVHN: ``.data`` is uint8 numpy (N, C, H, W), ``.labels`` int64 numpy (10 already mapped to 0)."""
+    images = torch.from_numpy(np.ascontiguousarray(ds.data))
+    return images, torch.as_tensor(np.asarray(ds.labels, dtype=np.int64)).reshape(-1)
+
+
+def _grey_arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST family: ``.data`` is a uint8 tensor (N, H, W), ``.targets`` a tensor."""
+    images = torch.as_tensor(ds.data, dtype=torch.uint8).unsqueeze(1).contiguous()
+    return images, torch.as_tensor(ds.targets).long().reshape(-1)
+
+
+_TORCHVISION_DATASETS = {
+    d.name: d for d in (
+        _TorchvisionDataset("cifar10", "CIFAR-10", "CIFAR10", _cifar_layout,
+                            ({"train": True}, {"train": False}), _hwc_arrays, "about 170 MB", 4, True),
+        _TorchvisionDataset("cifar100", "CIFAR-100", "CIFAR100", _cifar_layout,
+                            ({"train": True}, {"train": False}), _hwc_arrays, "about 170 MB", 4, True),
+        _TorchvisionDataset("svhn", "SVHN", "SVHN", _svhn_layout,
+                            ({"split": "train"}, {"split": "test"}), _chw_arrays, "about 250 MB", 4, False),
+        _TorchvisionDataset("mnist", "MNIST", "MNIST", _mnist_layout,
+                            ({"train": True}, {"train": False}), _grey_arrays, "about 12 MB", 2, False),
+        _TorchvisionDataset("fashion-mnist", "Fashion-MNIST", "FashionMNIST", _mnist_layout,
+                            ({"train": True}, {"train": False}), _grey_arrays, "about 30 MB", 2, False),
+    )
+}
+
+
+def _open_torchvision_split(spec: _TorchvisionDataset, cls, root: str, download: bool, kwargs: dict):
+    """``cls(root, download=download, **kwargs)``, with every failure turned into a CpscError."""
+    try:
+        return cls(root, download=download, **kwargs)
+    except ImportError as exc:  # SVHN reads .mat files with scipy, imported only when needed
+        missing = getattr(exc, "name", None) or "an optional package"
+        raise CpscError(f"Reading {spec.title} needs {missing}, which is not installed ({exc}). "
+                        f"Install it: pip install {'scipy' if missing.startswith('scipy') else missing}") from exc
+    except _DATA_ERRORS as exc:
+        layout = spec.layout(cls, root)
+        missing = [p for p in layout.paths if not os.path.isfile(p)]
+        if download:
+            raise CpscError(
+                f"Could not download {spec.title} into {root} ({type(exc).__name__}: {exc}). Check the internet "
+                f"connection and that {root} is writable, or fetch the files by hand: torchvision expects "
+                f"{layout.where}. {layout.manual}. Then run without --download, {_FIX_ROOT}.") from exc
+        if missing:
+            present = len(layout.paths) - len(missing)
+            what = ("none of them exists" if present == 0 else
+                    f"missing: {', '.join(os.path.relpath(p, root) for p in missing)}")
+            raise CpscError(
+                f"{spec.title} not found in {root}: torchvision expects {layout.where}, and {what}. "
+                f"Run with --download to fetch it ({spec.size}) into {root}, {_FIX_ROOT}. {layout.manual}.") from exc
+        raise CpscError(
+            f"{spec.title} files in {root} are there but cannot be used ({type(exc).__name__}: {exc}); "
+            f"torchvision checks their checksums, so they are probably a partial download or a different "
+            f"version. Delete {', '.join(layout.paths)} and run with --download to fetch fresh copies, "
+            f"{_FIX_ROOT}.") from exc
+
+
+def load_torchvision_dataset(name: str, root: Optional[str] = None, download: bool = False) -> DataBundle:
+    """Load ``cifar10``, ``cifar100``, ``svhn``, ``mnist`` or ``fashion-mnist`` as a :class:`DataBundle`.
+
+    Files are read from torchvision's layout under :func:`data_root` and fetched
+    only when ``download`` is true.
+    """
+    if name not in _TORCHVISION_DATASETS:
+        raise CpscError(f"{name!r} is not a torchvision dataset here. Use one of: "
+                        f"{', '.join(_TORCHVISION_DATASETS)}.")
+    spec = _TORCHVISION_DATASETS[name]
+    root = data_root(root)
+    cls = getattr(_torchvision_datasets(), spec.class_name)
+    mean, std = NORMALIZATION[name]
+    splits, class_names = [], None
+    for kwargs in spec.split_kwargs:
+        ds = _open_torchvision_split(spec, cls, root, download, kwargs)
+        images, labels = spec.to_arrays(ds)
+        class_names = class_names or [str(c) for c in getattr(ds, "classes", None) or []]
+        splits.append((images, labels))
+        del ds  # keep only the tensors: torchvision's copy of the arrays can go
+    (x_train, y_train), (x_test, y_test) = splits
+    num_classes = len(class_names) or 10  # the digit datasets without .classes (SVHN) have 10
+    if not class_names:
+        class_names = [str(i) for i in range(num_classes)]
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise CpscError(f"{spec.title}'s {split} labels run from {int(y.min())} to {int(y.max())}, outside "
+                            f"0..{num_classes - 1}: the files in {root} are not the standard ones. Delete them and "
+                            "run with --download.")
+    return DataBundle(
+        name=name,
+        train=ArrayDataset(x_train, y_train, mean, std),
+        test=ArrayDataset(x_test, y_test, mean, std),
+        num_classes=num_classes, channels=int(x_test.shape[1]), img_size=int(x_test.shape[2]),
+        mean=tuple(mean), std=tuple(std), class_names=class_names,
+        augment_pad=spec.augment_pad, augment_flip=spec.augment_flip,
+    )
+
+
+def _register_torchvision(name: str, description: str) -> None:
+    def loader(root: Optional[str] = None, download: bool = False) -> DataBundle:
+        return load_torchvision_dataset(name, root, download)
+
+    loader.__name__ = loader.__qualname__ = "load_" + name.replace("-", "_")
+    loader.__doc__ = f"{description} (see :func:`load_torchvision_dataset`)."
+    register_dataset(name, description)(loader)
+    globals()[loader.__name__] = loader
+
+
+_register_torchvision("cifar10", "CIFAR-10: 60000 colour 32x32 images, 10 classes (torchvision; --download fetches ~170 MB)")
+_register_torchvision("cifar100", "CIFAR-100: 60000 colour 32x32 images, 100 classes (torchvision; --download fetches ~170 MB)")
+_register_torchvision("svhn", "SVHN: 99289 colour 32x32 house-number digits, 10 classes (torchvision + scipy; --download fetches ~250 MB)")
+_register_torchvision("mnist", "MNIST: 70000 grey 28x28 handwritten digits, 10 classes (torchvision; --download fetches ~12 MB)")
+_register_torchvision("fashion-mnist", "Fashion-MNIST: 70000 grey 28x28 clothing images, 10 classes (torchvision; --download fetches ~30 MB)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding image files with PIL
+# --------------------------------------------------------------------------------------------------
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover  (torchvision depends on pillow)
+        raise CpscError(f"Reading image files needs Pillow ({exc}). Install it: pip install pillow") from None
+    return Image
+
+
+def _unreadable(path: str, exc: Exception) -> CpscError:
+    return CpscError(f"Cannot read image {path} ({type(exc).__name__}: {exc}). Delete or replace the file "
+                     "(it may be truncated or not an image).")
+
+
+def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> torch.Tensor:
+    """Decode image files into one uint8 tensor ``[N, C, H, W]`` (C = 1 for mode 'L', 3 for 'RGB').
+
+    Without ``resize`` every image must already be ``size`` x ``size`` (the file is named otherwise).
+    PIL releases the GIL while decoding, so a few threads share the work.
+    """
+    Image = _pil()
+    channels = 1 if mode == "L" else 3
+    out = np.empty((len(paths), size, size, channels), dtype=np.uint8)
+
+    def decode(i: int) -> None:
+        path = paths[i]
+        try:
+            with Image.open(path) as im:
+                if im.size != (size, size):
+                    if not resize:
+                        raise CpscError(f"Image {path} is {im.size[0]}x{im.size[1]} pixels, but the other images "
+                                        f"are {size}x{size}. All images must have the same size: resize it.")
+                im = im.convert(mode)
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BICUBIC)
+                else:
+                    im.load()
+                arr = np.asarray(im, dtype=np.uint8)
+        except CpscError:
+            raise
+        except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+            raise _unreadable(path, exc) from exc
+        out[i] = arr.reshape(size, size, channels)
+
+    workers = max(1, min(8, os.cpu_count() or 1, len(paths) // 256 + 1))
+    if workers == 1:
+        for i in range(len(paths)):
+            decode(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(decode, range(len(paths)), chunksize=64):
+                pass
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _is_image_file(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _image_files_under(directory: str) -> list[str]:
+    """Image files anywhere below ``directory`` (like torchvision's ImageFolder), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image_file(f))
+    return found
+
+
+def _subdirs(directory: str) -> list[str]:
+    return sorted(d for d in os.listdir(directory)
+                  if not d.startswith(".") and os.path.isdir(os.path.join(directory, d)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny-ImageNet
+# --------------------------------------------------------------------------------------------------
+
+def _tiny_imagenet_missing(base: str, root: str, what: str, download: bool) -> CpscError:
+    first = ("Tiny-ImageNet cannot be downloaded automatically (--download does not apply to it). "
+             if download else "")
+    return CpscError(
+        f"{first}Tiny-ImageNet not found in {root}: {what}. The loader expects the standard layout {base}{os.sep} "
+        "with wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt. "
+        f"Get tiny-imagenet-200.zip from {TINY_IMAGENET_URL} (about 240 MB) and unzip it inside {root}, "
+        f"{_FIX_ROOT} (the directory that contains tiny-imagenet-200/).")
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line.rstrip("\n\r") for line in f if line.strip()]
+
+
+@register_dataset("tiny-imagenet", "Tiny-ImageNet: 110000 colour 64x64 images, 200 classes (unzip "
+                                   "tiny-imagenet-200.zip into the data root; no download)")
+def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> DataBundle:
+    """Tiny-ImageNet from ``ROOT/tiny-imagenet-200/``; its labelled ``val`` split is the test split.
+
+    Class indices follow the *sorted* wnids (the order torchvision's ImageFolder gives
+    ``train/``, which is what teachers trained on that folder use); class names are
+    the first name in ``words.txt`` (else the wnid). Grey JPEGs are converted to RGB.
+    Normalisation: the ImageNet constants, see :data:`NORMALIZATION`.
+    """
+    root = data_root(root)
+    base = os.path.join(root, "tiny-imagenet-200")
+    if not os.path.isdir(base):
+        raise _tiny_imagenet_missing(base, root, f"{base} does not exist", download)
+    for needed in ("wnids.txt", "train", "val"):
+        if not os.path.exists(os.path.join(base, needed)):
+            raise _tiny_imagenet_missing(base, root, f"{os.path.join(base, needed)} is missing", download)
+    wnids = sorted(set(w.strip() for w in _read_lines(os.path.join(base, "wnids.txt"))))
+    if not wnids:
+        raise _tiny_imagenet_missing(base, root, f"{os.path.join(base, 'wnids.txt')} is empty", download)
+    index = {w: i for i, w in enumerate(wnids)}
+
+    words = {}
+    words_path = os.path.join(base, "words.txt")
+    if os.path.isfile(words_path):
+        for line in _read_lines(words_path):
+            wnid, _, text = line.partition("\t")
+            if wnid.strip() in index:
+                words[wnid.strip()] = text.split(",")[0].strip()
+    class_names = [words.get(w) or w for w in wnids]
+
+    train_paths, train_labels = [], []
+    for wnid in wnids:
+        class_dir = os.path.join(base, "train", wnid)
+        images_dir = os.path.join(class_dir, "images")
+        files = _image_files_under(images_dir if os.path.isdir(images_dir) else class_dir)
+        if not files:
+            raise _tiny_imagenet_missing(base, root, f"{images_dir} holds no .JPEG images (wnid {wnid} is listed "
+                                                     "in wnids.txt)", download)
+        train_paths += files
+        train_labels += [index[wnid]] * len(files)
+
+    val_dir = os.path.join(base, "val")
+    annotations = os.path.join(val_dir, "val_annotations.txt")
+    test_paths, test_labels = [], []
+    if os.path.isfile(annotations):
+        for n, line in enumerate(_read_lines(annotations), 1):
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1].strip() not in index:
+                raise CpscError(f"{annotations}, line {n}: expected 'FILE<TAB>WNID<TAB>...' with a wnid from "
+                                f"wnids.txt, got {line!r}. Restore the file from tiny-imagenet-200.zip.")
+            path = os.path.join(val_dir, "images", fields[0].strip())
+            if not os.path.isfile(path):
+                raise _tiny_imagenet_missing(base, root, f"{path} (listed in val_annotations.txt) is missing",
+                                             download)
+            test_paths.append(path)
+            test_labels.append(index[fields[1].strip()])
+    else:  # a val/ already sorted into val/<wnid>/[images/]*.JPEG, as some scripts do
+        for wnid in wnids:
+            if os.path.isdir(os.path.join(val_dir, wnid)):
+                files = _image_files_under(os.path.join(val_dir, wnid))
+                test_paths += files
+                test_labels += [index[wnid]] * len(files)
+    if not test_paths:
+        raise _tiny_imagenet_missing(base, root, f"{annotations} is missing (and {val_dir} has no <wnid>/ "
+                                                 "folders)", download)
+
+    mean, std = NORMALIZATION["tiny-imagenet"]
+    x_train = _decode_images(train_paths, "RGB", 64, resize=False)
+    x_test = _decode_images(test_paths, "RGB", 64, resize=False)
+    return DataBundle(
+        name="tiny-imagenet",
+        train=ArrayDataset(x_train, torch.tensor(train_labels, dtype=torch.long), mean, std),
+        test=ArrayDataset(x_test, torch.tensor(test_labels, dtype=torch.long), mean, std),
+        num_classes=len(wnids), channels=3, img_size=64, mean=tuple(mean), std=tuple(std),
+        class_names=class_names, augment_pad=4, augment_flip=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# folder:PATH
+# --------------------------------------------------------------------------------------------------
+
+_GREY_MODES = ("1", "L", "LA")
+_FOLDER_LAYOUT = ("one subfolder per class: PATH/train/<class>/*.png|jpg and PATH/test/<class>/... "
+                  "(or PATH/val/...), or just PATH/<class>/... which is then the test split")
+
+
+def _class_folders(split_dir: str) -> tuple[list[str], list[str], list[int]]:
+    """Class names (sorted subfolders), image paths and labels of one split folder."""
+    classes = _subdirs(split_dir)
+    if not classes:
+        loose = [f for f in os.listdir(split_dir) if _is_image_file(f)]
+        found = f"only loose images such as {loose[0]}" if loose else "nothing usable"
+        raise CpscError(f"{split_dir} has no class subfolders ({found}). An image folder dataset needs "
+                        f"{_FOLDER_LAYOUT}. Move the images of each class into a folder named after it.")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = _image_files_under(os.path.join(split_dir, name))
+        if not files:
+            raise CpscError(f"Class folder {os.path.join(split_dir, name)} holds no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder.")
+        paths += files
+        labels += [label] * len(files)
+    return classes, paths, labels
+
+
+def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
+    """Your own images in ImageFolder layout (``folder:PATH``).
+
+    Layouts: ``PATH/train/<class>/...`` plus ``PATH/test/<class>/...`` (or ``PATH/val/...``;
+    ``test`` wins if both exist), or a single ``PATH/<class>/...`` tree, which becomes the
+    test split only (data-free distillation needs nothing else). Class names are the
+    folder names, sorted; train and test must have the same ones.
+
+    Images must be square. With ``size=None`` (what ``folder:PATH`` uses) every image
+    must have the size of the first one; with ``size`` given they are all resized to
+    ``size`` x ``size``. If every image is grey (PIL modes 1/L/LA) the dataset has one
+    channel, else all are converted to RGB. Mean/std are measured on the train split if
+    present, else on the test split. Horizontal flips are off (we cannot know whether
+    mirrored images keep their class); the random shift is ``size // 8`` pixels.
+    """
+    Image = _pil()
+    path = os.path.expanduser(os.fspath(path))
+    if not path:
+        raise CpscError(f"folder: needs a path, e.g. folder:./my_images, holding {_FOLDER_LAYOUT}.")
+    if not os.path.isdir(path):
+        raise CpscError(f"Image folder {path} does not exist or is not a directory. Check the path after "
+                        "'folder:' (it is relative to the current directory).")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise CpscError(f"Image size must be a positive number of pixels, got {size!r}.")
+
+    top = _subdirs(path)
+    test_name = "test" if "test" in top else ("val" if "val" in top else None)
+    if "train" in top and test_name is None:
+        raise CpscError(f"{path} has a train/ folder but no test/ or val/ folder. Data-free distillation evaluates "
+                        f"on the test split: move some images of each class to {os.path.join(path, 'test')}"
+                        f"{os.sep}<class>/.")
+    if test_name is not None:
+        test_dir = os.path.join(path, test_name)
+        train_dir = os.path.join(path, "train") if "train" in top else None
+    else:
+        test_dir, train_dir = path, None
+
+    test_classes, test_paths, test_labels = _class_folders(test_dir)
+    train_paths, train_labels = [], []
+    if train_dir is not None:
+        train_classes, train_paths, train_labels = _class_folders(train_dir)
+        if train_classes != test_classes:
+            only_train = sorted(set(train_classes) - set(test_classes))
+            only_test = sorted(set(test_classes) - set(train_classes))
+            raise CpscError(
+                f"The class folders of {train_dir} and {test_dir} differ (only in train: "
+                f"{', '.join(only_train) or 'none'}; only in {test_name}: {', '.join(only_test) or 'none'}). "
+                "Both splits need the same class folders (an empty class folder is not allowed either).")
+
+    # Pass 1: headers only (cheap), to choose the size and the number of channels and to fail early.
+    resize = size is not None
+    grey = True
+    for p in train_paths + test_paths:
+        try:
+            with Image.open(p) as im:
+                im_size, im_mode = im.size, im.mode
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _unreadable(p, exc) from exc
+        if size is None:
+            if im_size[0] != im_size[1]:
+                raise CpscError(f"Image {p} is {im_size[0]}x{im_size[1]} pixels, not square. The first image sets "
+                                "the size of the dataset, which must be square: resize (or crop) all images to the "
+                                "same square size first, e.g. 32x32.")
+            size, first = im_size[0], p
+        elif not resize and im_size != (size, size):
+            raise CpscError(f"Image {p} is {im_size[0]}x{im_size[1]} pixels, but the first image ({first}) is "
+                            f"{size}x{size}. All images must have the same square size: resize them first.")
+        grey = grey and im_mode in _GREY_MODES
+    mode = "L" if grey else "RGB"
+    x_test = _decode_images(test_paths, mode, size, resize=resize)
+    y_test = torch.tensor(test_labels, dtype=torch.long)
+    x_train = y_train = None
+    if train_dir is not None:
+        x_train = _decode_images(train_paths, mode, size, resize=resize)
+        y_train = torch.tensor(train_labels, dtype=torch.long)
+    mean, std = channel_stats(x_train if x_train is not None else x_test)
+    name = os.path.basename(os.path.normpath(os.path.abspath(path)))
+    return DataBundle(
+        name=f"folder:{name}",
+        train=ArrayDataset(x_train, y_train, mean, std) if x_train is not None else None,
+        test=ArrayDataset(x_test, y_test, mean, std),
+        num_classes=len(test_classes), channels=1 if grey else 3, img_size=size, mean=mean, std=std,
+        class_names=list(test_classes), augment_pad=max(1, size // 8), augment_flip=False,
+    )
+
+
+@register_dataset("folder:", "folder:PATH - your own images, one subfolder per class: PATH/train/<class>/ and "
+                             "PATH/test/<class>/ (or PATH/val/), or just PATH/<class>/ as the test split")
+def _load_folder_spec(path: str, download: bool = False) -> DataBundle:
+    """``folder:PATH`` (``load_dataset`` passes PATH where other loaders get the data root)."""
+    return load_image_folder(path)

@@ -1,0 +1,162 @@
+"""Figures: class-wise sample grids, training curves, feature embeddings (UMAP).
+
+Functions return a matplotlib Figure and, given ``path``, also save it.
+The book (chapters 3, 6) calls them; so does the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data import denormalize
+
+
+def _plt():
+    import matplotlib
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline") \
+            and not _in_notebook():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
+    except Exception:
+        return False
+
+
+@torch.no_grad()
+def generate_per_class(generator, per_class: int, device=None, z: Optional[torch.Tensor] = None,
+                       seed: Optional[int] = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` images for every class, class-major: returns ``(images, labels)``.
+
+    The generator runs in eval mode (running BN statistics), so the images of a
+    class do not depend on what else is in the batch. ``seed`` fixes the noise
+    without touching the global random state.
+    """
+    device = device or next(generator.parameters()).device
+    k = generator.num_classes
+    labels = torch.arange(k, device=device).repeat_interleave(per_class)
+    if z is None:
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(k * per_class, generator.nz, generator=g).to(device)
+    was_training = generator.training
+    generator.eval()
+    images = generator(z, labels)
+    generator.train(was_training)
+    return images, labels
+
+
+def image_grid(images: torch.Tensor, rows: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Tile normalised images ``[rows*cols, C, H, W]`` into one ``[H', W', C]`` array in [0, 1]."""
+    from torchvision.utils import make_grid
+    x = denormalize(images.detach().float().cpu(), mean, std)
+    cols = len(x) // rows
+    grid = make_grid(x, nrow=cols, padding=1, pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], mean, std,
+                 title: str = "Synthetic images, one row per class", path: Optional[str] = None, ax=None):
+    """Class-wise grid (rows = classes, as produced by :func:`generate_per_class`), rows labelled by name."""
+    plt = _plt()
+    k = int(labels.max()) + 1
+    grid = image_grid(images, k, mean, std)
+    per_class = len(images) // k
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(min(12, 1.0 + 0.55 * per_class), 0.55 * k + 0.8))
+    else:
+        fig = ax.figure
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None,
+              interpolation="nearest")
+    cell = grid.shape[0] / k
+    ax.set_yticks([cell * (i + 0.5) for i in range(k)])
+    ax.set_yticklabels([str(n) for n in class_names][:k])
+    ax.set_xticks([])
+    ax.set_ylabel("conditioning class y")
+    ax.set_xlabel(f"{per_class} samples per class (different noise z)")
+    ax.set_title(title)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_curves(records: list[dict], path: Optional[str] = None, teacher_acc: Optional[float] = None,
+                title: str = "CPSC-DFKD training"):
+    """Loss terms of generator and student, and student test accuracy, against iterations."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    its = [r["iter"] for r in records]
+    for ax, prefix, name in ((axes[0], "g/", "generator"), (axes[1], "s/", "student")):
+        keys = sorted({k for r in records for k in r if k.startswith(prefix) and k != prefix + "total"})
+        for k in keys:
+            ax.plot(its, [r.get(k, np.nan) for r in records], label=k[len(prefix):])
+        ax.set_title(f"{name} loss terms")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+        if prefix == "g/" and keys:
+            ax.set_yscale("symlog", linthresh=1.0)
+    ev = [(r["iter"], r["student_acc"]) for r in records if "student_acc" in r]
+    if ev:
+        axes[2].plot(*zip(*ev), marker="o", ms=3, label="student (test)")
+    if teacher_acc is not None:
+        axes[2].axhline(teacher_acc, color="k", ls="--", lw=1, label="teacher (test)")
+    axes[2].set_title("test accuracy")
+    axes[2].set_xlabel("iteration")
+    axes[2].set_ylabel("top-1 accuracy")
+    axes[2].set_ylim(0, 1.02)
+    axes[2].legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def umap_embedding(features: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """2-D UMAP of feature vectors (needs the ``umap-learn`` extra)."""
+    try:
+        import umap
+    except ImportError:
+        from . import CpscError
+        raise CpscError("UMAP plots need the umap-learn package: pip install 'cpsc-lite[viz]'") from None
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
+    return reducer.fit_transform(features)
+
+
+def plot_embedding(points: np.ndarray, labels: np.ndarray, sources: np.ndarray, class_names: Sequence[str],
+                   title: str = "Teacher features (UMAP)", path: Optional[str] = None, ax=None):
+    """Scatter of a 2-D embedding: colour = class, marker = source (e.g. 'real' dots, 'synthetic' crosses)."""
+    plt = _plt()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 6))
+    else:
+        fig = ax.figure
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    markers = {name: m for name, m in zip(sorted(set(sources)), ["o", "x", "^", "s"])}
+    for src, marker in markers.items():
+        for c in range(len(class_names)):
+            sel = (sources == src) & (labels == c)
+            if sel.any():
+                ax.scatter(points[sel, 0], points[sel, 1], s=10 if marker == "o" else 18, marker=marker,
+                           color=cmap(c % cmap.N), alpha=0.6,
+                           label=f"{class_names[c]}" if src == sorted(markers)[0] else None)
+    handles = [plt.Line2D([], [], ls="", marker=m, color="gray", label=s) for s, m in markers.items()]
+    leg1 = ax.legend(handles=handles, loc="upper left", fontsize=8, title="source")
+    ax.add_artist(leg1)
+    ax.legend(loc="upper right", fontsize=7, ncol=2, title="class", markerscale=1.5)
+    ax.set_title(title)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=130)
+    return fig

@@ -1,0 +1,47 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# Tests use one thread: deterministic, and friendlier to small CI machines.
+torch.set_num_threads(1)
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory):
+    """A quickly trained digits teacher (2 epochs: enough to be far above chance)."""
+    from cpsc_lite.cli import main
+    out = tmp_path_factory.mktemp("teacher")
+    assert main(["teacher", "--dataset", "digits", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    return str(out / "teacher.pt")
+
+
+def make_colour_npz(path, num_classes=4, size=12, n_train=160, n_test=80, seed=0, train=True):
+    """Procedural 3-channel dataset: each class is a coloured shape at a random position."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(60, 255, size=(num_classes, 3))
+
+    def draw(n):
+        x = rng.integers(0, 40, size=(n, size, size, 3)).astype(np.uint8)
+        y = rng.integers(0, num_classes, size=n)
+        for i, c in enumerate(y):
+            r, cy, cx = size // 4, rng.integers(size // 4, 3 * size // 4), rng.integers(size // 4, 3 * size // 4)
+            yy, xx = np.ogrid[:size, :size]
+            if c % 2 == 0:
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            else:
+                mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r // (1 + c // 2))
+            x[i][mask] = colours[c]
+        return x, y.astype(np.int64)
+
+    arrays = {}
+    arrays["x_test"], arrays["y_test"] = draw(n_test)
+    if train:
+        arrays["x_train"], arrays["y_train"] = draw(n_train)
+    np.savez(path, **arrays)
+    return str(path)

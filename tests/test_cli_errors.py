@@ -1,0 +1,143 @@
+"""Every bad input exits with status 2 and a one-paragraph message naming problem and fix."""
+
+import numpy as np
+import pytest
+import torch
+
+from cpsc_lite import checkpoint
+from cpsc_lite.cli import main
+
+from conftest import make_colour_npz
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code, err, *needles):
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.startswith("error: ")
+    flat = " ".join(err.split()).lower()  # the CLI wraps long messages
+    for needle in needles:
+        assert needle.lower() in flat, err
+
+
+def test_missing_teacher(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "distill", "--teacher", tmp_path / "nope.pt", "--out", tmp_path / "o")
+    assert_clean_error(code, err, "does not exist", "cpsc-lite teacher")
+
+
+def test_corrupt_teacher(tmp_path, capsys):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(b"\x00garbage" * 50)
+    code, _, err = run_cli(capsys, "distill", "--teacher", bad, "--out", tmp_path / "o")
+    assert_clean_error(code, err, "corrupt", "re-create")
+
+
+def test_truncated_teacher(tmp_path, capsys, digits_teacher):
+    data = open(digits_teacher, "rb").read()
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "evaluate", bad)
+    assert_clean_error(code, err, "truncated")
+
+
+def test_foreign_file_is_not_loaded_as_teacher(tmp_path, capsys):
+    path = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    code, _, err = run_cli(capsys, "distill", "--teacher", path, "--out", tmp_path / "o")
+    assert_clean_error(code, err, "not a cpsc_lite")
+
+
+def test_generator_passed_as_teacher(tmp_path, capsys):
+    path = tmp_path / "generator.pt"
+    checkpoint.save(checkpoint.make("generator", {}, {}), str(path))
+    code, _, err = run_cli(capsys, "distill", "--teacher", path, "--out", tmp_path / "o")
+    assert_clean_error(code, err, "'generator'", "teacher")
+
+
+def test_class_count_mismatch(tmp_path, capsys, digits_teacher):
+    npz = make_colour_npz(tmp_path / "four.npz", num_classes=4, size=8)
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--dataset", f"npz:{npz}",
+                           "--out", tmp_path / "o")
+    assert_clean_error(code, err, "10 classes", "has 4")
+
+
+def test_input_shape_mismatch(tmp_path, capsys, digits_teacher):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "big.npz"
+    np.savez(npz, x_test=rng.integers(0, 255, (20, 16, 16), dtype=np.uint8), y_test=np.arange(20) % 10)
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--dataset", f"npz:{npz}",
+                           "--out", tmp_path / "o")
+    assert_clean_error(code, err, "8x8", "16x16")
+
+
+def test_unknown_dataset_and_model(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "teacher", "--dataset", "imagenet-42", "--out", tmp_path)
+    assert_clean_error(code, err, "unknown dataset", "digits")
+    code, _, err = run_cli(capsys, "teacher", "--model", "resnet9000", "--out", tmp_path)
+    assert_clean_error(code, err, "unknown model", "cnn_base")
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--student", "nope", "--out",
+                           tmp_path / "o")
+    assert_clean_error(code, err, "unknown model")
+
+
+@pytest.mark.parametrize("arrays,needle", [
+    (dict(x_test=np.zeros((4, 8, 8), np.uint8)), "y_test is missing"),
+    (dict(x_test=np.zeros((4, 8, 8), np.float32), y_test=np.zeros(4, int)), "dtype float32"),
+    (dict(x_test=np.zeros((4, 8, 9), np.uint8), y_test=np.zeros(4, int)), "not square"),
+    (dict(x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.zeros(3, int)), "holds 4 images"),
+    (dict(x_test=np.zeros((4, 4, 4), np.uint8), y_test=np.zeros(4, int)), "outside 8..64"),
+    (dict(x_test=np.zeros((4, 8, 8, 2), np.uint8), y_test=np.zeros(4, int)), "shape"),
+    (dict(x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.zeros(4, int), x_train=np.zeros((4, 8, 8), np.uint8)),
+     "only one of"),
+])
+def test_malformed_npz(tmp_path, capsys, arrays, needle):
+    npz = tmp_path / "bad.npz"
+    np.savez(npz, **arrays)
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, needle, "numpy.savez")
+
+
+def test_npz_that_is_not_a_zip(tmp_path, capsys):
+    npz = tmp_path / "bad.npz"
+    npz.write_text("hello")
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, "numpy cannot read it")
+
+
+def test_teacher_without_training_split(tmp_path, capsys):
+    npz = make_colour_npz(tmp_path / "testonly.npz", train=False)
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, "no training split")
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, capsys, digits_teacher):
+    obj = checkpoint.load(digits_teacher, "teacher")
+    sd = {k: v.clone() for k, v in obj["state_dict"].items()}
+    sd["classifier.weight"].fill_(float("nan"))
+    bad = tmp_path / "nan_teacher.pt"
+    checkpoint.save(checkpoint.make("teacher", sd, obj["meta"]), str(bad))
+    code, _, err = run_cli(capsys, "distill", "--teacher", bad, "--out", tmp_path / "o", "--iters", "3",
+                           "--batch-size", "16", "--no-progress", "--set", "log_every=1")
+    assert_clean_error(code, err, "NaN", "learning rate")
+
+
+def test_existing_run_is_not_overwritten_silently(tmp_path, capsys, digits_teacher):
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", digits_teacher, "--out", out, "--iters", "2", "--batch-size", "16",
+            "--no-progress", "--set", "eval_every=1"]
+    assert run_cli(capsys, *args)[0] == 0
+    before = (out / "student.pt").read_bytes()
+    code, _, err = run_cli(capsys, *args)
+    assert_clean_error(code, err, "--resume", "--overwrite")
+    assert (out / "student.pt").read_bytes() == before
+
+
+def test_bad_set_override(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--out", tmp_path / "o",
+                           "--set", "no_such_key=1")
+    assert_clean_error(code, err, "unknown config keys", "no_such_key")

@@ -1,0 +1,142 @@
+"""End-to-end behaviour of the distillation loop: learning, resume exactness, NaN safety, generality."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from cpsc_lite import checkpoint
+from cpsc_lite.cli import main
+from cpsc_lite.config import make_config
+from cpsc_lite.data import load_dataset
+from cpsc_lite.distill import Distiller, NonFiniteLossError, run_distill
+from cpsc_lite.teacher import load_classifier
+
+from conftest import make_colour_npz
+
+SMALL = dict(batch_size=32, ngf=16, nz=32, eval_every=4, log_every=2, ckpt_every=4)
+
+
+def test_distillation_on_digits_learns_far_above_chance(tmp_path, digits_teacher):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=60, batch_size=64, ngf=16, nz=64, eval_every=30, log_every=10, ckpt_every=60)
+    metrics = run_distill(digits_teacher, bundle, cfg, str(tmp_path), progress=False)
+    assert metrics["teacher_acc"] > 0.85
+    assert metrics["student_acc"] > 0.5, metrics  # chance is 0.1
+    for name in ("student.pt", "generator.pt", "state.pt", "metrics.json", "log.jsonl", "samples.png", "curves.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"teacher_acc", "student_acc", "iters", "seconds"} <= set(saved)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == [10, 20, 30, 40, 50, 60]
+    assert all("seconds" in r and "lr_student" in r and "g/scl" in r for r in log)
+
+
+def _weights(path):
+    return checkpoint.load(path, "student")["state_dict"]
+
+
+def test_resume_after_interruption_is_exact(tmp_path, digits_teacher):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=10, **SMALL)
+    full = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "full"), progress=False)
+    part = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), stop_after=6, progress=False)
+    assert part["iters"] == 6 and not part["complete"]
+    resumed = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), resume=True, progress=False)
+    assert resumed["iters"] == 10 and resumed["complete"]
+    assert resumed["student_acc"] == full["student_acc"]
+    a, b = _weights(str(tmp_path / "full" / "student.pt")), _weights(str(tmp_path / "cut" / "student.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log_full = [json.loads(x)["iter"] for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    log_cut = [json.loads(x)["iter"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert log_full == log_cut
+
+
+def test_resume_after_a_crash_between_checkpoints(tmp_path, digits_teacher):
+    """A crash after iteration 6 (checkpoint at 4): resuming redoes 5..10 and matches a clean run."""
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=10, **SMALL)
+    teacher, meta = load_classifier(digits_teacher)
+    clean = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "clean"))
+    clean.run(progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash(d, record):
+        if record["iter"] == 6:
+            raise Crash()
+
+    teacher, meta = load_classifier(digits_teacher)
+    crashed = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "crash"))
+    with pytest.raises(Crash):
+        crashed.run(progress=False, callback=crash)
+    crashed.close()
+    state = checkpoint.load(str(tmp_path / "crash" / "state.pt"), "resume")["state"]
+    assert state["iteration"] == 4
+    teacher, meta = load_classifier(digits_teacher)
+    again = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "crash"))
+    again.load_state_dict(state)
+    again.run(progress=False)
+    for k, v in clean.student.state_dict().items():
+        assert torch.equal(v, again.student.state_dict()[k]), k
+    iters = [json.loads(x)["iter"] for x in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()]
+    assert iters == [2, 4, 6, 8, 10]  # the log lines written after the checkpoint were replaced, not doubled
+
+
+def test_nan_keeps_last_good_checkpoint(tmp_path, digits_teacher):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=10, **dict(SMALL, log_every=1))
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path))
+
+    def poison(dd, record):
+        if record["iter"] == 5:  # after the checkpoint at 4
+            with torch.no_grad():
+                dd.teacher.classifier.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="kept"):
+        d.run(progress=False, callback=poison)
+    state = checkpoint.load(str(tmp_path / "state.pt"), "resume")["state"]
+    assert state["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("num_classes,size", [(4, 12), (7, 16)])
+def test_colour_images_and_other_class_counts(tmp_path, capsys, num_classes, size):
+    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=num_classes, size=size)
+    out = tmp_path / "run"
+    assert main(["teacher", "--dataset", f"npz:{npz}", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    # Distil against a copy of the data WITHOUT a training split: only the test split may be needed.
+    test_only = make_colour_npz(tmp_path / "test_only.npz", num_classes=num_classes, size=size, train=False)
+    code = main(["distill", "--teacher", str(out / "teacher.pt"), "--dataset", f"npz:{test_only}", "--out",
+                 str(out), "--iters", "4", "--batch-size", "16", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["student_acc"] <= 1.0 and metrics["iters"] == 4
+    gen = checkpoint.load(str(out / "generator.pt"), "generator")["meta"]["generator"]
+    assert (gen["num_classes"], gen["channels"], gen["img_size"]) == (num_classes, 3, size)
+    assert main(["sample", "--generator", str(out / "generator.pt"), "--per-class", "3",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, digits_teacher):
+    obj = torch.load(digits_teacher, weights_only=True)
+    meta = obj["meta"]
+    assert {"model", "num_classes", "channels", "img_size", "mean", "std", "version"} <= set(meta)
+    assert obj["kind"] == "teacher"
+
+
+def test_seeded_runs_are_reproducible(tmp_path, digits_teacher):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=3, **SMALL)
+    a = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "a"), progress=False)
+    b = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "b"), progress=False)
+    wa, wb = _weights(str(tmp_path / "a" / "student.pt")), _weights(str(tmp_path / "b" / "student.pt"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = run_distill(digits_teacher, bundle, cfg.replace(seed=1), str(tmp_path / "c"), progress=False)
+    wc = _weights(str(tmp_path / "c" / "student.pt"))
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
