@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import textwrap
 import time
@@ -58,6 +59,7 @@ def _add_distill_args(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import METHOD_HELP
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="cpsc-lite", formatter_class=fmt,
@@ -112,6 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     _add_data_args(p, default=None)
     p.add_argument("--device", default=None)
+
+    p = sub.add_parser("bench", formatter_class=fmt, help="run several methods x seeds with one budget, or --profile",
+                       description="Benchmark: every method with the same budget (iterations, generator and "
+                                   "student steps, batch size) over several seeds; writes results.json and "
+                                   "results.md. With --profile: time one CPSC iteration against its floor and "
+                                   "write profile.json.",
+                       epilog="methods:\n" + "\n".join(f"  {k:<13} {v}" for k, v in METHOD_HELP.items()))
+    _add_data_args(p)
+    p.add_argument("--methods", default="cpsc,dfad,dafl,deepinv,noise,data",
+                   help="comma-separated (default: %(default)s); 'all' adds the ablations")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--teacher", default=None, help="teacher.pt (default: train one into --out, or reuse it)")
+    p.add_argument("--teacher-model", default=None, help="teacher model to train, or to profile untrained")
+    p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument("--student", default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--profile", action="store_true", help="time one iteration vs its floor instead")
+    p.add_argument("--img-size", type=int, default=None, help="--profile with --teacher-model: image size")
+    p.add_argument("--num-classes", type=int, default=10, help="--profile with --teacher-model: classes")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
@@ -204,6 +230,33 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench, run_profile
+    from .config import METHODS
+    overrides = _overrides(args)
+    overrides.pop("seed", None)
+    if args.profile:
+        run_profile(args.out, dataset=args.dataset, teacher_path=args.teacher, teacher_model=args.teacher_model,
+                    student=args.student, img_size=args.img_size, num_classes=args.num_classes,
+                    channels=3 if args.teacher_model and not args.teacher else 1, overrides=overrides)
+        return 0
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    iters = overrides.pop("iters", None) or make_default_iters()
+    command = "cpsc-lite " + shlex.join(args.argv)
+    results = run_bench(args.dataset, methods, args.seeds, iters, args.out, teacher_path=args.teacher,
+                        teacher_model=args.teacher_model or "cnn_base", teacher_epochs=args.teacher_epochs,
+                        overrides=overrides, data_root=args.data_root, download=args.download,
+                        progress=not args.no_progress, command=command)
+    from .bench import results_markdown
+    print(results_markdown(results))
+    return 0
+
+
+def make_default_iters() -> int:
+    from .config import DistillConfig
+    return DistillConfig().iters
+
+
 def cmd_sample(args) -> int:
     import torch
     from . import checkpoint
@@ -243,7 +296,9 @@ def cmd_evaluate(args) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the exact command, recorded in benchmark results
     if args.command is None:
         parser.print_help()
         return 0
@@ -255,7 +310,7 @@ def main(argv=None) -> int:
             print(_datasets_epilog())
             return 0
         return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
-                "evaluate": cmd_evaluate}[args.command](args)
+                "evaluate": cmd_evaluate, "bench": cmd_bench}[args.command](args)
     except CpscError as exc:
         print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       "), file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ class DistillConfig:
     warmup_frac: float = 0.02
     # Generator optimiser: Adam.
     lr_generator: float = 1e-3
+    generator_cosine: bool = True  # decay G's LR with the student's, so late adversarial drift stays small
     generator_betas: tuple = (0.5, 0.999)
     nz: int = 256
     ngf: int = 64
@@ -41,12 +42,21 @@ class DistillConfig:
     use_ce: bool = True
     eta: float = 0.7            # pseudo-supervised CE weight
     temperature: float = 0.07   # SupCon temperature tau
+    # Baselines (presets below switch these): where the student's inputs come from, the
+    # distillation distance, and DAFL's generator losses (one-hot, activation, information entropy).
+    input_source: str = "generator"  # "generator" | "noise" (Gaussian images) | "data" (real train split)
+    kd_loss: str = "kl"              # "kl" | "l1" (DFAD's mean absolute logit difference)
+    use_dafl: bool = False
+    dafl_onehot: float = 1.0
+    dafl_activation: float = 0.1
+    dafl_entropy: float = 5.0
     kd_temperature: float = 1.0
     scl_for_student: bool = False  # authors' code: the contrast trains G only
     student_ce: bool = True        # student also learns CE(S(x), y)
     ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
     # Bookkeeping.
     eval_every: int = 50
+    diagnostics: bool = True       # diversity / balance / FID of synthetic images at each evaluation
     log_every: int = 10
     ckpt_every: int = 100
     seed: int = 0
@@ -89,12 +99,36 @@ class TeacherConfig:
 
 #: Methods are presets of the one distillation loop: a name maps to config changes.
 #: ``cpsc`` is the default config itself.
+_NO_CPSC_TERMS = dict(use_ikd=False, use_bn=False, use_scl=False, use_ce=False, student_ce=False)
+
 METHODS: dict[str, dict] = {
     "cpsc": {},
+    # Baselines: the same loop with other switches.
+    "dfad": dict(_NO_CPSC_TERMS, conditional=False, kd_loss="l1"),
+    "dafl": dict(_NO_CPSC_TERMS, conditional=False, use_adv=False, use_dafl=True),
+    "deepinv": dict(_NO_CPSC_TERMS, use_adv=False, use_bn=True, use_ce=True),
+    "noise": dict(_NO_CPSC_TERMS, input_source="noise", use_adv=False),
+    "data": dict(_NO_CPSC_TERMS, input_source="data", use_adv=False),
+    # Ablations of CPSC-DFKD: one idea removed at a time.
+    "cpsc_no_cond": dict(conditional=False),
+    "cpsc_no_ce": dict(use_ce=False, student_ce=False),
+    "cpsc_no_scl": dict(use_scl=False),
+    "cpsc_no_bn": dict(use_bn=False),
+    "cpsc_no_ikd": dict(use_ikd=False),
 }
 
 METHOD_HELP: dict[str, str] = {
     "cpsc": "CPSC-DFKD: conditional generator, pseudo-supervised CE, teacher/student contrast, BN prior, KL+IKD",
+    "dfad": "DFAD (Fang et al. 2019): unconditional generator maximises the L1 teacher/student discrepancy",
+    "dafl": "DAFL (Chen et al. 2019): non-adversarial generator with one-hot, activation and entropy losses",
+    "deepinv": "DeepInversion-style (Yin et al. 2020): generator with BN prior and teacher CE, no adversary",
+    "noise": "KD on Gaussian-noise images (lower bound)",
+    "data": "KD on the real training images (upper bound; the only method that reads them)",
+    "cpsc_no_cond": "ablation: unconditional generator (pseudo labels = teacher's argmax)",
+    "cpsc_no_ce": "ablation: no pseudo-supervised CE",
+    "cpsc_no_scl": "ablation: no teacher/student contrast",
+    "cpsc_no_bn": "ablation: no BN-statistics prior",
+    "cpsc_no_ikd": "ablation: no IKD logit term",
 }
 
 
@@ -107,7 +141,12 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
     d.update(METHODS[method])
     d.update({k: v for k, v in overrides.items() if v is not None})
     d["method"] = method
-    return DistillConfig.from_dict(d)
+    cfg = DistillConfig.from_dict(d)
+    if cfg.input_source not in ("generator", "noise", "data"):
+        raise CpscError(f"input_source must be generator, noise or data, not {cfg.input_source!r}.")
+    if cfg.kd_loss not in ("kl", "l1"):
+        raise CpscError(f"kd_loss must be kl or l1, not {cfg.kd_loss!r}.")
+    return cfg
 
 
 def parse_value(text: str):

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from . import CpscError, checkpoint
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
+from .diagnostics import collapse_warning
 from .generator import ConditionalGenerator
 from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
 from .models import create_model, feature_dim
@@ -52,7 +53,7 @@ class Distiller:
     """Holds teacher, student, generator and their optimisers; runs, checkpoints and resumes."""
 
     def __init__(self, teacher: nn.Module, teacher_meta: dict, cfg: DistillConfig,
-                 test_set=None, out_dir: Optional[str] = None):
+                 test_set=None, out_dir: Optional[str] = None, train_set=None, augment=(0, False)):
         self.cfg = cfg
         self.meta = teacher_meta
         self.out_dir = out_dir
@@ -66,6 +67,13 @@ class Distiller:
         self.student = create_model(cfg.student, k, c, size).to(self.device)
         self.generator = ConditionalGenerator(k, size, c, nz=cfg.nz, ngf=cfg.ngf,
                                               conditional=cfg.conditional).to(self.device)
+        self.uses_generator = cfg.input_source == "generator"
+        if cfg.input_source == "data" and train_set is None:
+            raise CpscError("input_source 'data' (the 'data' baseline) needs the training split; "
+                            "pass train_set (the dataset has none, or it was not given).")
+        self.train_set = _with_normalization(train_set, teacher_meta["mean"], teacher_meta["std"]) \
+            if train_set is not None else None
+        self.augment = augment
         # The contrast compares teacher and student features; if their sizes differ, a
         # linear map (trained with the generator) brings the student's to the teacher's size.
         dim_t = feature_dim(self.teacher, c, size)
@@ -77,9 +85,12 @@ class Distiller:
                                      weight_decay=cfg.weight_decay)
         warmup = int(cfg.warmup_frac * cfg.iters)
         self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, lambda it: warmup_cosine(it, cfg.iters, warmup))
-        self.bn_loss = BNStatsLoss(self.teacher) if cfg.use_bn else None
+        g_factor = (lambda it: warmup_cosine(it, cfg.iters, 0)) if cfg.generator_cosine else (lambda it: 1.0)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
+        self.bn_loss = BNStatsLoss(self.teacher) if cfg.use_bn and self.uses_generator else None
         self.test_set = _with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
             if test_set is not None else None
+        self._real_feats = None
         self.iteration = 0
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
@@ -90,6 +101,19 @@ class Distiller:
             self.bn_loss.enabled = bn
         return self.teacher(x, return_features=features)
 
+    def _kd(self, t_logits, s_logits):
+        if self.cfg.kd_loss == "l1":
+            return (s_logits - t_logits).abs().mean()
+        return kl_divergence(t_logits, s_logits, self.cfg.kd_temperature)
+
+    def _pseudo_labels(self, y, t_logits):
+        """The conditioning label; an unconditional generator's images get the teacher's argmax instead."""
+        return y if self.cfg.conditional else t_logits.detach().argmax(1)
+
+    def _contrast(self, t_feat, s_feat, labels):
+        views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
+        return supcon_loss(views, labels, self.cfg.temperature)
+
     def generator_step(self) -> dict:
         """One update of G (and the projection) on a fresh batch; returns the loss terms."""
         cfg = self.cfg
@@ -98,14 +122,14 @@ class Distiller:
         z, y = self.generator.sample_inputs(cfg.batch_size, self.device)
         x = self.generator(z, y)
         t_logits, t_feat = self._teacher(x, features=True, bn=cfg.use_bn)
-        need_s = cfg.use_adv or cfg.use_scl
+        labels = self._pseudo_labels(y, t_logits)
         terms: dict[str, torch.Tensor] = {}
         loss = x.new_zeros(())
-        if need_s:
+        if cfg.use_adv or cfg.use_scl:
             s_logits, s_feat = self.student(x, return_features=True)
         if cfg.use_adv:
-            terms["adv_kl"] = kl_divergence(t_logits, s_logits, cfg.kd_temperature)
-            loss = loss - terms["adv_kl"]
+            terms["adv_kd"] = self._kd(t_logits, s_logits)
+            loss = loss - terms["adv_kd"]
             if cfg.use_ikd:
                 terms["adv_ikd"] = ikd_loss(t_logits, s_logits)
                 push = torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"]
@@ -114,12 +138,19 @@ class Distiller:
             terms["bn"] = self.bn_loss.loss()
             loss = loss + cfg.beta * terms["bn"]
         if cfg.use_scl:
-            views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
-            terms["scl"] = supcon_loss(views, y, cfg.temperature)
+            terms["scl"] = self._contrast(t_feat, s_feat, labels)
             loss = loss + cfg.gamma * terms["scl"]
         if cfg.use_ce:
-            terms["ce_teacher"] = pseudo_ce(t_logits, y)
+            terms["ce_teacher"] = pseudo_ce(t_logits, labels)
             loss = loss + cfg.eta * terms["ce_teacher"]
+        if cfg.use_dafl:
+            # DAFL: confident one-hot predictions, large feature activations, balanced classes.
+            terms["onehot"] = F.cross_entropy(t_logits, t_logits.detach().argmax(1))
+            terms["activation"] = -t_feat.abs().mean()
+            p_mean = t_logits.softmax(1).mean(0)
+            terms["info_entropy"] = (p_mean * torch.log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
+            loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
+                + cfg.dafl_entropy * terms["info_entropy"]
         terms["total"] = loss
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,26 +158,41 @@ class Distiller:
         self.student.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
 
-    def student_step(self) -> dict:
-        """One update of S on a fresh batch generated without gradients to G."""
-        cfg = self.cfg
-        z, y = self.generator.sample_inputs(cfg.batch_size, self.device)
+    def student_inputs(self, batch_size: int):
+        """A batch for the student step: generated (no gradient to G), Gaussian noise, or real images."""
+        if self.cfg.input_source == "noise":
+            x = torch.randn(batch_size, self.channels, self.img_size, self.img_size, device=self.device)
+            return x, None
+        if self.cfg.input_source == "data":
+            from .utils import augment_batch
+            idx = torch.randint(0, len(self.train_set), (batch_size,))
+            x, y = self.train_set.batch(idx) if hasattr(self.train_set, "batch") else \
+                tuple(torch.utils.data.default_collate([self.train_set[int(i)] for i in idx]))
+            return augment_batch(x.to(self.device), *self.augment), y.to(self.device)
+        z, y = self.generator.sample_inputs(batch_size, self.device)
         with torch.no_grad():
-            x = self.generator(z, y)
+            return self.generator(z, y), y
+
+    def student_step(self) -> dict:
+        """One update of S on a fresh batch."""
+        cfg = self.cfg
+        x, y = self.student_inputs(cfg.batch_size)
+        with torch.no_grad():
             t_logits, t_feat = self._teacher(x, features=True, bn=False)
         s_logits, s_feat = self.student(x, return_features=True)
-        terms = {"kl": kl_divergence(t_logits, s_logits, cfg.kd_temperature)}
-        loss = terms["kl"]
+        terms = {"kd": self._kd(t_logits, s_logits)}
+        loss = terms["kd"]
         if cfg.use_ikd:
             terms["ikd"] = ikd_loss(t_logits, s_logits)
             loss = loss + cfg.alpha * terms["ikd"]
-        if cfg.use_ce and cfg.student_ce:
-            terms["ce_student"] = pseudo_ce(s_logits, y)
-            loss = loss + cfg.eta * terms["ce_student"]
-        if cfg.use_scl and cfg.scl_for_student:
-            views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
-            terms["scl_student"] = supcon_loss(views, y, cfg.temperature)
-            loss = loss + cfg.gamma * terms["scl_student"]
+        if y is not None and cfg.input_source == "generator":
+            labels = self._pseudo_labels(y, t_logits)
+            if cfg.use_ce and cfg.student_ce:
+                terms["ce_student"] = pseudo_ce(s_logits, labels)
+                loss = loss + cfg.eta * terms["ce_student"]
+            if cfg.use_scl and cfg.scl_for_student:
+                terms["scl_student"] = self._contrast(t_feat, s_feat, labels)
+                loss = loss + cfg.gamma * terms["scl_student"]
         terms["total"] = loss
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,9 +202,13 @@ class Distiller:
     def iterate(self) -> dict:
         """One full iteration: g_steps generator updates, then s_steps student updates."""
         out: dict[str, torch.Tensor] = {}
-        for _ in range(self.cfg.g_steps):
-            for k, v in self.generator_step().items():
-                out["g/" + k] = out.get("g/" + k, 0) + v / self.cfg.g_steps
+        trains_generator = self.uses_generator and (self.cfg.use_adv or self.cfg.use_bn or self.cfg.use_scl
+                                                    or self.cfg.use_ce or self.cfg.use_dafl)
+        if trains_generator:
+            for _ in range(self.cfg.g_steps):
+                for k, v in self.generator_step().items():
+                    out["g/" + k] = out.get("g/" + k, 0) + v / self.cfg.g_steps
+            self.sched_g.step()
         self.generator.train()
         for _ in range(self.cfg.s_steps):
             for k, v in self.student_step().items():
@@ -167,12 +217,33 @@ class Distiller:
         self.iteration += 1
         return out
 
+    @torch.no_grad()
+    def diagnostics(self, per_class: int = 32) -> dict:
+        """Diversity, class balance, teacher confidence and FID of the student's current inputs."""
+        from .diagnostics import real_features, synthetic_diagnostics
+        from .viz import generate_per_class
+        if self.bn_loss is not None:
+            self.bn_loss.enabled = False
+        if self.test_set is not None and self._real_feats is None:
+            self._real_feats = real_features(self.teacher, self.test_set, self.device)
+        rng = torch.get_rng_state()  # diagnostics must not change the training's random stream
+        if self.uses_generator:
+            x, y = generate_per_class(self.generator, per_class, self.device, seed=1234)
+            cond = y if self.cfg.conditional else None
+        else:
+            torch.manual_seed(1234)
+            x, _ = self.student_inputs(per_class * self.num_classes)
+            cond = None
+        torch.set_rng_state(rng)
+        return synthetic_diagnostics(self.teacher, x, cond, self.num_classes, self._real_feats)
+
     # ------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         return dict(iteration=self.iteration, elapsed=self.elapsed, config=self.cfg.to_dict(),
                     student=self.student.state_dict(), generator=self.generator.state_dict(),
                     projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
-                    opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(), rng=rng_state(),
+                    opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
+                    sched_g=self.sched_g.state_dict(), rng=rng_state(),
                     last_student_acc=self.last_student_acc)
 
     def load_state_dict(self, state: dict) -> None:
@@ -182,6 +253,7 @@ class Distiller:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_s.load_state_dict(state["opt_s"])
         self.sched_s.load_state_dict(state["sched_s"])
+        self.sched_g.load_state_dict(state["sched_g"])
         set_rng_state(state["rng"])
         self.iteration = state["iteration"]
         self.elapsed = state["elapsed"]
@@ -251,6 +323,13 @@ class Distiller:
                     self.last_student_acc = evaluate(self.student, self.test_set, self.device)
                     record["student_acc"] = self.last_student_acc
                     bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
+                    if cfg.diagnostics:
+                        diag = self.diagnostics()
+                        record.update({k: round(v, 5) for k, v in diag.items() if isinstance(v, float)})
+                        warning = collapse_warning(diag, self.meta["class_names"])
+                        if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
+                            record["collapsed_classes"] = diag["collapsed_classes"]
+                            tqdm.write(f"iteration {it}: {warning}")
                 if log_path:
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")

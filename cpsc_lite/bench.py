@@ -1,0 +1,216 @@
+"""Benchmark: every method with the same budget, several seeds, one table (book chapter 7).
+
+``cpsc-lite bench --dataset digits --methods cpsc,dfad,... --seeds 3 --iters N --out DIR``
+writes ``DIR/results.json`` and ``DIR/results.md``. With ``--profile`` it instead
+times one CPSC iteration against its floor (the essential passes measured alone)
+and writes ``DIR/profile.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Optional, Sequence
+
+import torch
+
+from . import CpscError, __version__, checkpoint
+from .config import METHOD_HELP, METHODS, TeacherConfig, make_config
+from .data import DataBundle, load_dataset
+from .distill import Distiller
+from .teacher import check_compatible, load_classifier, run_teacher
+from .utils import evaluate, pick_device
+
+
+def _machine() -> str:
+    dev = "cpu"
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    return f"{platform.machine()} {os.cpu_count()} cpu threads, torch {torch.__version__}, device {dev}"
+
+
+def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str], teacher_model: str,
+                   epochs: int, progress: bool, say=print) -> str:
+    """The given teacher, or one trained once into ``out_dir/teacher.pt`` (reused on later runs)."""
+    if teacher_path:
+        return teacher_path
+    path = os.path.join(out_dir, "teacher.pt")
+    if os.path.exists(path):
+        say(f"reusing teacher {path}")
+        return path
+    say(f"training teacher {teacher_model} on {bundle.name} ({epochs} epochs)")
+    run_teacher(bundle, TeacherConfig(model=teacher_model, epochs=epochs), out_dir, progress=progress,
+                metrics_name="teacher_metrics.json")
+    return path
+
+
+def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_dir: str,
+              teacher_path: Optional[str] = None, teacher_model: str = "cnn_base", teacher_epochs: int = 30,
+              overrides: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
+              progress: bool = True, command: str = "", say=print) -> dict:
+    """Run each method for each seed with the same budget; write results.json and results.md."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
+    bundle = load_dataset(dataset, data_root, download)
+    os.makedirs(out_dir, exist_ok=True)
+    teacher_path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress, say)
+    _, meta = load_classifier(teacher_path)
+    check_compatible(meta, bundle, teacher_path)
+    overrides = dict(overrides or {})
+    results = dict(command=command, dataset=bundle.name, teacher=dict(model=meta["model"]), iters=iters,
+                   seeds=list(range(seeds)), package_version=__version__, machine=_machine(), methods={})
+    for method in methods:
+        runs = []
+        for seed in range(seeds):
+            cfg = make_config(method, iters=iters, seed=seed, **overrides)
+            teacher, meta = load_classifier(teacher_path)
+            if method == "data" and bundle.train is None:
+                raise CpscError(f"Method 'data' needs a training split, and {bundle.name} has none.")
+            d = Distiller(teacher, meta, cfg, bundle.test, out_dir=None,
+                          train_set=bundle.train if method == "data" else None,
+                          augment=(bundle.augment_pad, bundle.augment_flip))
+            start = time.time()
+            d.run(progress=progress)
+            seconds = time.time() - start
+            acc = evaluate(d.student, d.test_set, d.device)
+            diag = d.diagnostics(per_class=64)
+            teacher_acc = evaluate(d.teacher, d.test_set, d.device)
+            d.close()
+            runs.append(dict(seed=seed, student_acc=acc, seconds=seconds, diagnostics=diag))
+            say(f"{method:<14} seed {seed}: student {acc:.4f}  ({seconds:.0f} s, diversity "
+                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f})")
+        results["teacher"]["test_acc"] = teacher_acc
+        results["student"] = cfg.student
+        results["batch_size"] = cfg.batch_size
+        results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
+        accs = [r["student_acc"] for r in runs]
+        secs = [r["seconds"] for r in runs]
+        diag_keys = ("diversity", "class_balance", "teacher_confidence", "fid")
+        results["methods"][method] = dict(
+            description=METHOD_HELP.get(method, ""),
+            student_acc_mean=statistics.mean(accs),
+            student_acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            student_accs=accs,
+            seconds_mean=statistics.mean(secs),
+            iters_per_second=iters / statistics.mean(secs),
+            diagnostics={k: statistics.mean(r["diagnostics"][k] for r in runs) for k in diag_keys
+                         if all(k in r["diagnostics"] for r in runs)},
+            collapsed_classes=sorted({c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}),
+        )
+        checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
+    md = results_markdown(results)
+    checkpoint.atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(md.encode()))
+    return results
+
+
+def results_markdown(results: dict) -> str:
+    """The benchmark table as Markdown (also used by the book)."""
+    lines = [f"# Benchmark on {results['dataset']}", "",
+             f"Teacher {results['teacher']['model']} (test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
+             f"student {results.get('student')}, {results['iters']} iterations x batch {results.get('batch_size')}, "
+             f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
+             "", f"Command: `{results['command']}`", "",
+             "| method | student acc (mean ± std) | diversity | class balance | teacher conf. | FID (teacher feats) "
+             "| s / run | it / s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["methods"].items():
+        d = r["diagnostics"]
+        fmt = lambda k, p=3: f"{d[k]:.{p}f}" if k in d else "–"  # noqa: E731
+        lines.append(f"| {name} | {100 * r['student_acc_mean']:.2f} ± {100 * r['student_acc_std']:.2f} | "
+                     f"{fmt('diversity')} | {fmt('class_balance')} | {fmt('teacher_confidence')} | {fmt('fid', 2)} | "
+                     f"{r['seconds_mean']:.0f} | {r['iters_per_second']:.2f} |")
+    lines += ["", "Accuracies in %, on the test split. Diversity: mean within-class cosine distance of teacher "
+              "features of synthetic images; class balance: normalised entropy of the teacher's predictions on "
+              "them; FID: Fréchet distance to real test images in the teacher's feature space.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ profile
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def profile_iteration(teacher, meta: dict, cfg, repeats: int = 5) -> dict:
+    """Seconds per CPSC iteration vs the floor: the same forward/backward passes, measured alone.
+
+    Floor = g_steps x (G forward, T and S forward, backward to G) + s_steps x (G and T
+    forward without gradients, S forward and backward), each pass run bare, without
+    any loss term, hook or optimiser step.
+    """
+    d = Distiller(teacher, meta, cfg, test_set=None, out_dir=None)
+    for _ in range(2):
+        d.iterate()
+    per_iter = _time(d.iterate, repeats)
+    g, s, t = d.generator, d.student, d.teacher
+    if d.bn_loss is not None:
+        d.bn_loss.enabled = False
+    b = cfg.batch_size
+
+    def g_pass():
+        z, y = g.sample_inputs(b, d.device)
+        x = g(z, y)
+        s.requires_grad_(False)
+        out = t(x, return_features=True)[0].sum() + s(x, return_features=True)[0].sum()
+        out.backward()
+        s.requires_grad_(True)
+
+    def s_pass():
+        z, y = g.sample_inputs(b, d.device)
+        with torch.no_grad():
+            x = g(z, y)
+            t(x)
+        s(x).sum().backward()
+
+    floor = cfg.g_steps * _time(g_pass, repeats) + cfg.s_steps * _time(s_pass, repeats)
+    d.close()
+    return dict(seconds_per_iter=per_iter, floor_seconds=floor, floor_ratio=per_iter / floor,
+                batch_size=b, g_steps=cfg.g_steps, s_steps=cfg.s_steps, teacher=meta["model"],
+                student=cfg.student, img_size=meta["img_size"], device=str(d.device), machine=_machine(),
+                threads=torch.get_num_threads())
+
+
+def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[str] = None,
+                teacher_model: Optional[str] = None, student: Optional[str] = None, img_size: Optional[int] = None,
+                num_classes: int = 10, channels: int = 3, overrides: Optional[dict] = None, repeats: int = 5,
+                say=print) -> dict:
+    """Profile with a trained teacher (digits default) or a freshly initialised ``teacher_model``.
+
+    Timing does not depend on the weights, so e.g. WRN-40-2 -> WRN-16-2 at 32x32
+    can be profiled without a trained teacher or a dataset.
+    """
+    from .models import create_model
+    overrides = dict(overrides or {})
+    if teacher_model and not teacher_path:
+        size = img_size or 32
+        teacher = create_model(teacher_model, num_classes, channels, size)
+        meta = dict(model=teacher_model, num_classes=num_classes, channels=channels, img_size=size,
+                    mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(num_classes)])
+    else:
+        bundle = load_dataset(dataset)
+        os.makedirs(out_dir, exist_ok=True)
+        path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model or "cnn_base", 30, False, say)
+        teacher, meta = load_classifier(path)
+    if student:
+        overrides["student"] = student
+    cfg = make_config("cpsc", **overrides)
+    result = profile_iteration(teacher, meta, cfg, repeats)
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.write_json(result, os.path.join(out_dir, "profile.json"))
+    say(f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "
+        f"{result['batch_size']}, {result['g_steps']} G + {result['s_steps']} S steps on {result['device']} "
+        f"({result['threads']} threads): {result['seconds_per_iter']:.4f} s/iter, floor "
+        f"{result['floor_seconds']:.4f} s, ratio {result['floor_ratio']:.3f}")
+    return result

@@ -1,0 +1,145 @@
+"""Diagnostics for silent failure modes of data-free distillation (book chapter 7).
+
+Mode collapse is the classic one: the generator keeps producing a few images
+per class, the student overfits them, and nothing in the loss curves says so.
+These numbers make it visible:
+
+- ``diversity``: per class, the mean pairwise cosine *distance* between teacher
+  features of synthetic images (0 = all identical); averaged over classes.
+- ``class_balance``: entropy of the teacher's predicted-class histogram on the
+  synthetic images, divided by log K (1 = perfectly balanced, 0 = one class).
+- ``teacher_confidence``: mean max-softmax of the teacher on the synthetic images.
+- ``fid``: Fréchet distance between Gaussians fitted to the teacher's features of
+  synthetic and of real test images (the FID formula, in the teacher's own
+  feature space rather than Inception's; lower = closer to real data).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .utils import batches
+
+
+@torch.no_grad()
+def teacher_view(teacher, x: torch.Tensor, batch_size: int = 512):
+    """Teacher logits and penultimate features for a batch of images, in chunks."""
+    logits, feats = [], []
+    for i in range(0, len(x), batch_size):
+        lo, fe = teacher(x[i:i + batch_size], return_features=True)
+        logits.append(lo)
+        feats.append(fe)
+    return torch.cat(logits), torch.cat(feats)
+
+
+def per_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+    """Mean pairwise cosine distance within each class (NaN for classes with < 2 samples)."""
+    f = F.normalize(features.float(), dim=1)
+    out = []
+    for c in range(num_classes):
+        fc = f[labels == c]
+        n = len(fc)
+        if n < 2:
+            out.append(float("nan"))
+            continue
+        sim = fc @ fc.T
+        mean_off_diag = (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
+        out.append(float(1.0 - mean_off_diag))
+    return out
+
+
+def class_balance(pred: torch.Tensor, num_classes: int) -> float:
+    counts = torch.bincount(pred, minlength=num_classes).float()
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return float(-(nz * nz.log()).sum() / math.log(num_classes))
+
+
+def _psd_sqrt(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) for row-sample matrices a, b.
+
+    Tr((S_a S_b)^(1/2)) is computed as Tr((R S_b R)^(1/2)) with R = S_a^(1/2): the
+    same value, but the matrix is symmetric, so an eigendecomposition is stable
+    even when the covariances are singular (few samples, many features).
+    """
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    r = _psd_sqrt(s_a)
+    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh(r @ s_b @ r), 0, None)).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean)
+
+
+@torch.no_grad()
+def real_features(teacher, test_set, device, limit: int = 2000) -> np.ndarray:
+    feats, n = [], 0
+    for x, _ in batches(test_set, 512, device):
+        feats.append(teacher(x, return_features=True)[1].float().cpu())
+        n += len(x)
+        if n >= limit:
+            break
+    return torch.cat(feats)[:limit].numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def synthetic_diagnostics(teacher, images: torch.Tensor, cond_labels: Optional[torch.Tensor], num_classes: int,
+                          real_feats: Optional[np.ndarray] = None) -> dict:
+    """All diagnostics for a batch of synthetic images (see module docstring).
+
+    ``cond_labels`` are the labels the images were generated for; without them
+    (unconditional generators, noise) classes are the teacher's predictions.
+    """
+    was_training = teacher.training
+    teacher.eval()
+    logits, feats = teacher_view(teacher, images)
+    teacher.train(was_training)
+    prob = logits.float().softmax(1)
+    pred = prob.argmax(1)
+    groups = cond_labels if cond_labels is not None else pred
+    div = per_class_diversity(feats, groups, num_classes)
+    finite = [d for d in div if not math.isnan(d)]
+    out = dict(diversity=float(np.mean(finite)) if finite else 0.0,
+               diversity_per_class=[None if math.isnan(d) else round(d, 4) for d in div],
+               class_balance=class_balance(pred, num_classes),
+               teacher_confidence=float(prob.max(1).values.mean()))
+    if cond_labels is not None:
+        out["teacher_agreement"] = float((pred == cond_labels).float().mean())
+    if real_feats is not None:
+        out["fid"] = frechet_distance(feats.double().cpu().numpy(), real_feats)
+    out["collapsed_classes"] = collapsed_classes(out, pred, num_classes)
+    return out
+
+
+def collapsed_classes(diag: dict, pred: torch.Tensor, num_classes: int) -> list[int]:
+    """Classes whose samples are near-identical, or that the teacher (almost) never predicts."""
+    div = [d for d in diag["diversity_per_class"]]
+    finite = [d for d in div if d is not None]
+    typical = float(np.median(finite)) if finite else 0.0
+    counts = torch.bincount(pred, minlength=num_classes).float()
+    share = counts / counts.sum()
+    bad = []
+    for c in range(num_classes):
+        low_div = div[c] is not None and (div[c] < 0.01 or div[c] < 0.2 * typical)
+        missing = share[c] < 0.1 / num_classes
+        if low_div or missing:
+            bad.append(c)
+    return bad
+
+
+def collapse_warning(diag: dict, class_names) -> Optional[str]:
+    bad = diag.get("collapsed_classes") or []
+    if not bad:
+        return None
+    names = ", ".join(str(class_names[c]) for c in bad)
+    return (f"possible mode collapse in class(es) {names}: their synthetic images are nearly identical "
+            "or the teacher hardly ever predicts them. Check samples.png; try a larger BN or contrast weight "
+            "or a lower generator learning rate.")

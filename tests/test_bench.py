@@ -1,0 +1,125 @@
+"""Baselines as presets of one loop, the benchmark's outputs, diagnostics maths, and the profiler."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cpsc_lite import CpscError
+from cpsc_lite.cli import main
+from cpsc_lite.config import METHODS, make_config
+from cpsc_lite.data import load_dataset
+from cpsc_lite.diagnostics import (class_balance, collapsed_classes, frechet_distance, per_class_diversity,
+                                   synthetic_diagnostics)
+from cpsc_lite.distill import Distiller
+from cpsc_lite.teacher import load_classifier
+
+from conftest import make_colour_npz
+
+TINY = dict(iters=2, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1, ckpt_every=2)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_with_finite_losses(method, digits_teacher):
+    bundle = load_dataset("digits")
+    teacher, meta = load_classifier(digits_teacher)
+    cfg = make_config(method, **TINY)
+    d = Distiller(teacher, meta, cfg, bundle.test, train_set=bundle.train if method == "data" else None)
+    before = {k: v.clone() for k, v in d.generator.state_dict().items()}
+    terms = d.iterate()
+    assert terms and all(math.isfinite(float(v)) for v in terms.values()), terms
+    changed = any(not torch.equal(before[k], v) for k, v in d.generator.state_dict().items()
+                  if v.is_floating_point() and "running" not in k)
+    assert changed == (cfg.input_source == "generator"), "only generator methods train the generator"
+    # The student step's terms reveal the preset: CE/IKD only where switched on.
+    assert ("s/ce_student" in terms) == (cfg.use_ce and cfg.student_ce)
+    assert ("s/ikd" in terms) == cfg.use_ikd
+    assert ("g/scl" in terms) == (cfg.use_scl and cfg.input_source == "generator")
+    d.close()
+
+
+def test_presets_are_what_their_names_say():
+    assert not make_config("dfad").conditional and make_config("dfad").kd_loss == "l1"
+    assert make_config("dafl").use_dafl and not make_config("dafl").use_adv
+    assert make_config("deepinv").use_bn and make_config("deepinv").use_ce and not make_config("deepinv").use_adv
+    assert make_config("noise").input_source == "noise" and make_config("data").input_source == "data"
+    base = make_config("cpsc").to_dict()
+    for name, switch in [("cpsc_no_ce", "use_ce"), ("cpsc_no_scl", "use_scl"), ("cpsc_no_bn", "use_bn"),
+                         ("cpsc_no_ikd", "use_ikd"), ("cpsc_no_cond", "conditional")]:
+        diff = {k for k, v in make_config(name).to_dict().items() if v != base[k]} - {"method"}
+        assert switch in diff and diff <= {switch, "student_ce"}, (name, diff)
+
+
+def test_data_method_needs_a_training_split(digits_teacher):
+    bundle = load_dataset("digits")
+    teacher, meta = load_classifier(digits_teacher)
+    with pytest.raises(CpscError, match="training split"):
+        Distiller(teacher, meta, make_config("data", **TINY), bundle.test)
+
+
+def test_bench_writes_results_and_table(tmp_path, digits_teacher, capsys):
+    out = tmp_path / "bench"
+    code = main(["bench", "--dataset", "digits", "--teacher", digits_teacher, "--methods", "cpsc,noise,data",
+                 "--seeds", "2", "--iters", "2", "--batch-size", "16", "--out", str(out), "--no-progress",
+                 "--set", "ngf=8", "--set", "nz=16"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"cpsc", "noise", "data"}
+    assert results["command"].startswith("cpsc-lite bench") and results["seeds"] == [0, 1]
+    for r in results["methods"].values():
+        assert len(r["student_accs"]) == 2 and 0 <= r["student_acc_mean"] <= 1 and r["iters_per_second"] > 0
+        assert {"diversity", "class_balance", "teacher_confidence", "fid"} <= set(r["diagnostics"])
+    md = (out / "results.md").read_text()
+    assert "| cpsc |" in md and "| data |" in md
+
+
+def test_bench_on_a_colour_npz_trains_its_own_teacher(tmp_path, capsys):
+    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=3, size=8)
+    out = tmp_path / "bench"
+    code = main(["bench", "--dataset", f"npz:{npz}", "--methods", "cpsc,dfad", "--seeds", "1", "--iters", "2",
+                 "--batch-size", "16", "--teacher-epochs", "1", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "teacher.pt").exists()
+    assert set(json.loads((out / "results.json").read_text())["methods"]) == {"cpsc", "dfad"}
+
+
+def test_profile_reports_ratio_to_floor(tmp_path, capsys):
+    code = main(["bench", "--profile", "--teacher-model", "cnn_base", "--student", "cnn_small", "--img-size", "8",
+                 "--batch-size", "8", "--out", str(tmp_path), "--set", "ngf=8", "--set", "nz=16"])
+    assert code == 0, capsys.readouterr().err
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    assert {"seconds_per_iter", "floor_seconds", "floor_ratio"} <= set(prof)
+    assert prof["floor_seconds"] > 0 and prof["floor_ratio"] == pytest.approx(
+        prof["seconds_per_iter"] / prof["floor_seconds"])
+
+
+def test_diversity_balance_and_frechet_by_hand():
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    div = per_class_diversity(f, labels, 3)
+    assert div[0] == pytest.approx(0.0) and div[1] == pytest.approx(1.0) and math.isnan(div[2])
+    assert class_balance(torch.tensor([0, 1, 2, 3]), 4) == pytest.approx(1.0)
+    assert class_balance(torch.tensor([2, 2, 2]), 4) == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + np.array([2.0, 0, 0])) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_collapse_is_detected():
+    class FakeTeacher(torch.nn.Module):
+        def forward(self, x, return_features=False):
+            feats = x.flatten(1)
+            logits = torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 3).float() * 5
+            return (logits, feats) if return_features else logits
+
+    torch.manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(8)
+    x = torch.randn(24, 1, 2, 2)
+    x[:, 0, 0, 0] = labels.float()
+    x[labels == 2] = x[labels == 2][0]  # class 2: eight copies of one image
+    diag = synthetic_diagnostics(FakeTeacher(), x, labels, 3)
+    assert diag["collapsed_classes"] == [2]
+    assert diag["teacher_agreement"] == pytest.approx(1.0)
