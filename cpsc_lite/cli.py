@@ -30,8 +30,9 @@ def _datasets_epilog() -> str:
     return "\n".join(lines)
 
 
-def _add_data_args(p, default="digits"):
-    p.add_argument("--dataset", default=default, help="registered name or npz:PATH (default: %(default)s)")
+def _add_data_args(p, default="digits", default_help=None):
+    p.add_argument("--dataset", default=default, help="registered name or npz:PATH (default: "
+                   + (default_help or "%(default)s") + ")")
     p.add_argument("--data-root", default=None, help="where downloadable datasets live "
                                                      "(default: $CPSC_LITE_DATA or ~/.cache/cpsc_lite/data)")
     p.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
@@ -39,7 +40,8 @@ def _add_data_args(p, default="digits"):
 
 def _add_distill_args(p):
     from .config import METHODS
-    p.add_argument("--student", default=None, help="student model name (default: cnn_small)")
+    p.add_argument("--student", default=None,
+                   help="student model name (default: the --config file's student, else cnn_small)")
     p.add_argument("--method", default="cpsc", choices=sorted(METHODS), help="distillation method (default: cpsc)")
     p.add_argument("--iters", type=int, default=None, help="training iterations (default from the config)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -56,6 +58,30 @@ def _add_distill_args(p):
                    help="run at most N iterations now, checkpoint, and exit (continue later with --resume)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_speed_args(p)
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the teacher, student and generator forward passes (MODE: default, "
+                        "reduce-overhead, max-autotune; compiling takes a few minutes at first)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with several CUDA processes: SyncBatchNorm in generator and student (global batch stats)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over processes started by torchrun or srun (torchrun turns it on by "
+                        "itself); --batch-size stays the global batch")
+
+
+def _add_speed_args(p):
+    from .utils import AMP_CHOICES
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision: auto (default) = bf16 on CUDA GPUs that support it, else fp16 with "
+                        "gradient scaling; off on CPU and MPS. Losses are computed in float32 either way")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for the networks and generated images (default: on for CUDA)")
+
+
+def _acceleration(args):
+    from .utils import Acceleration
+    return Acceleration(amp=args.amp, compile=getattr(args, "compile", None), channels_last=args.channels_last,
+                        sync_bn=getattr(args, "sync_bn", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,21 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", formatter_class=fmt, help="train a teacher (the only step that reads training data)",
                        epilog=_models_epilog())
     _add_data_args(p)
-    p.add_argument("--model", default="cnn_base", help="teacher model name (default: %(default)s)")
+    p.add_argument("--model", default=None, help="teacher model name (default: the dataset's recipe: resnet34 for "
+                                                   "CIFAR/SVHN, resnet34_64 for Tiny-ImageNet, else cnn_base)")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: the dataset's recipe (200 for CIFAR and Tiny-ImageNet, 50 for SVHN, else 30)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 for CIFAR/SVHN/Tiny-ImageNet, else 64")
+    p.add_argument("--lr", type=float, default=None, help="default: 0.1 for CIFAR/SVHN/Tiny-ImageNet, else 0.05")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=5, metavar="N", help="test accuracy every N epochs")
+    p.add_argument("--ckpt-every", type=int, default=5, metavar="N",
+                   help="write teacher_state.pt (for --resume) every N epochs")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing teacher.pt in --out")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    _add_speed_args(p)
 
     p = sub.add_parser("distill", formatter_class=fmt, help="data-free distillation from a teacher checkpoint",
                        description="Distil a teacher into a student without training data. The dataset is read "
                                    "only to evaluate (its test split).", epilog=_models_epilog())
-    p.add_argument("--teacher", required=True, help="teacher.pt written by `cpsc-lite teacher`")
-    _add_data_args(p)
+    p.add_argument("--teacher", required=True, help="teacher.pt written by `cpsc-lite teacher`, or a community "
+                                                     ".pth state dict with --teacher-model")
+    p.add_argument("--teacher-model", default=None, metavar="NAME",
+                   help="architecture of a community teacher file (e.g. resnet34, wrn40_2), built for --dataset")
+    _add_data_args(p, default=None, default_help="the --config file's dataset, else digits")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None)
     _add_distill_args(p)
@@ -110,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image, e.g. samples.png")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt")
+    p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt (or a community teacher)")
     p.add_argument("checkpoint")
-    _add_data_args(p, default=None)
+    p.add_argument("--teacher-model", default=None, metavar="NAME",
+                   help="architecture of a community teacher .pth (needs --dataset)")
+    _add_data_args(p, default=None, default_help="the checkpoint's own dataset")
     p.add_argument("--device", default=None)
 
     p = sub.add_parser("bench", formatter_class=fmt, help="run several methods x seeds with one budget, or --profile",
@@ -167,37 +205,54 @@ def _summary(metrics: dict, out: str) -> str:
 
 
 def cmd_teacher(args) -> int:
-    from .config import TeacherConfig
     from .data import load_dataset
-    from .teacher import run_teacher
+    from .teacher import STATE_FILE, run_teacher, teacher_recipe
     path = os.path.join(args.out, "teacher.pt")
     if os.path.exists(path) and not args.overwrite:
         raise CpscError(f"{path} already exists. Pass --overwrite to replace it, or choose another --out.")
+    if os.path.exists(os.path.join(args.out, STATE_FILE)) and not (args.resume or args.overwrite):
+        raise CpscError(f"{args.out} holds an interrupted teacher training ({STATE_FILE}). Pass --resume to "
+                        "continue it, --overwrite to start over, or choose another --out.")
     bundle = load_dataset(args.dataset, args.data_root, args.download)
-    cfg = TeacherConfig(model=args.model, epochs=args.epochs, seed=args.seed, device=args.device or "auto")
-    if args.batch_size:
-        cfg.batch_size = args.batch_size
-    if args.lr:
-        cfg.lr = args.lr
+    cfg = teacher_recipe(bundle.name, model=args.model, epochs=args.epochs, batch_size=args.batch_size or None,
+                         lr=args.lr or None, seed=args.seed, device=args.device or "auto")
     print(bundle.describe())
-    metrics = run_teacher(bundle, cfg, args.out, progress=not args.no_progress)
+    print(f"recipe: {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr} momentum "
+          f"{cfg.momentum} weight decay {cfg.weight_decay}, cosine schedule")
+    metrics = run_teacher(bundle, cfg, args.out, progress=not args.no_progress, resume=args.resume,
+                          eval_every=args.eval_every, ckpt_every=args.ckpt_every, accel=_acceleration(args))
     print(f"teacher {cfg.model}: test accuracy {metrics['test_acc']:.4f} ({metrics['seconds']:.0f} s); "
           f"wrote {path}")
     return 0
 
 
 def cmd_distill(args) -> int:
-    from .config import load_yaml, make_config
+    from .config import make_config
     from .data import load_dataset
-    from .distill import run_distill
-    base = load_yaml(args.config) if args.config else None
+    from .distill import load_preset, run_distill
+    from .distributed import init_distributed
+    base, run = load_preset(args.config) if args.config else ({}, {})
     cfg = make_config(args.method, base, **_overrides(args))
-    bundle = load_dataset(args.dataset, args.data_root, args.download)
-    metrics = run_distill(args.teacher, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                          stop_after=args.stop_after, progress=not args.no_progress)
-    print(_summary(metrics, args.out))
-    if not metrics["complete"]:
-        print(f"stopped at iteration {metrics['iters']} of {cfg.iters}; continue with the same command plus --resume")
+    dataset = args.dataset or run.get("dataset") or "digits"  # command line, then the preset, then digits
+    teacher_model = args.teacher_model or run.get("teacher_model")
+    accel = _acceleration(args)
+    ctx = init_distributed(cfg.device, required=args.distributed)
+    try:
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 reads (and with --download fetches) the dataset first
+        bundle = load_dataset(dataset, args.data_root, args.download)
+        if ctx.is_main:
+            ctx.barrier()
+        metrics = run_distill(args.teacher, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                              stop_after=args.stop_after, progress=not args.no_progress, teacher_model=teacher_model,
+                              accel=accel, dist=ctx)
+    finally:
+        ctx.close()
+    if ctx.is_main:
+        print(_summary(metrics, args.out))
+        if not metrics["complete"]:
+            print(f"stopped at iteration {metrics['iters']} of {cfg.iters}; continue with the same command plus "
+                  "--resume")
     return 0
 
 
@@ -280,12 +335,24 @@ def cmd_evaluate(args) -> int:
     from . import checkpoint
     from .data import load_dataset
     from .distill import _with_normalization
-    from .teacher import check_compatible, load_classifier
+    from .teacher import _read_torch_file, check_compatible, load_classifier, load_teacher
     from .utils import evaluate, pick_device
+    device = pick_device(args.device or "auto")
+    if args.teacher_model:
+        obj = _read_torch_file(args.checkpoint)
+        if not (isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT):  # a community teacher
+            if not args.dataset:
+                raise CpscError(f"Evaluating the community teacher {args.checkpoint} needs --dataset (e.g. "
+                                "--dataset cifar10): its classes, image size and normalisation come from it.")
+            bundle = load_dataset(args.dataset, args.data_root, args.download)
+            model, meta = load_teacher(args.checkpoint, bundle, args.teacher_model, device)
+            acc = evaluate(model, bundle.test, device)
+            print(f"teacher {meta['model']} (community file) on {bundle.name} test split ({len(bundle.test)} "
+                  f"images): accuracy {acc:.4f}")
+            return 0
     kind = checkpoint.load(args.checkpoint, what="checkpoint").get("kind")
     if kind not in ("teacher", "student"):
         raise CpscError(f"{args.checkpoint} is a {kind!r} checkpoint; evaluate takes a teacher.pt or student.pt.")
-    device = pick_device(args.device or "auto")
     model, meta = load_classifier(args.checkpoint, kind, device)
     bundle = load_dataset(args.dataset or meta.get("dataset") or "digits", args.data_root, args.download)
     check_compatible(meta, bundle, args.checkpoint)
@@ -312,7 +379,8 @@ def main(argv=None) -> int:
         return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
                 "evaluate": cmd_evaluate, "bench": cmd_bench}[args.command](args)
     except CpscError as exc:
-        print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       "), file=sys.stderr)
+        print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       ", break_on_hyphens=False,
+                                            break_long_words=False), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted. The last checkpoint is kept; rerun the same command with --resume to continue.",

@@ -238,3 +238,64 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x * s + m).clamp(0, 1)
+
+
+def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Procedural colour images: 5 shapes x 2 colour families = 10 classes.
+
+    Each image is a shape (disc, square, triangle, cross, ring) in a warm or a
+    cool hue, at a random position and scale, over a noisy background of random
+    tint. Returns uint8 images (n, size, size, 3) and labels (n,).
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n)
+    for i, label in enumerate(labels):
+        shape, warm = label // 2, label % 2 == 0
+        bg = rng.uniform(0, 90, size=3) + rng.normal(0, 12, size=(size, size, 3))
+        r = rng.uniform(0.22, 0.36) * size
+        cy, cx = rng.uniform(r, size - r, size=2)
+        dy, dx = yy - cy, xx - cx
+        if shape == 0:
+            mask = dy ** 2 + dx ** 2 <= r ** 2
+        elif shape == 1:
+            mask = (np.abs(dy) <= 0.85 * r) & (np.abs(dx) <= 0.85 * r)
+        elif shape == 2:
+            mask = (dy <= 0.8 * r) & (dy >= -r + 2 * np.abs(dx))
+        elif shape == 3:
+            mask = ((np.abs(dy) <= 0.3 * r) | (np.abs(dx) <= 0.3 * r)) & (np.abs(dy) <= r) & (np.abs(dx) <= r)
+        else:
+            d2 = dy ** 2 + dx ** 2
+            mask = (d2 <= r ** 2) & (d2 >= (0.55 * r) ** 2)
+        hue = rng.uniform(0.0, 0.12) if warm else rng.uniform(0.5, 0.68)
+        colour = 255 * np.array(_hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.0)))
+        img = bg
+        img[mask] = colour + rng.normal(0, 10, size=(int(mask.sum()), 3))
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple:
+    import colorsys
+    return colorsys.hsv_to_rgb(h, s, v)
+
+
+SHAPE_CLASSES = [f"{tone} {shape}" for shape in ("disc", "square", "triangle", "cross", "ring")
+                 for tone in ("warm", "cool")]
+
+
+@register_dataset("shapes", "procedural colour shapes: 16x16 RGB, 10 classes (5 shapes x warm/cool), "
+                            "3000 train / 1000 test, generated on the fly (no download)")
+def load_shapes(root: Optional[str] = None, download: bool = False) -> DataBundle:
+    x_train, y_train = make_shapes(3000, seed=1)
+    x_test, y_test = make_shapes(1000, seed=2)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    mean, std = channel_stats(to_t(x_train))
+    return DataBundle(
+        name="shapes",
+        train=ArrayDataset(to_t(x_train), torch.from_numpy(y_train), mean, std),
+        test=ArrayDataset(to_t(x_test), torch.from_numpy(y_test), mean, std),
+        num_classes=10, channels=3, img_size=16, mean=mean, std=std, class_names=SHAPE_CLASSES,
+        augment_pad=2, augment_flip=True,
+    )

@@ -73,9 +73,10 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positives = (lab[:, None] == lab[None, :]) & ~self_mask
     n_pos = positives.sum(dim=1)
-    has_pos = n_pos > 0
-    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has_pos] / n_pos[has_pos]
-    return -mean_log_prob_pos.mean()
+    has_pos = (n_pos > 0).to(log_prob.dtype)
+    # Masked means instead of boolean indexing: no data-dependent shapes, so no GPU->host sync.
+    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1) / n_pos.clamp_min(1)
+    return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
 class BNStatsLoss:

@@ -1,14 +1,21 @@
 """Supervised teacher training (book chapter 2): the one place real training images are used.
 
 Recipe (METHOD.md): SGD, momentum 0.9, weight decay 5e-4, cosine schedule,
-random shifts (+ horizontal flips where the dataset allows them).
+random shifts (+ horizontal flips where the dataset allows them). Per-dataset
+defaults are in :data:`TEACHER_RECIPES`; the built-in digits (and any dataset
+without an entry) use :class:`~cpsc_lite.config.TeacherConfig` as it is.
+
+Training evaluates every few epochs and writes ``teacher_state.pt`` atomically, so an
+interrupted run continues with ``resume=True`` (``cpsc-lite teacher ... --resume``).
+A community teacher (a bare state dict published with CMI/DataFree) is read by
+:func:`load_teacher` with a model name.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +26,48 @@ from . import CpscError, checkpoint
 from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
-from .utils import augment_batch, evaluate, pick_device, seed_everything, warmup_cosine
+from .utils import (Acceleration, augment_batch, autocast, configure_backends, evaluate, fused_optimizer_kwargs,
+                    grad_scaler, pick_device, resolve_amp, rng_state, seed_everything, set_rng_state, warmup_cosine)
+
+#: Per-dataset recipes: changes to TeacherConfig's defaults (which stay the recipe for digits,
+#: MNIST-like and user datasets). CIFAR follows METHOD.md / the CMI-DataFree teachers (SGD 0.1,
+#: batch 128, cosine, 200 epochs). SVHN converges much sooner, so 50 epochs (our choice);
+#: Tiny-ImageNet uses the CIFAR recipe with the 64x64 ResNet. ``--epochs``/``--lr``/
+#: ``--batch-size``/``--model`` override any of them.
+TEACHER_RECIPES: dict[str, dict] = {
+    "cifar10": dict(model="resnet34", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "cifar100": dict(model="resnet34", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "svhn": dict(model="resnet34", epochs=50, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "tiny-imagenet": dict(model="resnet34_64", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
+                          weight_decay=5e-4),
+}
+
+STATE_FILE = "teacher_state.pt"
+
+
+def teacher_recipe(dataset: str, **overrides) -> TeacherConfig:
+    """The teacher recipe for ``dataset`` (:data:`TEACHER_RECIPES`), then ``overrides`` that are not None."""
+    d = TeacherConfig().to_dict()
+    d.update(TEACHER_RECIPES.get(dataset, {}))
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return TeacherConfig(**d)
+
+
+def _on_device(dataset, device: torch.device):
+    """An in-memory dataset moved to the GPU once (uint8 CIFAR is 150 MB), so batches never cross PCIe."""
+    if device.type != "cuda" or not isinstance(dataset, ArrayDataset) or dataset.images.nbytes > 4 * 2 ** 30:
+        return dataset
+    moved = ArrayDataset(dataset.images.to(device), dataset.labels.to(device), dataset.mean.flatten().tolist(),
+                         dataset.std.flatten().tolist())
+    moved.mean, moved.std = moved.mean.to(device), moved.std.to(device)
+    return moved
 
 
 def _train_batches(dataset, batch_size: int, device, generator: torch.Generator):
     if isinstance(dataset, ArrayDataset):
         order = torch.randperm(len(dataset), generator=generator)
         for i in range(0, len(order), batch_size):
-            x, y = dataset.batch(order[i:i + batch_size])
+            x, y = dataset.batch(order[i:i + batch_size].to(dataset.labels.device))
             yield x.to(device), y.to(device)
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
@@ -36,50 +77,120 @@ def _train_batches(dataset, batch_size: int, device, generator: torch.Generator)
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True):
-    """Train ``cfg.model`` on ``bundle.train``; returns ``(model, test_accuracy, history)``."""
+def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True, out_dir: Optional[str] = None,
+                  state: Optional[dict] = None, eval_every: int = 5, ckpt_every: int = 5,
+                  accel: Optional[Acceleration] = None, say: Callable[[str], None] = print):
+    """Train ``cfg.model`` on ``bundle.train``; returns ``(model, test_accuracy, history)``.
+
+    Every ``eval_every`` epochs the test accuracy joins the history; with ``out_dir``, every
+    ``ckpt_every`` epochs everything needed to continue is written to ``out_dir/teacher_state.pt``
+    (``state`` is such a checkpoint's content, to continue from). On CPU, by default, results are
+    bit-identical to uninterrupted training; ``accel`` adds mixed precision and channels-last on CUDA.
+    """
     if bundle.train is None:
         raise CpscError(f"Dataset {bundle.name} has no training split, so a teacher cannot be trained on it. "
                         "Add x_train/y_train to the .npz (or a train/ folder), or bring a trained teacher.")
+    accel = accel or Acceleration()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    configure_backends(device)
     model = create_model(cfg.model, bundle.num_classes, bundle.channels, bundle.img_size).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if accel.use_channels_last(device):
+        model.to(memory_format=torch.channels_last)
+    amp = resolve_amp(accel.amp, device)
+    scaler = grad_scaler(device, amp)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          **fused_optimizer_kwargs(device))
     steps_per_epoch = -(-len(bundle.train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, 0))
     gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    start = time.time()
-    bar = tqdm(range(cfg.epochs), desc=f"teacher {cfg.model}", disable=not progress, leave=False)
+    history, first_epoch, elapsed = [], 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["data_rng"])
+        set_rng_state(state["rng"])
+        history, first_epoch, elapsed = list(state["history"]), state["epoch"], state["elapsed"]
+        say(f"resuming teacher training after epoch {first_epoch} of {cfg.epochs}")
+    train_set = _on_device(bundle.train, device)
+    start = time.time() - elapsed
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=f"teacher {cfg.model}", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        running, n = 0.0, 0
-        for x, y in _train_batches(bundle.train, cfg.batch_size, device, gen):
+        running = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no per-step sync
+        n = 0
+        for x, y in _train_batches(train_set, cfg.batch_size, device, gen):
             x = augment_batch(x, bundle.augment_pad, bundle.augment_flip)
-            loss = F.cross_entropy(model(x), y)
+            with autocast(device, amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             sched.step()
-            running += loss.item() * len(y)
+            running += loss.detach().double() * len(y)
             n += len(y)
-        history.append(dict(epoch=epoch + 1, loss=running / n, seconds=round(time.time() - start, 2)))
-        bar.set_postfix(loss=f"{running / n:.3f}")
-    acc = evaluate(model, bundle.test, device)
+        record = dict(epoch=epoch + 1, loss=float(running) / n, seconds=round(time.time() - start, 2))
+        last = epoch + 1 == cfg.epochs
+        if eval_every and ((epoch + 1) % eval_every == 0 or last):
+            record["test_acc"] = evaluate(model, bundle.test, device)
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", **({"acc": f"{record['test_acc']:.3f}"}
+                                                         if "test_acc" in record else {}))
+        if out_dir and ckpt_every and (epoch + 1) % ckpt_every == 0 and not last:
+            snapshot = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                            data_rng=gen.get_state(), rng=rng_state(), history=history, epoch=epoch + 1,
+                            elapsed=time.time() - start, config=cfg.to_dict(),
+                            **({} if scaler is None else dict(scaler=scaler.state_dict())))
+            checkpoint.save(checkpoint.make("teacher_resume", {}, {"model": cfg.model}, state=snapshot),
+                            os.path.join(out_dir, STATE_FILE))
+    acc = history[-1]["test_acc"] if history and "test_acc" in history[-1] else evaluate(model, bundle.test, device)
     return model, acc, history
 
 
 def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: bool = True,
-                metrics_name: str = "metrics.json") -> dict:
-    """Train, then write ``out_dir/teacher.pt`` and ``out_dir/<metrics_name>``."""
+                metrics_name: str = "metrics.json", resume: bool = False, eval_every: int = 5,
+                ckpt_every: int = 5, accel: Optional[Acceleration] = None,
+                say: Callable[[str], None] = print) -> dict:
+    """Train, then write ``out_dir/teacher.pt`` and ``out_dir/<metrics_name>``.
+
+    With ``resume`` an interrupted training (``teacher_state.pt``) continues with its stored
+    settings (``cfg.device`` may change); the state file is removed once teacher.pt is written.
+    """
     start = time.time()
-    model, acc, history = train_teacher(bundle, cfg, progress)
+    state_path = os.path.join(out_dir, STATE_FILE)
+    state = None
+    if resume and os.path.exists(state_path):
+        state = checkpoint.load(state_path, kind="teacher_resume", what="teacher resume state")["state"]
+        stored = TeacherConfig(**dict(state["config"], device=cfg.device))
+        changed = [k for k, v in stored.to_dict().items() if k != "device" and v != cfg.to_dict()[k]]
+        if changed:
+            say(f"note: resuming with the settings stored in {state_path}; ignoring changed {', '.join(changed)}")
+        cfg = stored
+        start -= state["elapsed"]
+    else:
+        if resume:
+            say(f"note: nothing to resume in {out_dir}; starting a new teacher training")
+        if os.path.exists(state_path):
+            os.remove(state_path)  # a fresh start must not leave an older run's state to resume later
+    model, acc, history = train_teacher(bundle, cfg, progress, out_dir=out_dir, state=state, eval_every=eval_every,
+                                        ckpt_every=ckpt_every, accel=accel, say=say)
     meta = checkpoint.model_meta(cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict())
     checkpoint.save(checkpoint.make("teacher", model.state_dict(), meta), os.path.join(out_dir, "teacher.pt"))
     metrics = dict(test_acc=acc, model=cfg.model, dataset=bundle.name, epochs=cfg.epochs,
                    seconds=round(time.time() - start, 2), history=history)
     checkpoint.write_json(metrics, os.path.join(out_dir, metrics_name))
+    if os.path.exists(state_path):
+        os.remove(state_path)  # teacher.pt now holds the result; the resume state is no longer needed
     return metrics
 
 
@@ -93,6 +204,53 @@ def load_classifier(path: str, kind: str = "teacher", device: Optional[torch.dev
     except RuntimeError as exc:
         raise CpscError(f"The weights in {path} do not fit model {meta['model']!r}: "
                         f"{str(exc).splitlines()[0]} The file may come from another version; re-create it.") from None
+    if device is not None:
+        model.to(device)
+    return model, meta
+
+
+def _read_torch_file(path: str):
+    """``torch.load(weights_only=True)`` with the same clear errors as :func:`checkpoint.load`."""
+    if not os.path.isfile(path):
+        checkpoint.load(path, what="teacher checkpoint")  # raises the "does not exist" message
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise CpscError(f"{path} holds Python objects besides tensors, which cpsc_lite does not unpickle "
+                            "(loading could run code from the file). If you trust the file, re-save just the "
+                            "weights: python -c \"import torch; o = torch.load('IN.pth', weights_only=False); "
+                            "torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.") from None
+        checkpoint.load(path, what="teacher checkpoint")  # raises the "truncated or corrupt" message
+        raise
+
+
+def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Optional[str] = None,
+                 device: Optional[torch.device] = None, say: Callable[[str], None] = print):
+    """A teacher ``(model, meta)`` from a cpsc_lite teacher.pt, or from a community state dict.
+
+    With ``model_name`` (``--teacher-model``) a file that is not a cpsc_lite checkpoint (a
+    CMI/DataFree ``.pth``: a bare state dict, or one under ``'state_dict'``/``'model'``, maybe
+    with ``'module.'`` prefixes) is loaded strictly into ``create_model(model_name, ...)`` built
+    for ``bundle``'s classes, channels and image size, and normalised with ``bundle``'s
+    mean/std. Without it such a file is refused with a message that names ``--teacher-model``.
+    """
+    if model_name is None:
+        return load_classifier(path, "teacher", device)
+    obj = _read_torch_file(path)
+    if isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT:
+        model, meta = load_classifier(path, "teacher", device)
+        if meta["model"] != model_name:
+            say(f"note: {path} is a cpsc_lite teacher ({meta['model']}); ignoring --teacher-model {model_name}")
+        return model, meta
+    if bundle is None:
+        raise CpscError(f"To load the community teacher {path} as {model_name}, name its dataset (--dataset): "
+                        "the number of classes, image size and normalisation come from it.")
+    from .cifar_models import load_community_state_dict
+    model = create_model(model_name, bundle.num_classes, bundle.channels, bundle.img_size)
+    load_community_state_dict(model, obj)
+    meta = checkpoint.model_meta(model_name, bundle, source_file=os.path.abspath(path))
     if device is not None:
         model.to(device)
     return model, meta

@@ -137,7 +137,9 @@ def grey(rng, size=8) -> np.ndarray:
 
 
 def as_uint8(images: torch.Tensor) -> np.ndarray:
-    """ArrayDataset stores images as floats in [0, 1]: back to the original bytes."""
+    """ArrayDataset keeps uint8 images as they are (float images in [0, 1]: back to bytes)."""
+    if images.dtype == torch.uint8:
+        return images.numpy()
     return (images * 255).round().to(torch.uint8).numpy()
 
 
