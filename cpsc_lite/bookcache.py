@@ -28,7 +28,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -36,7 +35,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import CpscError, __version__, checkpoint
-from .config import DistillConfig, TeacherConfig, make_config
+from .config import DistillConfig, TeacherConfig, make_config  # noqa: F401 (TeacherConfig: type)
 from .data import DataBundle, load_dataset
 from .generator import ConditionalGenerator
 from .losses import BNStatsLoss, pseudo_ce
@@ -67,7 +66,7 @@ def _full_distill(defaults: DistillConfig) -> dict:
 PROFILES: dict[str, dict] = {
     "quick": dict(description="CPU-sized runs (minutes), used to build the book",
                   teacher_epochs=lambda default: min(default, 15), distill=_quick_distill,
-                  generator_steps=150, per_class=24, umap_real=450),
+                  generator_steps=200, per_class=24, umap_real=450),
     "full": dict(description="the package's defaults (meant for a GPU)",
                  teacher_epochs=lambda default: default, distill=_full_distill,
                  generator_steps=600, per_class=64, umap_real=450),
@@ -78,7 +77,19 @@ PROFILES["test"] = dict(description="seconds-long runs for tests", teacher_epoch
                         distill=lambda d: dict(iters=4, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1),
                         generator_steps=3, per_class=4, umap_real=40)
 
-_STATE = {"profile": "quick", "device": None}
+_STATE = {"profile": "quick", "device": None, "costs": {}}
+
+
+def _record_cost(artefact: str, seconds: float) -> None:
+    _STATE["costs"][artefact] = float(seconds)
+
+
+def compute_seconds() -> float:
+    """Seconds it took to compute every cached artefact this process has used (its cost from an empty cache).
+
+    Each chapter glues this at its end; the landing page collects the values.
+    """
+    return sum(_STATE["costs"].values())
 
 
 # ----------------------------------------------------------------- set-up
@@ -99,6 +110,13 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
     warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
     try:
+        from IPython import get_ipython
+        shell = get_ipython()
+        if shell is not None and "IPKernelApp" in shell.config:
+            shell.run_line_magic("matplotlib", "inline")  # figures inline even if MPLBACKEND says otherwise
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         import matplotlib
         matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": False,
                                     "figure.max_open_warning": 0})
@@ -106,8 +124,8 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
         pass
     if not quiet:
         gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else "none"
-        print(f"cpsc-lite {__version__} | torch {torch.__version__} | device: {device} (GPU: {gpu}) | "
-              f"profile: {profile} ({PROFILES[profile]['description']}) | cache: {cache_dir()}")
+        print(f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} (GPU: {gpu})\n"
+              f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {cache_dir()}")
     return device
 
 
@@ -138,14 +156,18 @@ def _key(*parts) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def glue(name: str, value, display: bool = False):
-    """``myst_nb.glue`` when the book is being built; a no-op elsewhere (e.g. on Colab). Returns ``value``."""
+def glue(name: str, value, display: bool = False) -> None:
+    """``myst_nb.glue`` when the book is being built; a no-op elsewhere (e.g. on Colab).
+
+    Returns nothing, so a ``bc.glue(...)`` on a cell's last line prints nothing either.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # numpy/torch scalars -> plain numbers, so {glue:text}`name:.2f` can format them
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value
 
 
 # ------------------------------------------------------------------- data
@@ -161,9 +183,10 @@ def bundle() -> DataBundle:
 
 # ---------------------------------------------------------------- teacher
 def teacher_config() -> TeacherConfig:
-    """The teacher recipe of the current profile: package defaults, epochs capped for ``quick``."""
-    default = TeacherConfig()
-    return TeacherConfig(epochs=PROFILES[profile()]["teacher_epochs"](default.epochs), device="cpu")
+    """The package's teacher recipe for the digits (as ``cpsc-lite teacher`` uses it), epochs capped for ``quick``."""
+    from .teacher import teacher_recipe
+    default = teacher_recipe(DATASET)
+    return teacher_recipe(DATASET, epochs=PROFILES[profile()]["teacher_epochs"](default.epochs), device="cpu")
 
 
 def _teacher_dir() -> Path:
@@ -184,6 +207,7 @@ def teacher(device: Optional[torch.device] = None):
     model, meta = load_classifier(str(path), "teacher", device or current_device())
     model.eval()
     metrics = json.loads((out / "metrics.json").read_text())
+    _record_cost(out.name, metrics["seconds"])
     meta = dict(meta, test_acc=metrics["test_acc"], train_seconds=metrics["seconds"], epochs=metrics["epochs"])
     return model, meta
 
@@ -193,6 +217,7 @@ def _building(final: Path):
     """Write an artefact into a temporary folder, then move it to ``final`` in one rename."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a cache is meant to be shared
     try:
         yield tmp
         if final.exists():  # another process finished first; keep theirs
@@ -245,7 +270,7 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     ``cpsc_run()`` is the book's main run (chapters 1, 3, 6); ``cpsc_run("no_scl", use_scl=False)``
     is chapter 5's comparison. Keeps a generator snapshot at every evaluation.
     """
-    from .distill import Distiller, read_log
+    from .distill import Distiller
     from .teacher import load_classifier
     cfg = distill_config(**overrides)
     t_dir = _teacher_dir()
@@ -288,6 +313,7 @@ def load_run(path: Path, name: str = "") -> Run:
     student, _ = load_classifier(str(path / "student.pt"), "student")
     student.eval()
     metrics = json.loads((path / "metrics.json").read_text())
+    _record_cost(path.name, metrics.get("seconds", 0.0))
     records = read_log(str(path / "log.jsonl")) if (path / "log.jsonl").exists() else []
     snaps = dict(iters=[], states=[])
     if (path / "snapshots.pt").exists():
@@ -338,7 +364,7 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    losses.append({k: float(v) for k, v in row.items()})
+                    losses.append({k: v.item() for k, v in row.items()})
             checkpoint.save(checkpoint.make("generator", gen.state_dict(), dict(generator=gen.config())),
                             str(tmp / "generator.pt"))
             checkpoint.write_json(dict(losses=losses, seconds=time.time() - start, spec=spec),
@@ -347,15 +373,31 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
     gen = ConditionalGenerator(**obj["meta"]["generator"])
     gen.load_state_dict(obj["state_dict"])
     info = json.loads((out / "metrics.json").read_text())
+    _record_cost(out.name, info["seconds"])
     return dict(generator=gen.eval(), losses=info["losses"], seconds=info["seconds"])
 
 
-def fresh_generator(seed: int = 0) -> ConditionalGenerator:
-    """An untrained generator with the profile's sizes ("before training", chapters 3 and 6)."""
+@torch.no_grad()
+def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGenerator:
+    """An untrained generator with the profile's sizes ("before training", chapters 3 and 4).
+
+    Its BN running statistics are first estimated from ``warmup_batches`` batches (no
+    parameter changes), so that in eval mode it draws what it would draw in training
+    mode, instead of the flat images that the initial statistics (mean 0, variance 1) give.
+    """
     cfg = distill_config()
     b = bundle()
     torch.manual_seed(seed)
-    return ConditionalGenerator(b.num_classes, b.img_size, b.channels, cfg.nz, cfg.ngf).eval()
+    gen = ConditionalGenerator(b.num_classes, b.img_size, b.channels, cfg.nz, cfg.ngf)
+    norms = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.momentum = None  # cumulative average over the warm-up batches
+    gen.train()
+    for _ in range(warmup_batches):
+        gen(*gen.sample_inputs(cfg.batch_size))
+    for m in norms:
+        m.momentum = 0.1
+    return gen.eval()
 
 
 # -------------------------------------------------------------- baselines
@@ -400,7 +442,9 @@ def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, s
                     accs.append(dict(step=step, student_acc=evaluate(student, b.test, torch.device("cpu"))))
             checkpoint.write_json(dict(source=source, student_acc=accs[-1]["student_acc"], accs=accs,
                                        seconds=time.time() - start), str(tmp / "metrics.json"))
-    return json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())
+    _record_cost(out.name, result["seconds"])
+    return result
 
 
 # --------------------------------------------------------------- measures
@@ -451,6 +495,202 @@ def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_clas
         sim = fc @ fc.T
         out.append(float(1.0 - (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))))
     return out
+
+
+@torch.no_grad()
+def class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Chapter 5: mean cosine distance between the centroids of different classes (normalised features)."""
+    f = F.normalize(features.float(), dim=1)
+    centres = F.normalize(torch.stack([f[labels == c].mean(0) for c in range(num_classes)]), dim=1)
+    sim = centres @ centres.T
+    k = num_classes
+    return float(1.0 - (sim.sum() - sim.diagonal().sum()) / (k * (k - 1)))
+
+
+def real_per_class(per_class: int = 8):
+    """Chapter 1: the first ``per_class`` real test images of every class, class-major ``(images, labels)``."""
+    x, y = real_test_images()
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in range(bundle().num_classes)])
+    return x[idx], y[idx]
+
+
+@torch.no_grad()
+def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
+    """Chapter 3: per BN layer of ``model``, the batch mean/variance that ``images`` induce and the running ones.
+
+    Returns a list of dicts with numpy arrays ``batch_mean, batch_var, running_mean, running_var``.
+    """
+    stats = []
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        stats.append(dict(batch_mean=x.mean(dim=(0, 2, 3)).numpy(), batch_var=x.var(dim=(0, 2, 3), unbiased=False).numpy(),
+                          running_mean=module.running_mean.numpy().copy(), running_var=module.running_var.numpy().copy()))
+
+    model = model.cpu().eval()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        model(images.cpu())
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, width: float = 5.0):
+    """Chapters 1, 3-6: class-wise sample grids side by side; ``panels`` maps a caption to ``(images, labels)``."""
+    import matplotlib.pyplot as plt
+    from .viz import plot_samples
+    b = bundle()
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 0.42 * b.num_classes + 1.4),
+                             squeeze=False)
+    for ax, (caption, (images, labels)) in zip(axes[0], panels.items()):
+        plot_samples(images, labels, class_names or b.class_names, b.mean, b.std, title=caption, ax=ax)
+        if caption.lower().startswith("real"):
+            ax.set_ylabel("class (true label)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def same_noise_grid(generator: ConditionalGenerator, n_noise: int = 6, seed: int = 0, title: str = "", ax=None):
+    """Chapter 3: one row per noise vector z, one column per class y: shows what the label alone changes."""
+    import matplotlib.pyplot as plt
+    from .viz import image_grid
+    b = bundle()
+    k = generator.num_classes
+    z = torch.randn(n_noise, generator.nz, generator=torch.Generator().manual_seed(seed)).repeat_interleave(k, 0)
+    y = torch.arange(k).repeat(n_noise)
+    generator = generator.cpu().eval()
+    images = generator(z, y)
+    grid = image_grid(images, n_noise, b.mean, b.std)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.5 * k + 1.2, 0.5 * n_noise + 1.0))
+    ax.imshow(grid, interpolation="nearest")
+    cell_w, cell_h = grid.shape[1] / k, grid.shape[0] / n_noise
+    ax.set_xticks([cell_w * (i + 0.5) for i in range(k)])
+    ax.set_xticklabels(b.class_names[:k])
+    ax.set_yticks([cell_h * (i + 0.5) for i in range(n_noise)])
+    ax.set_yticklabels([f"z{i + 1}" for i in range(n_noise)])
+    ax.set_xlabel("conditioning class y")
+    ax.set_ylabel("noise vector")
+    ax.set_title(title)
+    return images
+
+
+def supcon_toy_views(spread_deg: float = 15.0, view_deg: float = 5.0):
+    """Chapter 5: two samples for each of three classes, two views each, as unit vectors in 2-D.
+
+    Classes sit at 90, 210 and 330 degrees; the samples of a class are ``spread_deg`` either side of
+    its centre and the two views of a sample ``view_deg`` apart. Returns ``(features [6, 2, 2], labels [6])``.
+    """
+    angles, labels = [], []
+    for c, centre in enumerate((90.0, 210.0, 330.0)):
+        for side in (-1, 1):
+            a = centre + side * spread_deg
+            angles.append([a - view_deg / 2, a + view_deg / 2])
+            labels.append(c)
+    rad = torch.deg2rad(torch.tensor(angles))
+    return torch.stack([rad.cos(), rad.sin()], dim=-1), torch.tensor(labels)
+
+
+def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float, taus=None):
+    """Chapter 5: the toy views on the circle, each anchor's softmax over the others, and loss vs temperature."""
+    import matplotlib.pyplot as plt
+    from .losses import supcon_loss
+    b, v, _ = features.shape
+    flat = features.transpose(0, 1).reshape(b * v, -1)  # same order as supcon_loss: view-major
+    lab = labels.repeat(v)
+    names = [f"{'TS'[i // b]}{i % b}" for i in range(b * v)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw=dict(width_ratios=[1, 1.25, 1.2]))
+    ax = axes[0]
+    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="lightgray"))
+    for i, (x, y) in enumerate(flat.tolist()):
+        ax.scatter(x, y, color=f"C{int(lab[i])}", marker="o" if i < b else "^", s=60)
+        ax.annotate(names[i], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="teacher view (T)"),
+               plt.Line2D([], [], ls="", marker="^", color="gray", label="student view (S)")]
+    handles += [plt.Line2D([], [], ls="", marker="s", color=f"C{c}", label=f"class {c}") for c in range(int(labels.max()) + 1)]
+    ax.legend(handles=handles, fontsize=7, loc="center")
+    ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal", title="normalised features (2-D toy)",
+           xlabel="feature 1", ylabel="feature 2")
+    sim = flat @ flat.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    prob = sim.softmax(dim=1).numpy()
+    ax = axes[1]
+    im = ax.imshow(prob, cmap="viridis", vmin=0, vmax=1)
+    positives = (lab[:, None] == lab[None, :]) & ~torch.eye(b * v, dtype=torch.bool)
+    for i, j in positives.nonzero().tolist():
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
+    ax.set(xticks=range(b * v), yticks=range(b * v), title=f"softmax over the others, tau = {temperature:.3g}\n(white boxes: positives)",
+           xlabel="other vector a", ylabel="anchor i")
+    ax.set_xticklabels(names, fontsize=7, rotation=90)
+    ax.set_yticklabels(names, fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[2]
+    taus = taus if taus is not None else np.logspace(-2, 0.7, 60)
+    losses = [float(supcon_loss(features, labels, float(t))) for t in taus]
+    ax.plot(taus, losses, label="SupCon loss")
+    ax.scatter([temperature], [float(supcon_loss(features, labels, temperature))], color="C3", zorder=3,
+               label=f"tau = {temperature:.3g}")
+    ax.set(xscale="log", title="loss against temperature", xlabel="temperature tau", ylabel="loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def plot_snapshots(run: Run, per_class: int = 2, seed: int = 0):
+    """Chapter 6: one row per generator snapshot, ``per_class`` samples of every class along the row."""
+    import matplotlib.pyplot as plt
+    from .viz import image_grid
+    b = bundle()
+    k = b.num_classes
+    acc_at = {r["iter"]: r["student_acc"] for r in run.records if "student_acc" in r}
+    rows = []
+    for it in run.snapshot_iters:
+        images, _ = samples(run.generator_at(it), per_class, seed=seed)
+        rows.append(images)
+    grid = image_grid(torch.cat(rows), len(rows), b.mean, b.std)
+    fig, ax = plt.subplots(figsize=(0.26 * per_class * k + 2.5, 0.5 * len(rows) + 1.2))
+    ax.imshow(grid, interpolation="nearest")
+    cell_h, cell_w = grid.shape[0] / len(rows), grid.shape[1] / (k * per_class)
+    ax.set_yticks([cell_h * (i + 0.5) for i in range(len(rows))])
+    ax.set_yticklabels([f"iter {it}: " + (f"student {acc_at[it]:.0%}" if it in acc_at else "untrained")
+                        for it in run.snapshot_iters])
+    ax.set_xticks([cell_w * per_class * (c + 0.5) for c in range(k)])
+    ax.set_xticklabels(b.class_names[:k])
+    ax.set_xlabel(f"conditioning class y ({per_class} samples each, same noise in every row)")
+    ax.set_title("The generator during training (one row per snapshot)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bn_statistics(model: nn.Module, image_sets: dict, layers=((0, "first"), (-1, "last"))):
+    """Chapter 3: per channel, batch mean vs. running mean in some BN layers, for several image sets.
+
+    ``image_sets`` maps a name to a stack of images. Returns ``(figure, gaps)`` where ``gaps[name]``
+    is the mean absolute difference between batch and running means over all layers and channels.
+    """
+    import matplotlib.pyplot as plt
+    stats = {name: bn_statistics(model, images) for name, images in image_sets.items()}
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.6), squeeze=False)
+    for ax, (index, where) in zip(axes[0], layers):
+        for j, (name, st) in enumerate(stats.items()):
+            real = name.startswith("real")
+            ax.scatter(st[index]["running_mean"], st[index]["batch_mean"], s=16 if real else 14,
+                       marker="x" if real else "o", color="k" if real else f"C{j}", label=name)
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+        ax.set(title=f"{where} BN layer of the teacher", xlabel="running mean (training data)",
+               ylabel="batch mean of the image set")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    gaps = {name: float(np.mean([np.abs(s["batch_mean"] - s["running_mean"]).mean() for s in st]))
+            for name, st in stats.items()}
+    return fig, gaps
 
 
 def real_test_images(limit: Optional[int] = None):
@@ -529,6 +769,101 @@ def bench_results(dataset: str) -> Optional[dict]:
         except Exception:
             return None
     return json.loads(Path(where).read_text()) if os.path.exists(where) else None
+
+
+_GROUP_COLOURS = {"CPSC-DFKD": "C3", "ablation": "C1", "earlier method": "C0", "bound": "gray"}
+
+
+def method_group(name: str) -> str:
+    """Chapter 7: which kind of entry a benchmark method is (for colours and the table)."""
+    if name == "cpsc":
+        return "CPSC-DFKD"
+    if name in ("noise", "data"):
+        return "bound"
+    return "ablation" if name.startswith("cpsc_no_") else "earlier method"
+
+
+def bench_table(results: dict):
+    """Chapter 7: the benchmark results as a formatted table (a pandas Styler)."""
+    import pandas as pd
+    rows = []
+    for name, m in results["methods"].items():
+        d = m.get("diagnostics", {})
+        rows.append({"method": name, "kind": method_group(name),
+                     "student acc. (%)": f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
+                     "diversity": d.get("diversity"), "class balance": d.get("class_balance"),
+                     "teacher conf.": d.get("teacher_confidence"), "FID (teacher feats)": d.get("fid"),
+                     "seconds / run": m.get("seconds_mean")})
+    formats = {"diversity": "{:.3f}", "class balance": "{:.3f}", "teacher conf.": "{:.3f}",
+               "FID (teacher feats)": "{:.2f}", "seconds / run": "{:.0f}"}
+    return pd.DataFrame(rows).style.hide(axis="index").format(formats, na_rep="–")
+
+
+def plot_bench(results: dict):
+    """Chapter 7: mean student accuracy per method with the standard deviation over seeds as error bars."""
+    import matplotlib.pyplot as plt
+    names = list(results["methods"])
+    means = [100 * results["methods"][n]["student_acc_mean"] for n in names]
+    stds = [100 * results["methods"][n]["student_acc_std"] for n in names]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    ax.bar(names, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
+    ax.axhline(100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher")
+    for label, colour in _GROUP_COLOURS.items():
+        if any(method_group(n) == label for n in names):
+            ax.bar([names[0]], [0], color=colour, label=label)  # legend entries only
+    ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
+                 f"{results['iters']} iterations, {len(results['seeds'])} seeds (error bars: std over seeds)",
+           xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    fig.tight_layout()
+    return fig
+
+
+def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
+    """Chapter 7: show where a benchmark file came from, its table and chart; or say plainly that it is missing."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+    import textwrap
+    results = bench_results(dataset)
+    if results is None:
+        where, root = bench_path(dataset), repo_root()
+        if root is not None and where.startswith(str(root)):
+            where = os.path.relpath(where, root)
+        command = " \\\n        ".join(textwrap.wrap(how_to_make, 64, break_on_hyphens=False))
+        display(Markdown(
+            f"```{{important}}\nNo benchmark results for **{dataset}** yet: `{where}` does not "
+            f"exist, so this section shows no numbers. To produce them, run\n\n    {command}\n\n"
+            "and build the book again.\n```"))
+        return None
+    teacher = results["teacher"]
+    display(Markdown(
+        f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
+        f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
+        f"{results['iters']} iterations x batch {results['batch_size']}, seeds {results['seeds']}"
+        + (f", on {results['machine']}" if results.get("machine") else "") + "."))
+    display(bench_table(results))
+    plot_bench(results)
+    plt.show()
+    return results
+
+
+def ablation_summary(results: Optional[dict]) -> str:
+    """Chapter 7: one Markdown line per ablation: change in mean accuracy vs. ``cpsc`` and its seed spread."""
+    if results is None:
+        return "(no results)"
+    base = results["methods"].get("cpsc")
+    if base is None:
+        return "(the file has no `cpsc` entry)"
+    lines = []
+    for name, m in results["methods"].items():
+        if not name.startswith("cpsc_no_"):
+            continue
+        diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
+        spread = 100 * max(m["student_acc_std"], base["student_acc_std"])
+        verdict = "within the seed-to-seed spread" if abs(diff) <= spread else ("worse" if diff < 0 else "better")
+        lines.append(f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})")
+    return "\n".join(lines) or "(no ablations in the file)"
 
 
 def published_results():

@@ -1,0 +1,108 @@
+"""cpsc_lite.bookcache: artefacts are computed once, then loaded; keys follow the settings.
+
+Uses the tiny "test" profile (a one-epoch teacher, four distillation iterations) in a
+temporary cache folder, so the whole file runs in seconds.
+"""
+
+import json
+
+import pytest
+import torch
+
+from cpsc_lite import bookcache as bc
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPSC_BOOK_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    bc.setup("test", quiet=True)
+    bc._STATE["costs"].clear()
+    yield tmp_path / "cache"
+    bc.setup("quick", quiet=True)
+    torch.set_num_threads(threads)
+
+
+def _forbid(monkeypatch, target, name):
+    def boom(*args, **kwargs):
+        raise AssertionError(f"{name} ran although its result was cached")
+    monkeypatch.setattr(target, name, boom)
+
+
+def test_teacher_is_trained_once_then_loaded(cache, monkeypatch):
+    model, meta = bc.teacher()
+    assert 0.0 <= meta["test_acc"] <= 1.0 and meta["epochs"] == 1
+    assert len(list(cache.glob("teacher-digits-*/teacher.pt"))) == 1
+    import cpsc_lite.teacher
+    _forbid(monkeypatch, cpsc_lite.teacher, "run_teacher")
+    again, meta2 = bc.teacher()
+    assert meta2["test_acc"] == meta["test_acc"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert bc.compute_seconds() > 0
+
+
+def test_cpsc_run_keeps_snapshots_and_is_cached(cache, monkeypatch):
+    run = bc.cpsc_run()
+    assert run.config.iters == 4 and run.metrics["iters"] == 4
+    assert run.snapshot_iters == [0, 2, 4] and len(run.snapshot_states) == 3
+    assert [r["iter"] for r in run.records] == [1, 2, 3, 4]
+    assert "student_acc" in run.records[-1]
+    # A snapshot is a different generator from the final one, except the last.
+    first, last = run.generator_at(0), run.generator_at(4)
+    final = run.generator.state_dict()
+    assert all(torch.equal(last.state_dict()[k], final[k]) for k in final)
+    assert not all(torch.equal(first.state_dict()[k], final[k]) for k in final)
+    import cpsc_lite.distill
+    _forbid(monkeypatch, cpsc_lite.distill.Distiller, "run")
+    assert bc.cpsc_run().metrics == run.metrics
+    # A different setting is a different artefact (and would train).
+    with pytest.raises(AssertionError, match="cached"):
+        bc.cpsc_run("no_scl", use_scl=False)
+    assert not list(cache.glob("run-no_scl-*")), "a failed build must leave no half-written artefact"
+
+
+def test_config_caps_never_raise_package_defaults(cache):
+    from cpsc_lite.config import make_config
+    bc.setup("quick", quiet=True)
+    quick, default = bc.distill_config(), make_config("cpsc")
+    assert quick.iters <= default.iters and quick.batch_size <= default.batch_size and quick.ngf <= default.ngf
+    assert quick.alpha == default.alpha and quick.temperature == default.temperature
+    bc.setup("full", quiet=True)
+    full = bc.distill_config()
+    assert (full.iters, full.batch_size, full.ngf) == (default.iters, default.batch_size, default.ngf)
+    with pytest.raises(Exception, match="PROFILE"):
+        bc.setup("fast")
+
+
+def test_generator_only_and_kd_baseline(cache):
+    out = bc.generator_only(use_bn=True, use_ce=True)
+    assert len(out["losses"]) == 3 and {"bn", "ce"} <= set(out["losses"][0])
+    images, labels = bc.samples(out["generator"], 2)
+    assert images.shape == (20, 1, 8, 8) and labels.tolist() == [c for c in range(10) for _ in range(2)]
+    conf = bc.teacher_confidence(bc.teacher()[0], images, labels, 10)
+    assert len(conf["confidence"]) == 10 and 0 <= conf["mean_agreement"] <= 1
+    kd = bc.kd_baseline("noise", steps=25, batch_size=16)
+    assert len(kd["accs"]) == 1 and 0 <= kd["student_acc"] <= 1
+
+
+def test_measures_on_hand_made_features():
+    feats = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-3.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # class 0: identical directions; class 1: orthogonal directions (cosine distance 1)
+    assert bc.intra_class_diversity(feats, labels, 2) == pytest.approx([0.0, 1.0])
+    # centroids (1, 0) and (-1/2, 1/2) after normalising: cosine -1/sqrt(2)
+    assert bc.class_separation(feats, labels, 2) == pytest.approx(1 + 2 ** -0.5)
+
+
+def test_bench_results_absent_or_read_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPSC_BENCH_DIR", str(tmp_path))
+    assert bc.bench_results("digits") is None
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "results.json").write_text(json.dumps({"command": "cpsc-lite bench", "methods": {}}))
+    assert bc.bench_results("digits")["command"] == "cpsc-lite bench"
+
+
+def test_published_results_load():
+    pd = pytest.importorskip("pandas")
+    table = bc.published_results()
+    assert isinstance(table, pd.DataFrame) and (table.source.str.contains("not ours")).all()
