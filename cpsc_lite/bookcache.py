@@ -484,17 +484,8 @@ def teacher_confidence(model: nn.Module, images: torch.Tensor, labels: torch.Ten
 @torch.no_grad()
 def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list:
     """Chapter 5: per class, the mean cosine distance (1 - cos) between different samples of that class."""
-    f = F.normalize(features.float(), dim=1)
-    out = []
-    for c in range(num_classes):
-        fc = f[labels == c]
-        n = len(fc)
-        if n < 2:
-            out.append(float("nan"))
-            continue
-        sim = fc @ fc.T
-        out.append(float(1.0 - (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))))
-    return out
+    from .diagnostics import per_class_diversity
+    return per_class_diversity(features, labels, num_classes)
 
 
 @torch.no_grad()
