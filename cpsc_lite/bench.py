@@ -30,7 +30,8 @@ def _machine() -> str:
     dev = "cpu"
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
-    return f"{platform.machine()} {os.cpu_count()} cpu threads, torch {torch.__version__}, device {dev}"
+    return (f"{platform.machine()} {os.cpu_count()} cpu threads ({torch.get_num_threads()} used by torch), "
+            f"torch {torch.__version__}, device {dev}")
 
 
 def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str], teacher_model: str,
@@ -51,8 +52,12 @@ def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str]
 def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_dir: str,
               teacher_path: Optional[str] = None, teacher_model: str = "cnn_base", teacher_epochs: int = 30,
               overrides: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
-              progress: bool = True, command: str = "", say=print) -> dict:
-    """Run each method for each seed with the same budget; write results.json and results.md."""
+              progress: bool = True, command: str = "", append: bool = False, say=print) -> dict:
+    """Run each method for each seed with the same budget; write results.json and results.md.
+
+    With ``append``, methods are added to (or replace their rows in) an existing
+    ``results.json`` of the same budget, and its command becomes both commands.
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
@@ -64,6 +69,8 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
     overrides = dict(overrides or {})
     results = dict(command=command, dataset=bundle.name, teacher=dict(model=meta["model"]), iters=iters,
                    seeds=list(range(seeds)), package_version=__version__, machine=_machine(), methods={})
+    if append:
+        results = _previous_results(out_dir, results, make_config(methods[0], iters=iters, **overrides), say)
     for method in methods:
         runs = []
         for seed in range(seeds):
@@ -102,10 +109,38 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
                          if all(k in r["diagnostics"] for r in runs)},
             collapsed_classes=sorted({c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}),
         )
+        # Both files after every method, so a run stopped early keeps everything it finished.
         checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
+        write_markdown(results, out_dir)
+    return results
+
+
+def write_markdown(results: dict, out_dir: str) -> None:
+    """``out_dir/results.md`` from a results dict (``cpsc-lite bench`` writes it with results.json)."""
     md = results_markdown(results)
     checkpoint.atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(md.encode()))
-    return results
+
+
+def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
+    """The existing results.json to append to, after checking it was made with the same budget."""
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        say(f"note: {path} does not exist yet; --append starts a new table")
+        return fresh
+    with open(path) as f:
+        old = json.load(f)
+    new_budget = dict(dataset=fresh["dataset"], iters=fresh["iters"], seeds=fresh["seeds"],
+                      teacher=fresh["teacher"]["model"], student=cfg.student, batch_size=cfg.batch_size,
+                      g_steps=cfg.g_steps, s_steps=cfg.s_steps)
+    old_budget = dict(old, teacher=old.get("teacher", {}).get("model"))
+    differ = [f"{k} ({old_budget.get(k)} there, {v} here)" for k, v in new_budget.items()
+              if k in old_budget and old_budget[k] != v]
+    if differ:
+        raise CpscError(f"Cannot --append to {path}: it was made with another budget: {'; '.join(differ)}. "
+                        "Use the same settings, or write to another --out directory.")
+    old["command"] = f"{old['command']} && {fresh['command']}" if fresh["command"] else old["command"]
+    old["package_version"] = fresh["package_version"]
+    return old
 
 
 def results_markdown(results: dict) -> str:
@@ -132,18 +167,25 @@ def results_markdown(results: dict) -> str:
 
 # ------------------------------------------------------------------ profile
 def _time(fn, repeats: int) -> float:
+    """Median seconds of one call over ``repeats`` timed calls (after a warm-up call).
+
+    The median, not the mean: on a shared CPU a single descheduled call would otherwise move
+    the floor ratio by tens of percent.
+    """
     fn()  # warm-up
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def profile_iteration(teacher, meta: dict, cfg, repeats: int = 5) -> dict:
+def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
     """Seconds per CPSC iteration vs the floor: the same forward/backward passes, measured alone.
 
     Floor = g_steps x (G forward, T and S forward, backward to G) + s_steps x (G and T
@@ -184,8 +226,8 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 5) -> dict:
 
 def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[str] = None,
                 teacher_model: Optional[str] = None, student: Optional[str] = None, img_size: Optional[int] = None,
-                num_classes: int = 10, channels: int = 3, overrides: Optional[dict] = None, repeats: int = 5,
-                say=print) -> dict:
+                num_classes: int = 10, channels: int = 3, overrides: Optional[dict] = None, repeats: int = 15,
+                command: str = "", say=print) -> dict:
     """Profile with a trained teacher (digits default) or a freshly initialised ``teacher_model``.
 
     Timing does not depend on the weights, so e.g. WRN-40-2 -> WRN-16-2 at 32x32
@@ -207,6 +249,7 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
         overrides["student"] = student
     cfg = make_config("cpsc", **overrides)
     result = profile_iteration(teacher, meta, cfg, repeats)
+    result.update(command=command, package_version=__version__)
     os.makedirs(out_dir, exist_ok=True)
     checkpoint.write_json(result, os.path.join(out_dir, "profile.json"))
     say(f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "

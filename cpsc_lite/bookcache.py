@@ -762,13 +762,16 @@ def bench_results(dataset: str) -> Optional[dict]:
     return json.loads(Path(where).read_text()) if os.path.exists(where) else None
 
 
-_GROUP_COLOURS = {"CPSC-DFKD": "C3", "ablation": "C1", "earlier method": "C0", "bound": "gray"}
+_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "ablation": "C1", "earlier method": "C0",
+                  "bound": "gray"}
 
 
 def method_group(name: str) -> str:
     """Chapter 7: which kind of entry a benchmark method is (for colours and the table)."""
     if name == "cpsc":
         return "CPSC-DFKD"
+    if name == "cpsc_paper":
+        return "CPSC-DFKD, paper settings"
     if name in ("noise", "data"):
         return "bound"
     return "ablation" if name.startswith("cpsc_no_") else "earlier method"
@@ -839,8 +842,31 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
     return results
 
 
+def profile_report(names=("digits", "wrn40_2_wrn16_2")):
+    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table, with their commands."""
+    import pandas as pd
+    rows, commands = [], []
+    for name in names:
+        local, url = _repo_file(f"data/bench/profile/{name}/profile.json")
+        if local is None or not local.exists():
+            continue
+        p = json.loads(local.read_text())
+        rows.append({"teacher → student": f"{p['teacher']} → {p['student']}",
+                     "image": f"{p['img_size']}x{p['img_size']}", "batch": p["batch_size"],
+                     "G : S steps": f"{p['g_steps']} : {p['s_steps']}", "threads": p["threads"],
+                     "s / iteration": p["seconds_per_iter"], "floor (s)": p["floor_seconds"],
+                     "ratio": p["floor_ratio"]})
+        commands.append(p.get("command", "(command not recorded)"))
+    if not rows:
+        return None, []
+    table = pd.DataFrame(rows).style.hide(axis="index").format(
+        {"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
+    return table, commands
+
+
 def ablation_summary(results: Optional[dict]) -> str:
-    """Chapter 7: one Markdown line per ablation: change in mean accuracy vs. ``cpsc`` and its seed spread."""
+    """Chapter 7: one Markdown line per variant of CPSC (ablations ``cpsc_no_*`` and ``cpsc_paper``):
+    change in mean accuracy vs. ``cpsc`` and whether it exceeds the seed spread."""
     if results is None:
         return "(no results)"
     base = results["methods"].get("cpsc")
@@ -848,7 +874,7 @@ def ablation_summary(results: Optional[dict]) -> str:
         return "(the file has no `cpsc` entry)"
     lines = []
     for name, m in results["methods"].items():
-        if not name.startswith("cpsc_no_"):
+        if not name.startswith("cpsc_"):
             continue
         diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
         spread = 100 * max(m["student_acc_std"], base["student_acc_std"])

@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10, help="--profile with --teacher-model: classes")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--append", action="store_true",
+                   help="add these methods to --out's existing results.json (same budget) instead of replacing it")
 
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
@@ -290,18 +292,19 @@ def cmd_bench(args) -> int:
     from .config import METHODS
     overrides = _overrides(args)
     overrides.pop("seed", None)
+    command = "cpsc-lite " + shlex.join(args.argv)
     if args.profile:
         run_profile(args.out, dataset=args.dataset, teacher_path=args.teacher, teacher_model=args.teacher_model,
                     student=args.student, img_size=args.img_size, num_classes=args.num_classes,
-                    channels=3 if args.teacher_model and not args.teacher else 1, overrides=overrides)
+                    channels=3 if args.teacher_model and not args.teacher else 1, overrides=overrides,
+                    command=command)
         return 0
     methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     iters = overrides.pop("iters", None) or make_default_iters()
-    command = "cpsc-lite " + shlex.join(args.argv)
     results = run_bench(args.dataset, methods, args.seeds, iters, args.out, teacher_path=args.teacher,
                         teacher_model=args.teacher_model or "cnn_base", teacher_epochs=args.teacher_epochs,
                         overrides=overrides, data_root=args.data_root, download=args.download,
-                        progress=not args.no_progress, command=command)
+                        progress=not args.no_progress, command=command, append=args.append)
     from .bench import results_markdown
     print(results_markdown(results))
     return 0

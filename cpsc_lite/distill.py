@@ -254,7 +254,7 @@ class Distiller:
         labels = self._pseudo_labels(y, t_logits)
         terms: dict[str, torch.Tensor] = {}
         loss = t_logits.new_zeros(())
-        if cfg.use_adv:
+        if self.adversarial_on():
             terms["adv_kd"] = self._kd(t_logits, s_logits)
             loss = loss - terms["adv_kd"]
             if cfg.use_ikd:
@@ -282,6 +282,10 @@ class Distiller:
         self._update(self.opt_g, self.scaler_g, loss, unwrapped_params=self.projection.parameters())
         self.student.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
+
+    def adversarial_on(self) -> bool:
+        """Whether G maximises the disagreement now (off during the first ``adv_warmup`` of the run)."""
+        return self.cfg.use_adv and self.iteration >= int(self.cfg.adv_warmup * self.cfg.iters)
 
     def student_inputs(self, batch_size: int):
         """A batch for the student step: generated (no gradient to G), Gaussian noise, or real images."""

@@ -50,6 +50,29 @@ def test_presets_are_what_their_names_say():
                          ("cpsc_no_ikd", "use_ikd"), ("cpsc_no_cond", "conditional")]:
         diff = {k for k, v in make_config(name).to_dict().items() if v != base[k]} - {"method"}
         assert switch in diff and diff <= {switch, "student_ce"}, (name, diff)
+    paper = {k for k, v in make_config("cpsc_paper").to_dict().items() if v != base[k]} - {"method"}
+    assert paper == {"alpha", "student_ce", "adv_warmup"}
+    assert (make_config("cpsc_paper").alpha, make_config("cpsc_paper").adv_warmup) == (5.0, 0.0)
+    assert make_config("dfad").adv_warmup == 0.0  # DFAD is adversarial from the start
+
+
+def test_bench_append_adds_methods_and_refuses_another_budget(tmp_path, digits_teacher, capsys):
+    out = tmp_path / "bench"
+    common = ["--dataset", "digits", "--teacher", digits_teacher, "--seeds", "1", "--batch-size", "16",
+              "--out", str(out), "--no-progress", "--set", "ngf=8", "--set", "nz=16"]
+    assert main(["bench", "--methods", "noise", "--iters", "2"] + common) == 0
+    assert main(["bench", "--methods", "data", "--iters", "2", "--append"] + common) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["noise", "data"]
+    assert results["command"].count("cpsc-lite bench") == 2 and "--append" in results["command"]
+    assert "| noise |" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert main(["bench", "--methods", "data", "--iters", "3", "--append"] + common) != 0
+    assert "another budget: iters (2 there, 3 here)" in capsys.readouterr().err
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["noise", "data"]  # untouched
+    # Without --append the table is replaced.
+    assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 0
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["data"]
 
 
 def test_data_method_needs_a_training_split(digits_teacher):
@@ -91,6 +114,7 @@ def test_profile_reports_ratio_to_floor(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     prof = json.loads((tmp_path / "profile.json").read_text())
     assert {"seconds_per_iter", "floor_seconds", "floor_ratio"} <= set(prof)
+    assert prof["command"].startswith("cpsc-lite bench --profile")
     assert prof["floor_seconds"] > 0 and prof["floor_ratio"] == pytest.approx(
         prof["seconds_per_iter"] / prof["floor_seconds"])
 
@@ -123,3 +147,15 @@ def test_collapse_is_detected():
     diag = synthetic_diagnostics(FakeTeacher(), x, labels, 3)
     assert diag["collapsed_classes"] == [2]
     assert diag["teacher_agreement"] == pytest.approx(1.0)
+
+
+def test_adversarial_warmup_switches_the_push_on_after_its_fraction(digits_teacher):
+    bundle = load_dataset("digits")
+    teacher, meta = load_classifier(digits_teacher)
+    cfg = make_config("cpsc", **dict(TINY, iters=4, adv_warmup=0.5))
+    d = Distiller(teacher, meta, cfg, bundle.test)
+    seen = [("g/adv_kd" in d.iterate()) for _ in range(4)]
+    d.close()
+    assert seen == [False, False, True, True]
+    with pytest.raises(CpscError, match="adv_warmup"):
+        make_config("cpsc", adv_warmup=1.0)

@@ -106,3 +106,31 @@ def test_published_results_load():
     pd = pytest.importorskip("pandas")
     table = bc.published_results()
     assert isinstance(table, pd.DataFrame) and (table.source.str.contains("not ours")).all()
+
+
+def test_ablation_summary_compares_each_variant_with_its_spread():
+    def row(mean, std):
+        return dict(student_acc_mean=mean, student_acc_std=std)
+    results = dict(methods=dict(cpsc=row(0.95, 0.01), dfad=row(0.5, 0.0), cpsc_no_bn=row(0.90, 0.02),
+                                cpsc_no_scl=row(0.955, 0.01), cpsc_paper=row(0.97, 0.005)))
+    text = bc.ablation_summary(results)
+    assert "dfad" not in text
+    assert "`cpsc_no_bn`: -5.00 points (worse; larger std 2.00)" in text
+    assert "`cpsc_no_scl`: +0.50 points (within the seed-to-seed spread" in text
+    assert "`cpsc_paper`: +2.00 points (better" in text
+    assert bc.ablation_summary(None) == "(no results)"
+    assert "no `cpsc` entry" in bc.ablation_summary(dict(methods=dict(dfad=row(0.5, 0))))
+
+
+def test_profile_report_reads_profile_files(tmp_path, monkeypatch):
+    prof = dict(teacher="wrn40_2", student="wrn16_2", img_size=32, batch_size=64, g_steps=1, s_steps=5,
+                threads=2, seconds_per_iter=1.1, floor_seconds=1.0, floor_ratio=1.1,
+                command="cpsc-lite bench --profile --teacher-model wrn40_2")
+    (tmp_path / "data/bench/profile/wrn").mkdir(parents=True)
+    (tmp_path / "data/bench/profile/wrn/profile.json").write_text(json.dumps(prof))
+    monkeypatch.setattr(bc, "_repo_file", lambda rel: (tmp_path / rel, None))
+    table, commands = bc.profile_report(names=("wrn", "missing"))
+    assert commands == [prof["command"]]
+    html = table.to_html()
+    assert "wrn40_2 → wrn16_2" in html and "1.10" in html
+    assert bc.profile_report(names=("missing",)) == (None, [])

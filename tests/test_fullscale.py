@@ -189,7 +189,8 @@ def test_every_preset_has_the_papers_schedule():
         assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), path
         assert (cfg.ngf, cfg.nz, cfg.conditional) == (64, 256, True), path
         assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (5, 1, 0.7, 0.7, 0.07), path
-        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.use_ce)), path
+        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.use_ce, cfg.student_ce)), path
+        assert cfg.adv_warmup == 0.0, path
         assert set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets, path
         assert run["teacher_model"] in models and cfg.student in models, path
         assert cfg.iters % cfg.eval_every == 0 and cfg.iters % cfg.ckpt_every == 0, path
