@@ -123,6 +123,7 @@ def test_ablation_summary_compares_each_variant_with_its_spread():
 
 
 def test_profile_report_reads_profile_files(tmp_path, monkeypatch):
+    pytest.importorskip("pandas")  # the book's extra, not the tests'
     prof = dict(teacher="wrn40_2", student="wrn16_2", img_size=32, batch_size=64, g_steps=1, s_steps=5,
                 threads=2, seconds_per_iter=1.1, floor_seconds=1.0, floor_ratio=1.1,
                 command="cpsc-lite bench --profile --teacher-model wrn40_2")
