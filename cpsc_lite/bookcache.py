@@ -318,7 +318,7 @@ def load_run(path: Path, name: str = "") -> Run:
     snaps = dict(iters=[], states=[])
     if (path / "snapshots.pt").exists():
         snaps = torch.load(path / "snapshots.pt", map_location="cpu", weights_only=True)
-    cfg = DistillConfig.from_dict(metrics["config"])
+    cfg = DistillConfig.from_saved(metrics["config"])
     return Run(name or metrics.get("name", path.name), cfg, gen, student, records, metrics,
                list(snaps["iters"]), list(snaps["states"]), path)
 

@@ -93,6 +93,19 @@ class DistillConfig:
             d["generator_betas"] = tuple(d["generator_betas"])
         return cls(**d)
 
+    @classmethod
+    def from_saved(cls, d: dict) -> "DistillConfig":
+        """A config stored in a run's state.pt; settings added since take the value the run trained with."""
+        d = dict(d)
+        for key, old_value in SETTINGS_ADDED_LATER.items():
+            d.setdefault(key, old_value)
+        return cls.from_dict(d)
+
+
+# Settings introduced after runs could already be saved, with the value that reproduces how
+# those runs trained (a resumed run must continue as it started, not pick up a new default).
+SETTINGS_ADDED_LATER: dict[str, object] = {"adv_warmup": 0.0}
+
 
 @dataclass
 class TeacherConfig:

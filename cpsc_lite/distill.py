@@ -571,7 +571,7 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     state = None
     if os.path.exists(state_path) and resume:
         state = checkpoint.load(state_path, kind="resume", what="resume state")["state"]
-        stored = DistillConfig.from_dict(state["config"])
+        stored = DistillConfig.from_saved(state["config"])
         changed = _config_differences(stored, cfg)
         if changed:
             say(f"note: resuming with the settings stored in {state_path}; ignoring changed "

@@ -140,3 +140,19 @@ def test_seeded_runs_are_reproducible(tmp_path, digits_teacher):
     c = run_distill(digits_teacher, bundle, cfg.replace(seed=1), str(tmp_path / "c"), progress=False)
     wc = _weights(str(tmp_path / "c" / "student.pt"))
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(tmp_path, digits_teacher, capsys):
+    """A state.pt without ``adv_warmup`` trained with the adversary on from the start; it must resume that way."""
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=20, **SMALL)  # the new default would switch the adversary off until 6
+    out = tmp_path / "old"
+    run_distill(digits_teacher, bundle, cfg.replace(adv_warmup=0.0), str(out), stop_after=4, progress=False)
+    obj = checkpoint.load(str(out / "state.pt"), "resume")
+    del obj["state"]["config"]["adv_warmup"]  # what a checkpoint written by cpsc-lite before the setting holds
+    checkpoint.save(obj, str(out / "state.pt"))
+    resumed = run_distill(digits_teacher, bundle, cfg, str(out), resume=True, progress=False)
+    assert resumed["config"]["adv_warmup"] == 0.0
+    assert "ignoring changed adv_warmup" in capsys.readouterr().out
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all("g/adv_kd" in r for r in log)  # adversarial terms logged at every iteration, before and after
