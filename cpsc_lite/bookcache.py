@@ -864,6 +864,56 @@ def profile_report(names=("digits", "wrn40_2_wrn16_2")):
     return table, commands
 
 
+def results_dir() -> Optional[Path]:
+    """``data/results/`` of the checkout (or ``$CPSC_RESULTS_DIR``): full-scale runs saved by ``cpsc-lite record``."""
+    base = os.environ.get("CPSC_RESULTS_DIR")
+    if base:
+        return Path(base)
+    root = repo_root()
+    return root / "data" / "results" if root is not None else None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def recorded_runs_report() -> list:
+    """Chapter 7: every run in :func:`results_dir` as a table, then each one's commands, samples and curves.
+
+    Every value comes from the run's own ``run.json`` (written by ``cpsc-lite record`` from its
+    metrics.json); with no recorded run it says so and how to add one.
+    """
+    import pandas as pd
+    from IPython.display import Image, Markdown, display
+    from .results import load_recorded
+    where = results_dir()
+    runs = load_recorded(where) if where is not None else []
+    if not runs:
+        shown = "data/results/" if where is None or repo_root() is None else os.path.relpath(where, repo_root())
+        display(Markdown(
+            f"```{{important}}\nNo full-scale run has been recorded yet: `{shown}` holds no `run.json`, so this "
+            "section shows no numbers of ours at CIFAR scale. After a run, record it with\n\n"
+            "    cpsc-lite record runs/NAME --name NAME\n\nand build the book again.\n```"))
+        return []
+    rows = [{"run": r["name"] + ("" if r["complete"] else " (partial)"), "data set": r["dataset"],
+             "teacher → student": f"{r['teacher']} → {r['student']}", "method": r["method"],
+             "iterations": f"{r['iters']} of {r['planned_iters']}", "teacher acc. (%)": 100 * r["teacher_acc"],
+             "student acc. (%)": 100 * r["student_acc"], "hardware": ", ".join(r["device_names"]),
+             "processes": ", ".join(map(str, r["world_sizes"])), "wall time": _hours(r["wall_seconds"]),
+             "cpsc-lite": ", ".join(r["cpsc_lite_versions"])} for r in runs]
+    display(Markdown("**Measured by us** with this package; every value below is read from the run's files."))
+    display(pd.DataFrame(rows).style.hide(axis="index").format(
+        {"teacher acc. (%)": "{:.2f}", "student acc. (%)": "{:.2f}"}))
+    for r in runs:
+        commands = "\n".join(f"    {c}" for c in r["commands"])
+        display(Markdown(f"**{r['name']}**: commands, in order\n\n{commands}"))
+        for figure in ("samples.png", "curves.png"):
+            path = Path(r["folder"]) / figure
+            if path.exists():
+                display(Image(filename=str(path), width=640))
+    return runs
+
+
 def ablation_summary(results: Optional[dict]) -> str:
     """Chapter 7: one Markdown line per variant of CPSC (ablations ``cpsc_no_*`` and ``cpsc_paper``):
     change in mean accuracy vs. ``cpsc`` and whether it exceeds the seed spread."""
@@ -888,3 +938,4 @@ def published_results():
     import pandas as pd
     local, url = _repo_file("data/published_results.csv")
     return pd.read_csv(local if local is not None else url)
+

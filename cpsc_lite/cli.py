@@ -1,4 +1,4 @@
-"""Command line: ``cpsc-lite demo | teacher | distill | sample | evaluate | models | datasets``.
+"""Command line: ``cpsc-lite demo | teacher | distill | sample | evaluate | bench | record | models | datasets``.
 
 Every user-facing problem is a :class:`~cpsc_lite.CpscError`: printed as one
 paragraph naming the problem and the fix, exit status 2, no traceback.
@@ -179,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", action="store_true",
                    help="add these methods to --out's existing results.json (same budget) instead of replacing it")
 
+    p = sub.add_parser("record", formatter_class=fmt,
+                       help="copy a finished run into data/results/NAME with its provenance",
+                       description="Copy a distillation run's metrics.json, log.jsonl, samples.png and curves.png "
+                                   "into INTO/NAME/ and write run.json and RUN.md from them: the exact commands, "
+                                   "GPU model, processes, wall time and package versions of every session. The "
+                                   "book's experiments chapter shows what is in data/results/.")
+    p.add_argument("run_dir", help="the --out folder of `cpsc-lite distill`")
+    p.add_argument("--name", required=True, help="folder name under INTO, e.g. c10_resnet34_resnet18_fast")
+    p.add_argument("--into", default="data/results", help="default: %(default)s (run from the repository root)")
+    p.add_argument("--partial", action="store_true", help="record an unfinished run, labelled as partial")
+    p.add_argument("--overwrite", action="store_true", help="replace INTO/NAME if it exists")
+
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
     return parser
@@ -204,6 +216,11 @@ def _summary(metrics: dict, out: str) -> str:
     return (f"teacher test accuracy {metrics['teacher_acc']:.4f} | student test accuracy "
             f"{metrics['student_acc']:.4f} | {metrics['iters']} iterations in {metrics['seconds']:.0f} s | "
             f"results in {out}")
+
+
+def _command(args) -> str:
+    """The command as typed (recorded in metrics.json and benchmark results)."""
+    return "cpsc-lite " + shlex.join(args.argv)
 
 
 def cmd_teacher(args) -> int:
@@ -247,7 +264,7 @@ def cmd_distill(args) -> int:
             ctx.barrier()
         metrics = run_distill(args.teacher, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                               stop_after=args.stop_after, progress=not args.no_progress, teacher_model=teacher_model,
-                              accel=accel, dist=ctx)
+                              accel=accel, dist=ctx, command=_command(args))
     finally:
         ctx.close()
     if ctx.is_main:
@@ -280,7 +297,7 @@ def cmd_demo(args) -> int:
     cfg = make_config("cpsc", **overrides)
     print(f"[2/2] data-free distillation ({cfg.method}, {cfg.iters} iterations); the digits are used only to test")
     metrics = run_distill(teacher_path, bundle, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, command=_command(args))
     print(_summary(metrics, args.out))
     print(f"total {time.time() - start:.0f} s; figures: {os.path.join(args.out, 'samples.png')}, "
           f"{os.path.join(args.out, 'curves.png')}")
@@ -292,7 +309,7 @@ def cmd_bench(args) -> int:
     from .config import METHODS
     overrides = _overrides(args)
     overrides.pop("seed", None)
-    command = "cpsc-lite " + shlex.join(args.argv)
+    command = _command(args)
     if args.profile:
         run_profile(args.out, dataset=args.dataset, teacher_path=args.teacher, teacher_model=args.teacher_model,
                     student=args.student, img_size=args.img_size, num_classes=args.num_classes,
@@ -364,6 +381,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    import json
+    from .results import record_run, run_markdown
+    dest = record_run(args.run_dir, args.name, into=args.into, overwrite=args.overwrite, partial=args.partial)
+    print(run_markdown(json.loads((dest / "run.json").read_text())))
+    print(f"wrote {dest}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -380,7 +406,7 @@ def main(argv=None) -> int:
             print(_datasets_epilog())
             return 0
         return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
-                "evaluate": cmd_evaluate, "bench": cmd_bench}[args.command](args)
+                "evaluate": cmd_evaluate, "bench": cmd_bench, "record": cmd_record}[args.command](args)
     except CpscError as exc:
         print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       ", break_on_hyphens=False,
                                             break_long_words=False), file=sys.stderr)

@@ -35,10 +35,11 @@ from . import CpscError, checkpoint
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
-from .distributed import DistContext, per_rank_batch
+from .distributed import DistContext, launch_environment, per_rank_batch
 from .generator import ConditionalGenerator
 from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
 from .models import create_model, feature_dim
+from .results import SessionLog
 from .utils import (Acceleration, autocast, configure_backends, evaluate, fused_optimizer_kwargs, grad_scaler,
                     pick_device, resolve_amp, rng_state, seed_everything, set_rng_state, warmup_cosine)
 
@@ -148,6 +149,8 @@ class Distiller:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
+        #: Provenance: one entry per start or resume (command, hardware, versions, times).
+        self.sessions = SessionLog()
         #: Tests may set ``input_sampler(batch_size) -> (x, y)`` to feed the student step fixed inputs.
         self.input_sampler: Optional[Callable[[int], tuple]] = None
         self._setup_execution()
@@ -375,7 +378,7 @@ class Distiller:
                     projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
                     opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
-                    last_student_acc=self.last_student_acc,
+                    last_student_acc=self.last_student_acc, sessions=self.sessions.sessions,
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -393,6 +396,7 @@ class Distiller:
         self.iteration = state["iteration"]
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
+        self.sessions = SessionLog(state.get("sessions"))  # absent in runs saved before sessions were kept
         self._restore_rng(state)
 
     def _restore_rng(self, state: dict) -> None:
@@ -421,6 +425,7 @@ class Distiller:
         With several processes every rank must call it (their random states are gathered);
         rank 0 writes, the others wait.
         """
+        self.sessions.update(self.iteration)
         state = self.state_dict()
         if self.dist.enabled:
             state["rng_per_rank"] = self.dist.all_gather_object(state["rng"])
@@ -552,13 +557,15 @@ def _config_differences(a: DistillConfig, b: DistillConfig, ignore=("device", "e
 def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_dir: str, resume: bool = False,
                 overwrite: bool = False, stop_after: Optional[int] = None, progress: bool = True,
                 sample_per_class: int = 8, say: Callable[[str], None] = print, teacher_model: Optional[str] = None,
-                accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None) -> dict:
+                accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None,
+                command: Optional[str] = None) -> dict:
     """Data-free distillation from a teacher checkpoint into ``out_dir``; returns the metrics.
 
     Writes student.pt, generator.pt, state.pt (resume), metrics.json, log.jsonl,
     samples.png and curves.png. ``bundle`` is used only for its test split (and, with
     ``teacher_model``, for the shape and normalisation of a community teacher file).
     ``accel`` and ``dist`` choose how it runs (GPU speed-ups, several processes), never what.
+    ``command`` (the command line, as typed) is recorded with the session in metrics.json.
     """
     from .teacher import check_compatible, load_teacher
 
@@ -598,6 +605,8 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
         if state is not None:
             distiller.load_state_dict(state)
             say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
+        launcher = (launch_environment() or {}).get("launcher") if dist.enabled else None
+        distiller.sessions.begin(command, distiller.device, dist.world_size, launcher, distiller.iteration)
         teacher_acc = evaluate(distiller.teacher, distiller.test_set, distiller.device) if dist.is_main else None
         if distiller.iteration < cfg.iters:
             distiller.run(progress=progress, stop_after=stop_after)
@@ -616,10 +625,12 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
     cfg = distiller.cfg
     student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
     complete = distiller.iteration >= cfg.iters
+    distiller.sessions.update(distiller.iteration)
     metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, iters=distiller.iteration,
                    seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
                    student=cfg.student, teacher=meta["model"], dataset=bundle.name,
-                   device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime())
+                   device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),
+                   wall_seconds=distiller.sessions.wall_seconds(), sessions=distiller.sessions.sessions)
     checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
     images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
     fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
