@@ -939,3 +939,147 @@ def published_results():
     local, url = _repo_file("data/published_results.csv")
     return pd.read_csv(local if local is not None else url)
 
+
+# ------------------------------------------------------------- chapter 8
+#: Classes, channels, image size and training-set size of the data sets the presets use (for cost estimates).
+PRESET_DATA = {"cifar10": (10, 3, 32, 50000), "cifar100": (100, 3, 32, 50000), "svhn": (10, 3, 32, 73257),
+               "tiny-imagenet": (200, 3, 64, 100000)}
+
+
+def preset_file(name: str) -> Path:
+    """``configs/NAME.yaml`` of the checkout, or a path to a YAML file.
+
+    Outside a checkout (e.g. Colab after ``pip install``) the preset is downloaded once from
+    the repository into the book's cache.
+    """
+    given = Path(name).expanduser()
+    if given.suffix in (".yaml", ".yml"):
+        if not given.is_file():
+            raise CpscError(f"The preset file {given} does not exist. Use a name from configs/ (e.g. "
+                            "c10_wrn40_2_wrn16_2_fast) or the path of a YAML file.")
+        return given
+    root = repo_root()
+    if root is not None:
+        path = root / "configs" / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in (root / "configs").glob("*.yaml")))
+            raise CpscError(f"No preset {name!r} in {root / 'configs'}. Known presets: {known}.")
+        return path
+    path = cache_dir() / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        import urllib.request
+        url = RAW_URL + f"configs/{name}.yaml"
+        try:
+            with urllib.request.urlopen(url, timeout=20) as r:
+                text = r.read()
+        except Exception as exc:
+            raise CpscError(f"Could not fetch the preset {name!r} from {url} ({exc}). Check the name against "
+                            "the repository's configs/ folder, or pass the path of a YAML file.") from None
+        from .checkpoint import atomic_write_bytes
+        atomic_write_bytes(str(path), lambda f: f.write(text))
+    return path
+
+
+def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:
+    """A preset's DistillConfig (``iters`` overrides its length) and its run settings (dataset, teacher_model)."""
+    from .distill import load_preset
+    base, run = load_preset(str(preset_file(name)))
+    return make_config("cpsc", base, iters=iters), run
+
+
+_FLOPS_PER_SAMPLE: dict = {}
+
+
+def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
+                tflops=(5.0, 10.0)) -> dict:
+    """Chapter 8: floating-point operations of a preset's distillation and of its teacher's training,
+    and the hours they take at each assumed sustained throughput in ``tflops`` (an *estimate*).
+
+    The operations are counted (``torch.utils.flop_counter``) on one real iteration of the
+    package's own loop at a small batch, scaled linearly to the preset's batch; the teacher
+    epoch is counted as forward plus backward (3x a forward) over the training set. Only
+    convolutions and matrix products are counted, so the figures are slight underestimates.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    from .distill import Distiller
+    from .models import create_model
+    cfg, run = preset_config(name, iters)
+    classes, channels, size, n_train = PRESET_DATA[run["dataset"]]
+    small = 4
+    teacher = create_model(run["teacher_model"], classes, channels, size)
+    meta = dict(model=run["teacher_model"], num_classes=classes, channels=channels, img_size=size,
+                mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(classes)])
+    key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
+    if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
+        d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
+        with FlopCounterMode(display=False) as counter:
+            d.iterate()
+        d.close()
+        _FLOPS_PER_SAMPLE[key] = counter.get_total_flops() / small
+    per_iter = _FLOPS_PER_SAMPLE[key] * cfg.batch_size
+    with FlopCounterMode(display=False) as counter:
+        teacher.eval()(torch.zeros(1, channels, size, size))
+    per_epoch = 3 * counter.get_total_flops() * n_train
+    distill, teach = per_iter * cfg.iters, per_epoch * teacher_epochs
+    return dict(preset=name, dataset=run["dataset"], teacher=run["teacher_model"], student=cfg.student,
+                iters=cfg.iters, batch_size=cfg.batch_size, g_steps=cfg.g_steps, s_steps=cfg.s_steps,
+                teacher_epochs=teacher_epochs, tflop_per_iter=per_iter / 1e12, distill_pflop=distill / 1e15,
+                teacher_pflop=teach / 1e15,
+                hours={t: dict(teacher=teach / (t * 1e12) / 3600, distill=distill / (t * 1e12) / 3600)
+                       for t in tflops})
+
+
+def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 40, iters: Optional[int] = None,
+               data_root: Optional[str] = None, out: Optional[str] = None, progress: bool = True,
+               timing_iters: int = 3) -> dict:
+    """Chapter 8, full profile: a shortened full-scale experiment end to end, resumable.
+
+    Loads (downloading if needed) the preset's data set, trains a teacher with the package's
+    recipe for ``teacher_epochs`` (or uses the ``teacher`` file), times ``timing_iters``
+    iterations to print a measured estimate, then distils with the preset. Everything goes to
+    ``out`` (default: ``<cache>/ch8/<preset>``); running the cell again after a disconnect
+    continues where the last checkpoint left off. Returns the run's metrics and folder.
+    """
+    from .data import load_dataset
+    from .distill import Distiller, run_distill
+    from .teacher import load_teacher, run_teacher, teacher_recipe
+    from .utils import Acceleration
+    cfg, run = preset_config(name, iters)
+    cfg = cfg.replace(device=str(current_device()))
+    folder = Path(out) if out else cache_dir() / "ch8" / Path(name).stem
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = load_dataset(run["dataset"], data_root, download=True)
+    print(bundle.describe())
+    teacher_path = teacher
+    if teacher_path is None:
+        tdir = folder / "teacher"
+        teacher_path = str(tdir / "teacher.pt")
+        if not os.path.exists(teacher_path):
+            tcfg = teacher_recipe(bundle.name, model=run["teacher_model"], epochs=teacher_epochs,
+                                  device=str(current_device()))
+            print(f"training the teacher: {tcfg.model}, {tcfg.epochs} epochs (the only step that reads "
+                  "training images)")
+            tm = run_teacher(bundle, tcfg, str(tdir), progress=progress, resume=True, accel=Acceleration())
+            print(f"teacher test accuracy {tm['test_acc']:.4f} after {tm['seconds'] / 60:.1f} min")
+    student_dir = folder / "student"
+    if not (student_dir / "state.pt").exists():
+        model, meta = load_teacher(teacher_path, bundle, run["teacher_model"], current_device(), say=lambda *_: None)
+        d = Distiller(model, meta, cfg, accel=Acceleration())
+        d.iterate()  # warm-up (cuDNN autotuning, first allocations)
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.time()
+        for _ in range(timing_iters):
+            d.iterate()
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        per_iter = (time.time() - start) / timing_iters
+        d.close()
+        del d, model
+        print(f"measured {per_iter:.2f} s per iteration on {current_device()}: about "
+              f"{per_iter * cfg.iters / 60:.0f} min for {cfg.iters} iterations (plus evaluation)")
+    command = (f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, teacher_epochs={teacher_epochs}, "
+               f"iters={iters!r})")
+    metrics = run_distill(teacher_path, bundle, cfg, str(student_dir), resume=True, progress=progress,
+                          teacher_model=run["teacher_model"], accel=Acceleration(), command=command)
+    return dict(metrics, folder=str(student_dir))
