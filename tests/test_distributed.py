@@ -144,6 +144,11 @@ def test_distributed_cli_run_completes_and_rank0_writes_everything(two_rank_run)
     assert metrics["iters"] == 4 and metrics["complete"]
     assert metrics["runtime"]["world_size"] == 2 and metrics["runtime"]["batch_per_rank"] == GLOBAL_BATCH // 2
     assert metrics["config"]["batch_size"] == GLOBAL_BATCH  # the config keeps the global batch
+    [session] = metrics["sessions"]  # provenance: launcher and process count of the run
+    assert session["launcher"] == "torchrun" and session["world_size"] == 2
+    assert session["command"].startswith("cpsc-lite distill --teacher")
+    cut = json.loads((tmp / "cut" / "metrics.json").read_text())["sessions"]
+    assert [(s["from_iter"], s["to_iter"], s["world_size"]) for s in cut] == [(0, 2, 2), (2, 4, 2)]
     log = [json.loads(line) for line in (tmp / "full" / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [1, 2, 3, 4]  # one writer: no duplicated lines
     state = checkpoint.load(str(tmp / "full" / "state.pt"), "resume")["state"]
