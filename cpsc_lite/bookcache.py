@@ -1029,6 +1029,18 @@ def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
                        for t in tflops})
 
 
+def preset_cost_table(plan, tflops=(5.0, 10.0)):
+    """Chapter 8: :func:`preset_cost` for each ``(preset, teacher_epochs)`` in ``plan``; returns the
+    cost dicts and a table of them (hours include the teacher's training)."""
+    import pandas as pd
+    costs = [preset_cost(name, teacher_epochs=epochs, tflops=tflops) for name, epochs in plan]
+    rows = [{"preset": c["preset"], "iterations": c["iters"], "TFLOP / iteration": c["tflop_per_iter"],
+             "teacher epochs": c["teacher_epochs"],
+             **{f"hours at {t:g} TFLOP/s": sum(c["hours"][t].values()) for t in tflops}} for c in costs]
+    formats = {"TFLOP / iteration": "{:.1f}", **{f"hours at {t:g} TFLOP/s": "{:.1f}" for t in tflops}}
+    return costs, pd.DataFrame(rows).style.hide(axis="index").format(formats)
+
+
 def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 40, iters: Optional[int] = None,
                data_root: Optional[str] = None, out: Optional[str] = None, progress: bool = True,
                timing_iters: int = 3) -> dict:

@@ -94,3 +94,12 @@ def test_preset_run_end_to_end_then_resumes_without_retraining(tmp_path, monkeyp
     sessions = json.loads((out / "student" / "metrics.json").read_text())["sessions"]
     assert [(s["from_iter"], s["to_iter"]) for s in sessions] == [(0, 2), (2, 2)]
     assert all("bc.preset_run(" in s["command"] for s in sessions)
+
+
+def test_preset_cost_table_adds_the_teacher_to_the_hours(tmp_path):
+    pytest.importorskip("pandas")  # the book's extra
+    costs, table = bc.preset_cost_table([(_preset(tmp_path / "a.yaml"), 3)], tflops=(2.0,))
+    [c] = costs
+    html = table.to_html()
+    assert "hours at 2 TFLOP/s" in html
+    assert f"{c['hours'][2.0]['teacher'] + c['hours'][2.0]['distill']:.1f}" in html
