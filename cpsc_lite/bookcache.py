@@ -907,10 +907,10 @@ def recorded_runs_report() -> list:
     for r in runs:
         commands = "\n".join(f"    {c}" for c in r["commands"])
         display(Markdown(f"**{r['name']}**: commands, in order\n\n{commands}"))
-        for figure in ("samples.png", "curves.png"):
+        for figure, width in (("samples.png", 480), ("curves.png", 720)):
             path = Path(r["folder"]) / figure
             if path.exists():
-                display(Image(filename=str(path), width=640))
+                display(Image(filename=str(path), width=width))
     return runs
 
 
@@ -947,37 +947,9 @@ PRESET_DATA = {"cifar10": (10, 3, 32, 50000), "cifar100": (100, 3, 32, 50000), "
 
 
 def preset_file(name: str) -> Path:
-    """``configs/NAME.yaml`` of the checkout, or a path to a YAML file.
-
-    Outside a checkout (e.g. Colab after ``pip install``) the preset is downloaded once from
-    the repository into the book's cache.
-    """
-    given = Path(name).expanduser()
-    if given.suffix in (".yaml", ".yml"):
-        if not given.is_file():
-            raise CpscError(f"The preset file {given} does not exist. Use a name from configs/ (e.g. "
-                            "c10_wrn40_2_wrn16_2_fast) or the path of a YAML file.")
-        return given
-    root = repo_root()
-    if root is not None:
-        path = root / "configs" / f"{name}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in (root / "configs").glob("*.yaml")))
-            raise CpscError(f"No preset {name!r} in {root / 'configs'}. Known presets: {known}.")
-        return path
-    path = cache_dir() / "configs" / f"{name}.yaml"
-    if not path.is_file():
-        import urllib.request
-        url = RAW_URL + f"configs/{name}.yaml"
-        try:
-            with urllib.request.urlopen(url, timeout=20) as r:
-                text = r.read()
-        except Exception as exc:
-            raise CpscError(f"Could not fetch the preset {name!r} from {url} ({exc}). Check the name against "
-                            "the repository's configs/ folder, or pass the path of a YAML file.") from None
-        from .checkpoint import atomic_write_bytes
-        atomic_write_bytes(str(path), lambda f: f.write(text))
-    return path
+    """A shipped preset's YAML file by name (``cpsc-lite presets``), or the path of a YAML file."""
+    from .config import resolve_config
+    return Path(resolve_config(name))
 
 
 def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:

@@ -1,4 +1,5 @@
-"""Command line: ``cpsc-lite demo | teacher | distill | sample | evaluate | bench | record | models | datasets``.
+"""Command line: ``cpsc-lite demo | teacher | distill | sample | evaluate | bench | record | presets | models |
+datasets``.
 
 Every user-facing problem is a :class:`~cpsc_lite.CpscError`: printed as one
 paragraph naming the problem and the fix, exit status 2, no traceback.
@@ -30,6 +31,19 @@ def _datasets_epilog() -> str:
     return "\n".join(lines)
 
 
+def _presets_text() -> str:
+    from .config import available_presets, presets_dir
+    presets = available_presets()
+    if not presets:
+        return "no presets found in this installation (they ship in cpsc_lite/presets, or configs/ in a checkout)"
+    lines = [f"presets in {presets_dir()} (use: cpsc-lite distill --config NAME --teacher FILE --out DIR):"]
+    width = max(map(len, presets)) + 2
+    for name, path in presets.items():
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        lines.append(f"  {name:<{width}}{first}")
+    return "\n".join(lines)
+
+
 def _add_data_args(p, default="digits", default_help=None):
     p.add_argument("--dataset", default=default, help="registered name or npz:PATH (default: "
                    + (default_help or "%(default)s") + ")")
@@ -49,7 +63,8 @@ def _add_distill_args(p):
     p.add_argument("--s-steps", type=int, default=None, help="student updates per iteration")
     p.add_argument("--lr-student", type=float, default=None)
     p.add_argument("--lr-generator", type=float, default=None)
-    p.add_argument("--config", default=None, help="YAML file of DistillConfig settings (see configs/)")
+    p.add_argument("--config", default=None, metavar="FILE|PRESET",
+                   help="YAML file of DistillConfig settings, or a shipped preset's name (`cpsc-lite presets`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config setting, e.g. --set use_scl=false --set gamma=0.5")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -191,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", action="store_true", help="record an unfinished run, labelled as partial")
     p.add_argument("--overwrite", action="store_true", help="replace INTO/NAME if it exists")
 
+    sub.add_parser("presets", help="list the shipped presets (for distill --config NAME)")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
     return parser
@@ -404,6 +420,9 @@ def main(argv=None) -> int:
             return 0
         if args.command == "datasets":
             print(_datasets_epilog())
+            return 0
+        if args.command == "presets":
+            print(_presets_text())
             return 0
         return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
                 "evaluate": cmd_evaluate, "bench": cmd_bench, "record": cmd_record}[args.command](args)

@@ -186,11 +186,41 @@ def parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def load_yaml(path: str) -> dict:
+def presets_dir():
+    """The folder of the shipped presets: ``cpsc_lite/presets`` in an installed package, or the
+    repository's ``configs/`` in a checkout (also an editable install); None if neither exists."""
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    for folder in (here / "presets", here.parent / "configs"):
+        if folder.is_dir() and any(folder.glob("*.yaml")):
+            return folder
+    return None
+
+
+def available_presets() -> dict:
+    """Preset name -> its YAML file, for every shipped preset."""
+    folder = presets_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder is not None else {}
+
+
+def resolve_config(spec: str) -> str:
+    """``--config``: a YAML file, or the name of a shipped preset (``c10_wrn40_2_wrn16_2_fast``)."""
     import os
+    if os.path.isfile(os.path.expanduser(spec)):
+        return os.path.expanduser(spec)
+    presets = available_presets()
+    name = os.path.basename(spec)
+    name = name[:-5] if name.endswith(".yaml") else name
+    if name in presets and (spec == name or spec.endswith(os.path.join("configs", name + ".yaml"))):
+        return str(presets[name])  # a preset name, or configs/NAME.yaml typed outside the checkout
+    known = ", ".join(presets) or "(none found in this installation)"
+    raise CpscError(f"Config file {spec} does not exist, and it is not the name of a shipped preset. Pass the "
+                    f"path of a YAML file or one of: {known} (listed by `cpsc-lite presets`).")
+
+
+def load_yaml(path: str) -> dict:
     import yaml
-    if not os.path.isfile(path):
-        raise CpscError(f"Config file {path} does not exist. Presets live in the repository's configs/ folder.")
+    path = resolve_config(path)
     with open(path) as f:
         try:
             d = yaml.safe_load(f) or {}

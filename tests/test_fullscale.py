@@ -215,6 +215,24 @@ def test_preset_supplies_dataset_and_student_and_flags_override(tmp_path, capsys
     assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (0.1, 16, 250)  # the rest from the preset
 
 
+def test_config_takes_a_shipped_preset_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from cpsc_lite.config import available_presets, resolve_config
+    shipped = os.path.join(REPO, "configs", "c10_wrn40_2_wrn16_2_fast.yaml")
+    assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS}
+    monkeypatch.chdir(tmp_path)  # outside the checkout, as after `pip install`
+    assert os.path.samefile(resolve_config("c10_wrn40_2_wrn16_2_fast"), shipped)
+    assert os.path.samefile(resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml"), shipped)  # README's spelling
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c10_wrn40_2_wrn16_2_fast.yaml").write_text("iters: 7\n")
+    assert resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml") == "configs/c10_wrn40_2_wrn16_2_fast.yaml"
+    assert load_preset("configs/c10_wrn40_2_wrn16_2_fast.yaml") == ({"iters": 7}, {})  # a real file wins
+    with pytest.raises(CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18_fast"):
+        resolve_config("c10_resnet34_resnet19")
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and all(name in out for name in available_presets())
+    assert "CIFAR-10: WRN-40-2 teacher -> WRN-16-2 student, FAST preset." in out
+
+
 # --------------------------------------------------- precision, layout, compile
 def test_defaults_on_cpu_change_nothing(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
@@ -414,3 +432,12 @@ def test_cuda_teacher_training_with_amp(tmp_path):
     metrics = run_teacher(load_dataset(f"npz:{npz}"), TeacherConfig(epochs=2, batch_size=32, device="cuda"),
                           str(tmp_path / "t"), progress=False)
     assert 0 <= metrics["test_acc"] <= 1 and all(h["loss"] == h["loss"] for h in metrics["history"])
+
+
+def test_presets_are_packaged_with_the_wheel():
+    """pyproject installs configs/ as cpsc_lite/presets (where presets_dir looks after a plain pip install)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    assert "cpsc_lite.presets" in tool["packages"] and tool["package-dir"]["cpsc_lite.presets"] == "configs"
+    assert tool["package-data"]["cpsc_lite.presets"] == ["*.yaml"]
