@@ -699,6 +699,21 @@ def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
         return umap_embedding(np.asarray(features, dtype=np.float32), seed=seed)
 
 
+def _seconds_per_iteration(d, repeats: int) -> float:
+    """Mean seconds of ``repeats`` iterations of Distiller ``d`` after one warm-up iteration
+    (cuDNN autotuning, first allocations); waits for the GPU before reading the clock."""
+    def sync():
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+    d.iterate()
+    sync()
+    start = time.time()
+    for _ in range(repeats):
+        d.iterate()
+    sync()
+    return (time.time() - start) / repeats
+
+
 def estimate_full_cost(repeats: int = 2) -> dict:
     """An *estimate* of the full profile's distillation time on this machine (landing page, chapter 6).
 
@@ -711,11 +726,7 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     full = make_config("cpsc")
     t_model, meta = load_classifier(str(_teacher_dir() / "teacher.pt"), "teacher")
     d = Distiller(t_model, meta, full.replace(device=str(current_device())), None)
-    d.iterate()  # warm-up
-    start = time.time()
-    for _ in range(repeats):
-        d.iterate()
-    per_iter = (time.time() - start) / repeats
+    per_iter = _seconds_per_iteration(d, repeats)
     d.close()
     return dict(seconds_per_iter=per_iter, iters=full.iters, minutes=per_iter * full.iters / 60,
                 device=str(current_device()))
@@ -873,10 +884,6 @@ def results_dir() -> Optional[Path]:
     return root / "data" / "results" if root is not None else None
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
 def recorded_runs_report() -> list:
     """Chapter 7: every run in :func:`results_dir` as a table, then each one's commands, samples and curves.
 
@@ -885,7 +892,7 @@ def recorded_runs_report() -> list:
     """
     import pandas as pd
     from IPython.display import Image, Markdown, display
-    from .results import load_recorded
+    from .results import duration, load_recorded
     where = results_dir()
     runs = load_recorded(where) if where is not None else []
     if not runs:
@@ -899,7 +906,7 @@ def recorded_runs_report() -> list:
              "teacher → student": f"{r['teacher']} → {r['student']}", "method": r["method"],
              "iterations": f"{r['iters']} of {r['planned_iters']}", "teacher acc. (%)": 100 * r["teacher_acc"],
              "student acc. (%)": 100 * r["student_acc"], "hardware": ", ".join(r["device_names"]),
-             "processes": ", ".join(map(str, r["world_sizes"])), "wall time": _hours(r["wall_seconds"]),
+             "processes": ", ".join(map(str, r["world_sizes"])), "wall time": duration(r["wall_seconds"]),
              "cpsc-lite": ", ".join(r["cpsc_lite_versions"])} for r in runs]
     display(Markdown("**Measured by us** with this package; every value below is read from the run's files."))
     display(pd.DataFrame(rows).style.hide(axis="index").format(
@@ -1049,15 +1056,7 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
     if not (student_dir / "state.pt").exists():
         model, meta = load_teacher(teacher_path, bundle, run["teacher_model"], current_device(), say=lambda *_: None)
         d = Distiller(model, meta, cfg, accel=Acceleration())
-        d.iterate()  # warm-up (cuDNN autotuning, first allocations)
-        if d.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.time()
-        for _ in range(timing_iters):
-            d.iterate()
-        if d.device.type == "cuda":
-            torch.cuda.synchronize()
-        per_iter = (time.time() - start) / timing_iters
+        per_iter = _seconds_per_iteration(d, timing_iters)
         d.close()
         del d, model
         print(f"measured {per_iter:.2f} s per iteration on {current_device()}: about "

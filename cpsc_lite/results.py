@@ -151,7 +151,7 @@ def run_summary(metrics: dict, name: str) -> dict:
         method=metrics["method"], teacher_acc=metrics["teacher_acc"], student_acc=metrics["student_acc"],
         iters=metrics["iters"], planned_iters=cfg["iters"], batch_size=cfg["batch_size"],
         g_steps=cfg["g_steps"], s_steps=cfg["s_steps"], train_seconds=metrics["seconds"],
-        wall_seconds=round(sum(s.get("wall_seconds") or 0.0 for s in sessions), 1),
+        wall_seconds=SessionLog(sessions).wall_seconds(),
         device_names=sorted({s["device_name"] for s in sessions}),
         world_sizes=sorted({s["world_size"] for s in sessions}),
         cpsc_lite_versions=sorted({s["cpsc_lite"] for s in sessions}), torch=last["torch"],
@@ -159,7 +159,8 @@ def run_summary(metrics: dict, name: str) -> dict:
         runtime=metrics.get("runtime", {}), sessions=sessions)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: s, min or h."""
     if seconds >= 7200:
         return f"{seconds / 3600:.2f} h"
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
@@ -174,7 +175,7 @@ def run_markdown(summary: dict) -> str:
              f"- teacher test accuracy {100 * s['teacher_acc']:.2f} %, student test accuracy "
              f"{100 * s['student_acc']:.2f} %",
              f"- {s['iters']} iterations x batch {s['batch_size']} ({s['g_steps']} generator : {s['s_steps']} student "
-             f"steps); training {_duration(s['train_seconds'])}, wall {_duration(s['wall_seconds'])} over "
+             f"steps); training {duration(s['train_seconds'])}, wall {duration(s['wall_seconds'])} over "
              f"{len(s['sessions'])} session(s)",
              f"- hardware: {', '.join(s['device_names'])}; processes: {', '.join(map(str, s['world_sizes']))}; "
              f"cpsc-lite {', '.join(s['cpsc_lite_versions'])}, torch {s['torch']}", ""]
