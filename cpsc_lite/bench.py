@@ -21,7 +21,7 @@ import torch
 from . import CpscError, __version__, checkpoint
 from .config import METHOD_HELP, METHODS, TeacherConfig, make_config
 from .data import DataBundle, load_dataset
-from .distill import Distiller
+from .distill import Distiller, final_diagnostics
 from .teacher import check_compatible, load_classifier, run_teacher
 from .utils import evaluate, pick_device
 
@@ -86,18 +86,25 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             seconds = time.time() - start
             acc = evaluate(d.student, d.test_set, d.device)
             diag = d.diagnostics(per_class=64)
+            final = final_diagnostics(d, bundle)
             teacher_acc = evaluate(d.teacher, d.test_set, d.device)
             d.close()
-            runs.append(dict(seed=seed, student_acc=acc, seconds=seconds, diagnostics=diag))
+            runs.append(dict(seed=seed, student_acc=acc, best_student_acc=max(acc, d.best_student_acc or 0.0),
+                             seconds=seconds, diagnostics=diag, **final))
+            extra = "" if final["teacher_agreement"] is None else \
+                f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
             say(f"{method:<14} seed {seed}: student {acc:.4f}  ({seconds:.0f} s, diversity "
-                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f})")
+                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})")
         results["teacher"]["test_acc"] = teacher_acc
         results["student"] = cfg.student
         results["batch_size"] = cfg.batch_size
         results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
         accs = [r["student_acc"] for r in runs]
         secs = [r["seconds"] for r in runs]
-        diag_keys = ("diversity", "class_balance", "teacher_confidence", "fid")
+        diag_keys = ("diversity", "separation", "class_balance", "teacher_confidence", "fid")
+        per_seed = {k: [r[k] for r in runs] for k in MEASURES if all(r.get(k) is not None for r in runs)}
+        per_seed.update({k: [r["diagnostics"][k] for r in runs] for k in diag_keys
+                         if all(k in r["diagnostics"] for r in runs)})
         results["methods"][method] = dict(
             description=METHOD_HELP.get(method, ""),
             student_acc_mean=statistics.mean(accs),
@@ -105,14 +112,50 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             student_accs=accs,
             seconds_mean=statistics.mean(secs),
             iters_per_second=iters / statistics.mean(secs),
-            diagnostics={k: statistics.mean(r["diagnostics"][k] for r in runs) for k in diag_keys
-                         if all(k in r["diagnostics"] for r in runs)},
+            diagnostics={k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys},
+            per_seed=per_seed,
+            stats={k: summarize(v) for k, v in per_seed.items()},
             collapsed_classes=sorted({c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}),
         )
+        _paired_differences(results)
         # Both files after every method, so a run stopped early keeps everything it finished.
         checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
         write_markdown(results, out_dir)
     return results
+
+
+#: Per-run measures every method reports (mean, std and 95 % CI over seeds in results.json).
+MEASURES = ("student_acc", "best_student_acc", "teacher_agreement", "pixel_recognition")
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of per-seed values."""
+    from scipy import stats
+    n = len(values)
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * std / n ** 0.5 if n > 1 else float("nan")
+    return dict(n=n, mean=mean, std=std, ci95=[mean - half, mean + half], ci95_half=half)
+
+
+def _paired_differences(results: dict, reference: str = "cpsc") -> None:
+    """Per method and measure, method minus ``reference`` over the same seeds, with its 95 % CI
+    (``diff_vs_cpsc``); a difference is called real only when that interval excludes 0."""
+    ref = results["methods"].get(reference)
+    if ref is None or "per_seed" not in ref:
+        return
+    for name, r in results["methods"].items():
+        if name == reference or "per_seed" not in r:
+            continue
+        out = {}
+        for k, values in r["per_seed"].items():
+            base = ref["per_seed"].get(k)
+            if base is None or len(base) != len(values) or len(values) < 2:
+                continue
+            d = summarize([a - b for a, b in zip(values, base)])
+            d["real"] = bool(d["ci95"][0] > 0 or d["ci95"][1] < 0)
+            out[k] = d
+        r["diff_vs_" + reference] = out
 
 
 def write_markdown(results: dict, out_dir: str) -> None:
@@ -143,25 +186,46 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
     return old
 
 
+def _ci(r: dict, key: str, scale: float = 100.0, digits: int = 2) -> str:
+    st = r.get("stats", {}).get(key)
+    if st is None:
+        return "–"
+    half = st["ci95_half"]
+    return f"{scale * st['mean']:.{digits}f}" + ("" if half != half else f" ± {scale * half:.{digits}f}")
+
+
 def results_markdown(results: dict) -> str:
     """The benchmark table as Markdown (also used by the book)."""
+    n = len(results["seeds"])
     lines = [f"# Benchmark on {results['dataset']}", "",
              f"Teacher {results['teacher']['model']} (test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
              f"student {results.get('student')}, {results['iters']} iterations x batch {results.get('batch_size')}, "
              f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
              "", f"Command: `{results['command']}`", "",
-             "| method | student acc (mean ± std) | diversity | class balance | teacher conf. | FID (teacher feats) "
-             "| s / run | it / s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | student acc | Δ vs cpsc | best acc | teacher agreement | pixel judge | separation | "
+             "diversity | class balance | FID (teacher feats) | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["methods"].items():
         d = r["diagnostics"]
         fmt = lambda k, p=3: f"{d[k]:.{p}f}" if k in d else "–"  # noqa: E731
-        lines.append(f"| {name} | {100 * r['student_acc_mean']:.2f} ± {100 * r['student_acc_std']:.2f} | "
-                     f"{fmt('diversity')} | {fmt('class_balance')} | {fmt('teacher_confidence')} | {fmt('fid', 2)} | "
-                     f"{r['seconds_mean']:.0f} | {r['iters_per_second']:.2f} |")
-    lines += ["", "Accuracies in %, on the test split. Diversity: mean within-class cosine distance of teacher "
-              "features of synthetic images; class balance: normalised entropy of the teacher's predictions on "
-              "them; FID: Fréchet distance to real test images in the teacher's feature space.", ""]
+        acc = _ci(r, "student_acc") if "stats" in r else \
+            f"{100 * r['student_acc_mean']:.2f} ± {100 * r['student_acc_std']:.2f} (std)"
+        diff = r.get("diff_vs_cpsc", {}).get("student_acc")
+        delta = "–" if diff is None else (f"{100 * diff['mean']:+.2f} [{100 * diff['ci95'][0]:+.2f}, "
+                                          f"{100 * diff['ci95'][1]:+.2f}]" + (" **real**" if diff["real"] else ""))
+        lines.append(f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | "
+                     f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
+                     f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
+                     f"{r['seconds_mean']:.0f} |")
+    lines += ["", f"Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval (Student's t, "
+              f"{n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; **real** only when "
+              "the interval excludes 0. Teacher agreement: share of class-wise samples the teacher assigns to their "
+              "conditioning class; pixel judge: the same share for a 5-nearest-neighbour classifier on raw pixels "
+              "fitted to the real training split (it never trains anything); both need a conditional generator. "
+              "Separation: mean cosine distance between class centroids of the teacher's features of synthetic "
+              "images; diversity: mean within-class cosine distance; class balance: normalised entropy of the "
+              "teacher's predictions on them; FID: Fréchet distance to real test images in the teacher's feature "
+              "space.", ""]
     return "\n".join(lines)
 
 

@@ -488,14 +488,10 @@ def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_clas
     return per_class_diversity(features, labels, num_classes)
 
 
-@torch.no_grad()
 def class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
     """Chapter 5: mean cosine distance between the centroids of different classes (normalised features)."""
-    f = F.normalize(features.float(), dim=1)
-    centres = F.normalize(torch.stack([f[labels == c].mean(0) for c in range(num_classes)]), dim=1)
-    sim = centres @ centres.T
-    k = num_classes
-    return float(1.0 - (sim.sum() - sim.diagonal().sum()) / (k * (k - 1)))
+    from .diagnostics import class_separation as separation
+    return separation(features, labels, num_classes)
 
 
 def real_per_class(per_class: int = 8):

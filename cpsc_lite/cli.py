@@ -155,10 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     _add_distill_args(p)
 
-    p = sub.add_parser("sample", help="draw a class-wise grid of synthetic images from a generator")
+    p = sub.add_parser("sample", help="class-wise synthetic images from a generator: a grid (.png) or a "
+                                      "transfer set (.npz)",
+                       description="Draw --per-class images of every class from a generator. FILE.png writes a "
+                                   "grid, one row per class; FILE.npz writes the images as x_test (uint8, in the "
+                                   "pixel range of the teacher's data) with their conditioning labels as y_test, "
+                                   "readable as --dataset npz:FILE (e.g. `cpsc-lite evaluate teacher.pt --dataset "
+                                   "npz:FILE` gives the teacher's agreement with the labels).")
     p.add_argument("--generator", required=True, help="generator.pt written by `cpsc-lite distill`")
     p.add_argument("--per-class", type=int, default=8)
-    p.add_argument("--out", required=True, help="output image, e.g. samples.png")
+    p.add_argument("--out", required=True, help="output file: samples.png (grid) or samples.npz (arrays)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt (or a community teacher)")
@@ -359,8 +365,18 @@ def cmd_sample(args) -> int:
     gen.load_state_dict(obj["state_dict"])
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in (".png", ".npz", ".svg", ".pdf", ".jpg"):
+        raise CpscError(f"--out {args.out!r} must end in .png (a grid of images) or .npz (the images and their "
+                        "labels as arrays).")
     images, labels = generate_per_class(gen, args.per_class, torch.device("cpu"), seed=args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if ext == ".npz":
+        from .data import save_transfer_set
+        save_transfer_set(args.out, images, labels, meta["mean"], meta["std"], meta["class_names"])
+        print(f"wrote {args.out}: x_test {args.per_class * gen.num_classes} images, y_test their conditioning "
+              f"labels (read it with --dataset npz:{args.out})")
+        return 0
     plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
                  title=f"{meta.get('method', '')} generator, iteration {meta.get('iteration', '?')}", path=args.out)
     print(f"wrote {args.out} ({args.per_class} samples x {gen.num_classes} classes)")

@@ -66,6 +66,21 @@ class DistillConfig:
     # trains the student against the teacher it is distilling.
     student_ce: bool = False
     ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
+    ikd_student_log: bool = False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
+    # Image priors and augmentation of the generated images before the teacher sees them in the
+    # generator step (DeepInversion, Yin et al. 2020): weight 0 / 0 pixels / false = off.
+    bn_reduce: str = "sum"         # "sum" over the teacher's BN layers (paper) or "mean" (one layer's size)
+    prior_tv: float = 0.0          # total-variation prior (mean absolute difference of neighbouring pixels)
+    prior_l2: float = 0.0          # L2 prior (mean squared value of the normalised image)
+    jitter: int = 0                # random shift by up to this many pixels (same shift for the whole batch)
+    flip: bool = False             # random horizontal flip (only where mirror images keep their class)
+    # The authors' published code, quirk by quirk (all off = the clean method; `reference_compat` turns
+    # them all on, book chapter 7): CE on softmax outputs, a generator Adam re-created at every step,
+    # IKD in the authors' dataset-dependent form, and the best test accuracy seen as the reported one.
+    ce_on_softmax: bool = False
+    generator_adam_reset: bool = False
+    ikd_authors_form: bool = False  # CIFAR-10: G -log MSE, S log ||t - s||_2; other data sets: -MSE / MSE
+    report_best: bool = False       # metrics' "reported_acc" = best evaluation, not the final one
     # Bookkeeping.
     eval_every: int = 100
     diagnostics: bool = True       # diversity / balance / FID of synthetic images at each evaluation
@@ -104,7 +119,11 @@ class DistillConfig:
 
 # Settings introduced after runs could already be saved, with the value that reproduces how
 # those runs trained (a resumed run must continue as it started, not pick up a new default).
-SETTINGS_ADDED_LATER: dict[str, object] = {"adv_warmup": 0.0}
+SETTINGS_ADDED_LATER: dict[str, object] = {
+    "adv_warmup": 0.0, "ikd_student_log": False, "bn_reduce": "sum", "prior_tv": 0.0, "prior_l2": 0.0,
+    "jitter": 0, "flip": False, "ce_on_softmax": False, "generator_adam_reset": False,
+    "ikd_authors_form": False, "report_best": False,
+}
 
 
 @dataclass
@@ -142,6 +161,9 @@ METHODS: dict[str, dict] = {
     "cpsc_no_ikd": dict(use_ikd=False),
     # The paper's reference weights, which the defaults above change for short runs.
     "cpsc_paper": dict(alpha=5.0, gamma=0.7, student_ce=True, adv_warmup=0.0),
+    # What the authors' published code does: the paper's weights plus every quirk of that code.
+    "reference_compat": dict(alpha=5.0, gamma=0.7, student_ce=True, adv_warmup=0.0, ce_on_softmax=True,
+                             generator_adam_reset=True, ikd_authors_form=True, report_best=True),
 }
 
 METHOD_HELP: dict[str, str] = {
@@ -158,6 +180,8 @@ METHOD_HELP: dict[str, str] = {
     "cpsc_no_ikd": "ablation: no IKD logit term",
     "cpsc_paper": "CPSC-DFKD as in the paper: IKD weight 5, contrast weight 0.7, student CE on, "
                   "adversarial from the start",
+    "reference_compat": "CPSC-DFKD as the authors' published code runs it: paper weights, CE on softmax outputs, "
+                        "a generator Adam re-created every step, their IKD form, best accuracy reported",
 }
 
 
@@ -175,6 +199,8 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
         raise CpscError(f"input_source must be generator, noise or data, not {cfg.input_source!r}.")
     if not 0.0 <= cfg.adv_warmup < 1.0:
         raise CpscError(f"adv_warmup is a fraction of the run in [0, 1), not {cfg.adv_warmup}.")
+    if cfg.bn_reduce not in ("sum", "mean"):
+        raise CpscError(f"bn_reduce must be sum or mean, not {cfg.bn_reduce!r}.")
     if cfg.kd_loss not in ("kl", "l1"):
         raise CpscError(f"kd_loss must be kl or l1, not {cfg.kd_loss!r}.")
     return cfg

@@ -233,6 +233,19 @@ def load_npz(path: str) -> DataBundle:
     )
 
 
+def save_transfer_set(path: str, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
+                      std: Sequence[float], class_names: Sequence[str]) -> None:
+    """Synthetic images as an ``.npz`` that :func:`load_npz` reads: ``x_test`` uint8 of shape (N, H, W)
+    (one channel) or (N, H, W, C), de-normalised to the pixel range of the teacher's data, ``y_test`` the
+    conditioning labels, ``class_names``. Written atomically."""
+    from .checkpoint import atomic_write_bytes
+    x = (denormalize(images.detach().float().cpu(), mean, std) * 255.0).round().to(torch.uint8)
+    x = x.permute(0, 2, 3, 1).numpy()
+    x = x[..., 0] if x.shape[-1] == 1 else x
+    arrays = dict(x_test=x, y_test=labels.cpu().numpy().astype(np.int64), class_names=np.array([str(n) for n in class_names]))
+    atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
+
+
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Undo :class:`ArrayDataset` normalisation for display, clamped to [0, 1]."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

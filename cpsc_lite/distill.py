@@ -37,7 +37,7 @@ from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
 from .distributed import DistContext, launch_environment, per_rank_batch
 from .generator import ConditionalGenerator
-from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
+from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss, total_variation
 from .models import create_model, feature_dim
 from .results import SessionLog
 from .utils import (Acceleration, autocast, configure_backends, evaluate, fused_optimizer_kwargs, grad_scaler,
@@ -77,6 +77,121 @@ class _Float32BNStatsLoss(BNStatsLoss):
         super()._hook(module, (inputs[0].float(),), output)
 
 
+# ---------------------------------------------------------------- the method
+def kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """The distillation distance: KL(softmax(t) || softmax(s)) (CPSC), or DFAD's mean |t - s|."""
+    if cfg.kd_loss == "l1":
+        return (s_logits - t_logits).abs().mean()
+    return kl_divergence(t_logits, s_logits, cfg.kd_temperature)
+
+
+def contrast(t_feat: torch.Tensor, s_feat: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """L_SCL: SupCon over the teacher's and the student's L2-normalised view of each image (chapter 5).
+
+    ``s_feat`` must already have the teacher's feature size (the Distiller's projection does that)."""
+    views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(s_feat, dim=1)], dim=1)
+    return supcon_loss(views, labels, temperature)
+
+
+def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig, *,
+                   s_logits: Optional[torch.Tensor] = None, t_feat: Optional[torch.Tensor] = None,
+                   s_feat: Optional[torch.Tensor] = None, bn: Optional[torch.Tensor] = None,
+                   images: Optional[torch.Tensor] = None, adversarial: bool = True) -> tuple[torch.Tensor, dict]:
+    """The generator's objective L_G for one batch x = G(z, y) (paper Sec. 3; book chapter 6):
+
+        L_G = -KL(t, s) - alpha * IKD(sg(t), s) + beta * L_BN + gamma * L_SCL(t, s; y) + eta * CE(t, y)
+
+    with t = T(x), s = S(x), sg = stop-gradient, and IKD = MSE(s, sg(t)) (``cfg.ikd_log``: its log,
+    a bounded push). Every term has its switch in ``cfg``; ``adversarial=False`` drops the first
+    two (the warm-up). Optional extras, all off by default: DeepInversion's image priors
+    (``prior_tv``, ``prior_l2`` on ``images``) and DAFL's three generator losses (the ``dafl``
+    baseline). ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
+    term already reduced over the teacher's layers, ``s_feat`` the student's features projected to
+    the teacher's size. Returns the total and a dict of the terms (the unweighted values).
+    """
+    terms: dict[str, torch.Tensor] = {}
+    loss = t_logits.new_zeros(())
+    if adversarial and cfg.use_adv:
+        terms["adv_kd"] = kd_distance(t_logits, s_logits, cfg)
+        loss = loss - terms["adv_kd"]
+        if cfg.use_ikd:
+            terms["adv_ikd"] = ikd_loss(t_logits.detach(), s_logits)  # G moves S towards errors, not T's scale
+            loss = loss - cfg.alpha * (torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"])
+    if cfg.use_bn:
+        terms["bn"] = bn
+        loss = loss + cfg.beta * bn
+    if cfg.use_scl:
+        terms["scl"] = contrast(t_feat, s_feat, labels, cfg.temperature)
+        loss = loss + cfg.gamma * terms["scl"]
+    if cfg.use_ce:
+        terms["ce_teacher"] = pseudo_ce(t_logits, labels, cfg.ce_on_softmax)
+        loss = loss + cfg.eta * terms["ce_teacher"]
+    if cfg.prior_tv:
+        terms["prior_tv"] = total_variation(images)
+        loss = loss + cfg.prior_tv * terms["prior_tv"]
+    if cfg.prior_l2:
+        terms["prior_l2"] = images.pow(2).mean()
+        loss = loss + cfg.prior_l2 * terms["prior_l2"]
+    if cfg.use_dafl:
+        # DAFL: confident one-hot predictions, large feature activations, balanced classes.
+        terms["onehot"] = F.cross_entropy(t_logits, t_logits.detach().argmax(1))
+        terms["activation"] = -t_feat.abs().mean()
+        p_mean = t_logits.softmax(1).mean(0)
+        terms["info_entropy"] = (p_mean * torch.log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
+        loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
+            + cfg.dafl_entropy * terms["info_entropy"]
+    terms["total"] = loss
+    return loss, terms
+
+
+def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig, *,
+                 labels: Optional[torch.Tensor] = None, t_feat: Optional[torch.Tensor] = None,
+                 s_feat: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """The student's objective L_S for one batch (paper Sec. 3; book chapter 6):
+
+        L_S = KL(t, s) + alpha * IKD(t, s) + eta * CE(s, y)  [+ gamma * L_SCL if ``scl_for_student``]
+
+    with IKD = MSE(s, t) (``cfg.ikd_student_log``: log ||t - s||_2 over the whole logit matrix, the
+    authors' CIFAR-10 form). The CE term needs ``cfg.student_ce`` and pseudo ``labels`` (None for
+    inputs without a conditioning label: noise, real data). Returns the total and the terms.
+    """
+    terms = {"kd": kd_distance(t_logits, s_logits, cfg)}
+    loss = terms["kd"]
+    if cfg.use_ikd:
+        terms["ikd"] = torch.log(torch.norm(t_logits - s_logits, 2) + 1e-8) if cfg.ikd_student_log \
+            else ikd_loss(t_logits, s_logits)
+        loss = loss + cfg.alpha * terms["ikd"]
+    if labels is not None:
+        if cfg.use_ce and cfg.student_ce:
+            terms["ce_student"] = pseudo_ce(s_logits, labels, cfg.ce_on_softmax)
+            loss = loss + cfg.eta * terms["ce_student"]
+        if cfg.use_scl and cfg.scl_for_student:
+            terms["scl_student"] = contrast(t_feat, s_feat, labels, cfg.temperature)
+            loss = loss + cfg.gamma * terms["scl_student"]
+    terms["total"] = loss
+    return loss, terms
+
+
+def effective_ikd_forms(cfg: DistillConfig, dataset: Optional[str]) -> DistillConfig:
+    """``ikd_authors_form``: the authors' code uses -log MSE / log ||t - s||_2 on CIFAR-10 only,
+    plain -MSE / MSE on every other data set; this returns ``cfg`` with those two switches set."""
+    if not cfg.ikd_authors_form:
+        return cfg
+    cifar10 = (dataset or "").lower() in ("cifar10", "cifar-10")
+    return cfg.replace(ikd_log=cifar10, ikd_student_log=cifar10)
+
+
+def augment_views(x: torch.Tensor, jitter: int, flip: bool) -> torch.Tensor:
+    """DeepInversion's augmentation of generated images: one random shift (up to ``jitter`` pixels,
+    wrapping around) and a random horizontal flip for the whole batch; identity when both are off."""
+    if jitter:
+        dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,)))
+        x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+    if flip and bool(torch.rand(()) < 0.5):
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
 def _with_normalization(dataset, mean, std):
     """Evaluate with the normalisation the teacher was trained with, not the dataset's own guess."""
     if isinstance(dataset, ArrayDataset) and (tuple(dataset.mean.flatten().tolist()) != tuple(mean)
@@ -92,6 +207,8 @@ class Distiller:
                  test_set=None, out_dir: Optional[str] = None, train_set=None, augment=(0, False),
                  accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None):
         self.cfg = cfg
+        #: what the objectives read: ``cfg`` with the authors' dataset-dependent IKD form resolved
+        self.loss_cfg = effective_ikd_forms(cfg, teacher_meta.get("dataset"))
         self.meta = teacher_meta
         self.out_dir = out_dir
         self.accel = accel or Acceleration()
@@ -149,6 +266,7 @@ class Distiller:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
+        self.best_student_acc: Optional[float] = None  # best at any evaluation (what DFKD papers report)
         #: Provenance: one entry per start or resume (command, hardware, versions, times).
         self.sessions = SessionLog()
         #: Tests may set ``input_sampler(batch_size) -> (x, y)`` to feed the student step fixed inputs.
@@ -227,18 +345,9 @@ class Distiller:
             scaler.step(optimizer)
             scaler.update()
 
-    def _kd(self, t_logits, s_logits):
-        if self.cfg.kd_loss == "l1":
-            return (s_logits - t_logits).abs().mean()
-        return kl_divergence(t_logits, s_logits, self.cfg.kd_temperature)
-
     def _pseudo_labels(self, y, t_logits):
         """The conditioning label; an unconditional generator's images get the teacher's argmax instead."""
         return y if self.cfg.conditional else t_logits.detach().argmax(1)
-
-    def _contrast(self, t_feat, s_feat, labels):
-        views = torch.stack([F.normalize(t_feat, dim=1), F.normalize(self.projection(s_feat), dim=1)], dim=1)
-        return supcon_loss(views, labels, self.cfg.temperature)
 
     def generator_step(self) -> dict:
         """One update of G (and the projection) on a fresh batch; returns the loss terms."""
@@ -246,42 +355,25 @@ class Distiller:
         self.generator.train()
         self.student.requires_grad_(False)
         z, y = self.generator.sample_inputs(self.batch_size, self.device)
+        s_logits = s_feat = None
         with self._autocast():
             x = self._generate(z, y)
-            t_logits, t_feat = self._teacher(x, features=True, bn=cfg.use_bn)
+            x_in = augment_views(x, cfg.jitter, cfg.flip)
+            t_logits, t_feat = self._teacher(x_in, features=True, bn=cfg.use_bn)
             if cfg.use_adv or cfg.use_scl:
-                s_logits, s_feat = self._student_net(x, return_features=True)
+                s_logits, s_feat = self._student_net(x_in, return_features=True)
         t_logits, t_feat = t_logits.float(), t_feat.float()  # every loss in float32 (no-ops in float32)
-        if cfg.use_adv or cfg.use_scl:
+        if s_logits is not None:
             s_logits, s_feat = s_logits.float(), s_feat.float()
-        labels = self._pseudo_labels(y, t_logits)
-        terms: dict[str, torch.Tensor] = {}
-        loss = t_logits.new_zeros(())
-        if self.adversarial_on():
-            terms["adv_kd"] = self._kd(t_logits, s_logits)
-            loss = loss - terms["adv_kd"]
-            if cfg.use_ikd:
-                terms["adv_ikd"] = ikd_loss(t_logits, s_logits)
-                push = torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"]
-                loss = loss - cfg.alpha * push
-        if cfg.use_bn:
-            terms["bn"] = self.bn_loss.loss()
-            loss = loss + cfg.beta * terms["bn"]
-        if cfg.use_scl:
-            terms["scl"] = self._contrast(t_feat, s_feat, labels)
-            loss = loss + cfg.gamma * terms["scl"]
-        if cfg.use_ce:
-            terms["ce_teacher"] = pseudo_ce(t_logits, labels)
-            loss = loss + cfg.eta * terms["ce_teacher"]
-        if cfg.use_dafl:
-            # DAFL: confident one-hot predictions, large feature activations, balanced classes.
-            terms["onehot"] = F.cross_entropy(t_logits, t_logits.detach().argmax(1))
-            terms["activation"] = -t_feat.abs().mean()
-            p_mean = t_logits.softmax(1).mean(0)
-            terms["info_entropy"] = (p_mean * torch.log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
-            loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
-                + cfg.dafl_entropy * terms["info_entropy"]
-        terms["total"] = loss
+        loss, terms = generator_loss(
+            t_logits, self._pseudo_labels(y, t_logits), self.loss_cfg, s_logits=s_logits, t_feat=t_feat,
+            s_feat=self.projection(s_feat) if cfg.use_scl else None,
+            bn=self.bn_loss.loss(cfg.bn_reduce) if cfg.use_bn else None, images=x.float(),
+            adversarial=self.adversarial_on())
+        if cfg.generator_adam_reset:  # the authors' code builds a new Adam for every generator step
+            self.opt_g.state.clear()
+            for group in self.opt_g.param_groups:
+                group["lr"] = cfg.lr_generator
         self._update(self.opt_g, self.scaler_g, loss, unwrapped_params=self.projection.parameters())
         self.student.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
@@ -316,20 +408,9 @@ class Distiller:
                 t_logits, t_feat = self._teacher(x, features=True, bn=False)
             s_logits, s_feat = self._student_train(x, return_features=True)
         t_logits, t_feat, s_logits, s_feat = t_logits.float(), t_feat.float(), s_logits.float(), s_feat.float()
-        terms = {"kd": self._kd(t_logits, s_logits)}
-        loss = terms["kd"]
-        if cfg.use_ikd:
-            terms["ikd"] = ikd_loss(t_logits, s_logits)
-            loss = loss + cfg.alpha * terms["ikd"]
-        if y is not None and cfg.input_source == "generator":
-            labels = self._pseudo_labels(y, t_logits)
-            if cfg.use_ce and cfg.student_ce:
-                terms["ce_student"] = pseudo_ce(s_logits, labels)
-                loss = loss + cfg.eta * terms["ce_student"]
-            if cfg.use_scl and cfg.scl_for_student:
-                terms["scl_student"] = self._contrast(t_feat, s_feat, labels)
-                loss = loss + cfg.gamma * terms["scl_student"]
-        terms["total"] = loss
+        labels = self._pseudo_labels(y, t_logits) if y is not None and cfg.input_source == "generator" else None
+        loss, terms = student_loss(t_logits, s_logits, self.loss_cfg, labels=labels, t_feat=t_feat,
+                                   s_feat=self.projection(s_feat) if cfg.scl_for_student else s_feat)
         self._update(self.opt_s, self.scaler_s, loss)
         return {k: v.detach() for k, v in terms.items()}
 
@@ -360,15 +441,16 @@ class Distiller:
             self.bn_loss.enabled = False
         if self.test_set is not None and self._real_feats is None:
             self._real_feats = real_features(self.teacher, self.test_set, self.device)
-        rng = torch.get_rng_state()  # diagnostics must not change the training's random stream
-        if self.uses_generator:
-            x, y = generate_per_class(self.generator, per_class, self.device, seed=1234)
-            cond = y if self.cfg.conditional else None
-        else:
-            torch.manual_seed(1234)
-            x, _ = self.student_inputs(per_class * self.num_classes)
-            cond = None
-        torch.set_rng_state(rng)
+        # Diagnostics must not change the training's random streams, on the CPU or on the GPU.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if self.uses_generator:
+                x, y = generate_per_class(self.generator, per_class, self.device, seed=1234)
+                cond = y if self.cfg.conditional else None
+            else:
+                torch.manual_seed(1234)
+                x, _ = self.student_inputs(per_class * self.num_classes)
+                cond = None
         return synthetic_diagnostics(self.teacher, x, cond, self.num_classes, self._real_feats)
 
     # ------------------------------------------------------- checkpointing
@@ -378,7 +460,7 @@ class Distiller:
                     projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
                     opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
-                    last_student_acc=self.last_student_acc, sessions=self.sessions.sessions,
+                    last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc, sessions=self.sessions.sessions,
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -396,6 +478,7 @@ class Distiller:
         self.iteration = state["iteration"]
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
+        self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
         self.sessions = SessionLog(state.get("sessions"))  # absent in runs saved before sessions were kept
         self._restore_rng(state)
 
@@ -489,11 +572,12 @@ class Distiller:
                               **{k: round(v, 6) for k, v in record.items()})
                 if do_eval and main:
                     self.last_student_acc = evaluate(self.student, self.test_set, self.device)
+                    self.best_student_acc = max(self.best_student_acc or 0.0, self.last_student_acc)
                     record["student_acc"] = self.last_student_acc
                     bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
                     if cfg.diagnostics:
                         diag = self.diagnostics()
-                        record.update({k: round(v, 5) for k, v in diag.items() if isinstance(v, float)})
+                        record.update({k: round(v, 5) for k, v in diag.items() if isinstance(v, float) and math.isfinite(v)})
                         warning = collapse_warning(diag, self.meta["class_names"])
                         if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
                             record["collapsed_classes"] = diag["collapsed_classes"]
@@ -624,9 +708,12 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
     from .viz import generate_per_class, plot_curves, plot_samples
     cfg = distiller.cfg
     student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
+    best_acc = max(distiller.best_student_acc or 0.0, student_acc)
     complete = distiller.iteration >= cfg.iters
     distiller.sessions.update(distiller.iteration)
-    metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, iters=distiller.iteration,
+    final = final_diagnostics(distiller, bundle)
+    metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, best_student_acc=best_acc,
+                   reported_acc=best_acc if cfg.report_best else student_acc, **final, iters=distiller.iteration,
                    seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
                    student=cfg.student, teacher=meta["model"], dataset=bundle.name,
                    device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),
@@ -643,6 +730,32 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
         _close(plot_curves(records, os.path.join(out_dir, "curves.png"), teacher_acc=teacher_acc,
                            title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"))
     return metrics
+
+
+def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int = 50) -> dict:
+    """End-of-run measures of the synthetic images (metrics.json; book chapter 7).
+
+    ``teacher_agreement``: share of class-wise samples the teacher assigns to their conditioning
+    class. ``pixel_recognition``: the same share for an independent judge, a 5-nearest-neighbour
+    classifier on raw pixels fitted to the real training split (present only when the data set has
+    one; it judges the samples and never trains anything). Both are None for inputs without a
+    conditioning label (noise, real data, an unconditional generator).
+    """
+    from .diagnostics import PixelJudge
+    from .viz import generate_per_class
+    out = dict(teacher_agreement=None, pixel_recognition=None)
+    if not (distiller.uses_generator and distiller.cfg.conditional):
+        return out
+    with torch.random.fork_rng(devices=[distiller.device.index or 0] if distiller.device.type == "cuda" else []):
+        x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321)
+    with torch.no_grad():
+        distiller.teacher.eval()
+        pred = torch.cat([distiller.teacher(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
+    if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
+        judge = PixelJudge(bundle.train)
+        out["pixel_recognition"] = round(judge.recognition(x, y, distiller.meta["mean"], distiller.meta["std"]), 4)
+    return out
 
 
 def _close(fig) -> None:

@@ -32,22 +32,22 @@ class ClassConditionalBatchNorm2d(nn.Module):
 
 
 def stage_sizes(img_size: int) -> list[int]:
-    """Spatial size after each stage: a small seed map, doubled until ``img_size``.
+    """Spatial size after each stage: a seed map of ``img_size / 4``, doubled twice.
 
-    Two upsampling stages up to 32x32 (8 -> 16 -> 32, as in the paper), three
-    above (8 -> ... -> 64). Sizes that are not powers of two round up on the
-    way and land exactly on ``img_size`` at the end (28: 7 -> 14 -> 28).
+    Two upsampling stages at every size, as in the authors' code: 8 -> 16 -> 32 for 32x32 and
+    16 -> 32 -> 64 for 64x64 (their Tiny-ImageNet generator, about 8.8M parameters at ngf=64).
+    Sizes that are not multiples of four round up on the way and land exactly on ``img_size``
+    at the end (28: 7 -> 14 -> 28; 10: 3 -> 5 -> 10).
     """
     if not 4 <= img_size <= 128:
         raise ValueError(f"image size {img_size} is outside the supported 4..128")
-    n_up = 2 if img_size <= 32 else 3
-    return [math.ceil(img_size / 2 ** (n_up - k)) for k in range(n_up + 1)]
+    return [math.ceil(img_size / 2 ** (2 - k)) for k in range(3)]
 
 
 class ConditionalGenerator(nn.Module):
     """G(z, y): noise ``z ~ N(0, I)`` of size ``nz`` and a label ``y`` -> an image.
 
-    Layout (METHOD.md, for 32x32): Linear -> reshape to 2*ngf x 8 x 8 -> CCBN ->
+    Layout (paper and authors' code, for 32x32): Linear -> reshape to 2*ngf x 8 x 8 -> CCBN ->
     [Upsample x2 -> Conv3x3 -> CCBN -> LeakyReLU(0.2)] per stage -> Conv3x3 to
     ``channels`` -> Tanh -> CCBN(channels). The last CCBN leaves images in the
     teacher's normalised input space.

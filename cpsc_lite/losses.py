@@ -8,6 +8,7 @@ With teacher logits t = T(x), student logits s = S(x) for generated x = G(z, y):
 - :class:`BNStatsLoss`   DeepInversion's prior: the batch statistics that x induces
                          in every teacher BN layer should match its running ones (chapter 3)
 - :func:`supcon_loss`    supervised contrastive loss over teacher and student views (chapter 5)
+- :func:`total_variation` an image prior from DeepInversion (optional)
 
 :mod:`cpsc_lite.distill` combines them into the generator and student objectives.
 """
@@ -36,13 +37,21 @@ def ikd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torc
     return F.mse_loss(student_logits, teacher_logits)
 
 
-def pseudo_ce(logits: torch.Tensor, pseudo_labels: torch.Tensor) -> torch.Tensor:
+def pseudo_ce(logits: torch.Tensor, pseudo_labels: torch.Tensor, on_softmax: bool = False) -> torch.Tensor:
     """Cross-entropy of raw *logits* against the labels the images were generated for.
 
     The authors' code applies CE to softmax outputs (a double softmax, which
-    flattens the gradient); here CE takes logits, as it should.
+    flattens the gradient 9-13x for 10 classes); ``on_softmax=True`` reproduces
+    that for the ``reference_compat`` preset. By default CE takes logits, as it should.
     """
-    return F.cross_entropy(logits, pseudo_labels)
+    return F.cross_entropy(logits.softmax(dim=1) if on_softmax else logits, pseudo_labels)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between vertically and horizontally neighbouring pixels
+    (DeepInversion's smoothness prior, Yin et al. 2020)."""
+    return (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean() + \
+        (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
@@ -107,13 +116,14 @@ class BNStatsLoss:
         var = x.var(dim=(0, 2, 3), unbiased=False)
         self._terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
 
-    def loss(self) -> torch.Tensor:
-        """Sum of the terms recorded since the last call; clears them."""
+    def loss(self, reduce: str = "sum") -> torch.Tensor:
+        """The terms recorded since the last call, summed over layers (the paper) or averaged
+        (``reduce="mean"``: the same size whatever the teacher's depth); clears them."""
         if not self._terms:
             raise RuntimeError("no BN statistics were recorded: run the teacher forward pass first")
-        total = torch.stack(self._terms).sum()
+        stacked = torch.stack(self._terms)
         self._terms = []
-        return total
+        return stacked.mean() if reduce == "mean" else stacked.sum()
 
     def clear(self) -> None:
         self._terms = []
