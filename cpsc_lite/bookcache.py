@@ -46,6 +46,7 @@ from . import CpscError, __version__, checkpoint
 from .config import DistillConfig, TeacherConfig, make_config  # noqa: F401 (TeacherConfig: type)
 from .data import DataBundle, load_dataset
 from .generator import ConditionalGenerator
+from .distill import generator_loss
 from .losses import BNStatsLoss, pseudo_ce
 from .utils import pick_device, seed_everything
 
@@ -336,7 +337,10 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))
     spec = dict(nz=cfg.nz, ngf=cfg.ngf, batch=cfg.batch_size, lr=cfg.lr_generator, betas=list(cfg.generator_betas),
-                beta=cfg.beta, eta=cfg.eta, use_bn=use_bn, use_ce=use_ce, steps=steps, seed=seed)
+                beta=cfg.beta, eta=cfg.eta, use_bn=use_bn, use_ce=use_ce, steps=steps, seed=seed,
+                bn_reduce=cfg.bn_reduce, prior_tv=cfg.prior_tv, prior_l2=cfg.prior_l2)
+    # The generator's own objective (distill.generator_loss) with only the BN and CE terms left.
+    g_cfg = cfg.replace(use_adv=False, use_scl=False, use_dafl=False, use_bn=use_bn, use_ce=use_ce)
     out = cache_dir() / f"generator-{'bn' if use_bn else ''}{'ce' if use_ce else ''}-{_key(spec, t_dir.name)}"
     if not (out / "generator.pt").exists():
         from .teacher import load_classifier
@@ -352,15 +356,12 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
                 bn_loss.enabled = use_bn
                 for _ in range(steps):
                     z, y = gen.sample_inputs(cfg.batch_size)
-                    logits = t_model(gen(z, y))
-                    loss = logits.new_zeros(())
-                    row = {}
-                    if use_bn:
-                        row["bn"] = bn_loss.loss()
-                        loss = loss + cfg.beta * row["bn"]
-                    row["ce"] = pseudo_ce(logits, y)  # always measured; trained on only if use_ce
-                    if use_ce:
-                        loss = loss + cfg.eta * row["ce"]
+                    x = gen(z, y)
+                    logits = t_model(x)
+                    loss, terms = generator_loss(logits, y, g_cfg, images=x,
+                                                 bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None)
+                    row = {"bn": terms["bn"]} if use_bn else {}
+                    row["ce"] = terms.get("ce_teacher", pseudo_ce(logits, y))  # always measured
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -929,11 +930,53 @@ def ablation_summary(results: Optional[dict]) -> str:
     for name, m in results["methods"].items():
         if not name.startswith("cpsc_"):
             continue
+        paired = m.get("diff_vs_cpsc", {}).get("student_acc")
+        if paired is not None:  # files with per-seed values: the paired difference and its 95 % CI
+            lo, hi = 100 * paired["ci95"][0], 100 * paired["ci95"][1]
+            verdict = ("worse" if hi < 0 else "better") if paired["real"] else "not distinguishable"
+            lines.append(f"* `{name}`: {100 * paired['mean']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}] "
+                         f"({verdict})")
+            continue
         diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
         spread = 100 * max(m["student_acc_std"], base["student_acc_std"])
         verdict = "within the seed-to-seed spread" if abs(diff) <= spread else ("worse" if diff < 0 else "better")
         lines.append(f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})")
     return "\n".join(lines) or "(no ablations in the file)"
+
+
+ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
+                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
+                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+
+
+def ablation_effects(results: Optional[dict]):
+    """Chapter 7: per ablation and measure, the paired difference to ``cpsc`` (ablation minus cpsc,
+    percentage points for the shares, raw for separation and diversity) with its 95 % CI; a ``*``
+    marks an interval that excludes 0. Returns ``(table, statements)``; None for files without
+    per-seed values."""
+    import pandas as pd
+    if results is None or "diff_vs_cpsc" not in next(
+            (m for n, m in results["methods"].items() if n.startswith("cpsc_")), {}):
+        return None, "(no per-seed ablation results)"
+    rows, lines = [], []
+    for name, m in results["methods"].items():
+        if not name.startswith("cpsc_no_"):
+            continue
+        row, real = {"ablation": name}, []
+        for key, label, scale in ABLATION_MEASURES:
+            d = m["diff_vs_cpsc"].get(key)
+            if d is None:
+                row[label] = "–"
+                continue
+            digits = 2 if scale > 1 else 3
+            row[label] = (f"{scale * d['mean']:+.{digits}f} [{scale * d['ci95'][0]:+.{digits}f}, "
+                          f"{scale * d['ci95'][1]:+.{digits}f}]" + (" *" if d["real"] else ""))
+            if d["real"]:
+                real.append(f"{label} {scale * d['mean']:+.{digits}f}")
+        rows.append(row)
+        lines.append(f"* `{name}`: " + ("changes " + ", ".join(real) + " (95 % CI excludes 0)" if real
+                                          else "no effect beyond its 95 % CI on any measure"))
+    return pd.DataFrame(rows).set_index("ablation"), "\n".join(lines)
 
 
 def published_results():

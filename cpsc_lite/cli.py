@@ -235,9 +235,14 @@ def _overrides(args) -> dict:
 
 
 def _summary(metrics: dict, out: str) -> str:
+    samples = ""
+    if metrics.get("teacher_agreement") is not None:
+        samples = f" | class-wise samples: teacher agrees {metrics['teacher_agreement']:.0%}"
+        if metrics.get("pixel_recognition") is not None:
+            samples += f", pixel judge {metrics['pixel_recognition']:.0%}"
     return (f"teacher test accuracy {metrics['teacher_acc']:.4f} | student test accuracy "
-            f"{metrics['student_acc']:.4f} | {metrics['iters']} iterations in {metrics['seconds']:.0f} s | "
-            f"results in {out}")
+            f"{metrics['student_acc']:.4f} (best {metrics.get('best_student_acc') or metrics['student_acc']:.4f})"
+            f"{samples} | {metrics['iters']} iterations in {metrics['seconds']:.0f} s | results in {out}")
 
 
 def _command(args) -> str:
@@ -254,9 +259,12 @@ def cmd_teacher(args) -> int:
     if os.path.exists(os.path.join(args.out, STATE_FILE)) and not (args.resume or args.overwrite):
         raise CpscError(f"{args.out} holds an interrupted teacher training ({STATE_FILE}). Pass --resume to "
                         "continue it, --overwrite to start over, or choose another --out.")
+    for flag, value in (("--eval-every", args.eval_every), ("--ckpt-every", args.ckpt_every)):
+        if value < 1:
+            raise CpscError(f"{flag} must be at least 1 (epochs), not {value}.")
     bundle = load_dataset(args.dataset, args.data_root, args.download)
-    cfg = teacher_recipe(bundle.name, model=args.model, epochs=args.epochs, batch_size=args.batch_size or None,
-                         lr=args.lr or None, seed=args.seed, device=args.device or "auto")
+    cfg = teacher_recipe(bundle.name, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, device=args.device or "auto")
     print(bundle.describe())
     print(f"recipe: {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr} momentum "
           f"{cfg.momentum} weight decay {cfg.weight_decay}, cosine schedule")
@@ -328,7 +336,7 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run_bench, run_profile
-    from .config import METHODS
+    from .config import METHODS, make_config
     overrides = _overrides(args)
     overrides.pop("seed", None)
     command = _command(args)
@@ -339,7 +347,12 @@ def cmd_bench(args) -> int:
                     command=command)
         return 0
     methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    iters = overrides.pop("iters", None) or make_default_iters()
+    iters = overrides.pop("iters", None)
+    iters = make_default_iters() if iters is None else iters
+    if args.seeds < 1:
+        raise CpscError(f"--seeds must be at least 1, not {args.seeds}.")
+    for method in methods:  # every setting is checked before the first run starts
+        make_config(method, iters=iters, **overrides)
     results = run_bench(args.dataset, methods, args.seeds, iters, args.out, teacher_path=args.teacher,
                         teacher_model=args.teacher_model or "cnn_base", teacher_epochs=args.teacher_epochs,
                         overrides=overrides, data_root=args.data_root, download=args.download,

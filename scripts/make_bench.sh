@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
+# (about a minute per method x seed on digits, two to three on shapes); each table is written
+# after every method, so a stopped run keeps what it finished. Usage:
+#   bash scripts/make_bench.sh [digits|shapes|ablations|profile|all]   (default: all)
+# SEEDS (default 5) sets the number of seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+seeds=${SEEDS:-5}
+ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
+if [[ $what == digits || $what == all ]]; then
+  cpsc-lite bench --dataset digits --methods all --seeds "$seeds" --iters 300 --out data/bench/digits --no-progress
+fi
+if [[ $what == shapes || $what == all ]]; then
+  cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \
+    --out data/bench/shapes --no-progress
+fi
+if [[ $what == ablations ]]; then  # only CPSC and its five ablations (a subset of "all")
+  cpsc-lite bench --dataset digits --methods "$ablations" --seeds "$seeds" --iters 300 \
+    --out data/bench/digits_ablations --no-progress
+  cpsc-lite bench --dataset shapes --methods "$ablations" --seeds "$seeds" --iters 300 --batch-size 64 \
+    --out data/bench/shapes_ablations --no-progress
+fi
+if [[ $what == profile || $what == all ]]; then
+  cpsc-lite bench --profile --teacher data/bench/digits/teacher.pt --out data/bench/profile/digits
+  cpsc-lite bench --profile --teacher-model wrn40_2 --student wrn16_2 --img-size 32 --batch-size 64 \
+    --out data/bench/profile/wrn40_2_wrn16_2
+fi
