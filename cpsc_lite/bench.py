@@ -217,15 +217,15 @@ def results_markdown(results: dict) -> str:
                      f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
                      f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
                      f"{r['seconds_mean']:.0f} |")
-    lines += ["", f"Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval (Student's t, "
-              f"{n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; **real** only when "
-              "the interval excludes 0. Teacher agreement: share of class-wise samples the teacher assigns to their "
-              "conditioning class; pixel judge: the same share for a 5-nearest-neighbour classifier on raw pixels "
-              "fitted to the real training split (it never trains anything); both need a conditional generator. "
-              "Separation: mean cosine distance between class centroids of the teacher's features of synthetic "
-              "images; diversity: mean within-class cosine distance; class balance: normalised entropy of the "
-              "teacher's predictions on them; FID: Fréchet distance to real test images in the teacher's feature "
-              "space.", ""]
+    lines += ["", "Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval "
+              f"(Student's t, {n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; "
+              "**real** only when the interval excludes 0. Teacher agreement: share of class-wise samples the "
+              "teacher assigns to their conditioning class; pixel judge: the same share for a 5-nearest-neighbour "
+              "classifier on raw pixels fitted to the real training split (it never trains anything); both need a "
+              "conditional generator. Separation: mean cosine distance between class centroids of the teacher's "
+              "features of synthetic images; diversity: mean within-class cosine distance; class balance: "
+              "normalised entropy of the teacher's predictions on them; FID: Fréchet distance to real test images "
+              "in the teacher's feature space.", ""]
     return "\n".join(lines)
 
 

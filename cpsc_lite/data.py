@@ -242,7 +242,8 @@ def save_transfer_set(path: str, images: torch.Tensor, labels: torch.Tensor, mea
     x = (denormalize(images.detach().float().cpu(), mean, std) * 255.0).round().to(torch.uint8)
     x = x.permute(0, 2, 3, 1).numpy()
     x = x[..., 0] if x.shape[-1] == 1 else x
-    arrays = dict(x_test=x, y_test=labels.cpu().numpy().astype(np.int64), class_names=np.array([str(n) for n in class_names]))
+    arrays = dict(x_test=x, y_test=labels.cpu().numpy().astype(np.int64),
+                  class_names=np.array([str(n) for n in class_names]))
     atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
 
 

@@ -460,7 +460,8 @@ class Distiller:
                     projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
                     opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
-                    last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc, sessions=self.sessions.sessions,
+                    last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc,
+                    sessions=self.sessions.sessions,
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -577,7 +578,8 @@ class Distiller:
                     bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
                     if cfg.diagnostics:
                         diag = self.diagnostics()
-                        record.update({k: round(v, 5) for k, v in diag.items() if isinstance(v, float) and math.isfinite(v)})
+                        record.update({k: round(v, 5) for k, v in diag.items()
+                                       if isinstance(v, float) and math.isfinite(v)})
                         warning = collapse_warning(diag, self.meta["class_names"])
                         if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
                             record["collapsed_classes"] = diag["collapsed_classes"]
@@ -673,6 +675,12 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
                         "--overwrite to start over and replace it, or choose another --out directory.")
     elif resume:
         say(f"note: nothing to resume in {out_dir}; starting a new run")
+    if state is None and not overwrite:
+        foreign = _foreign_metrics(os.path.join(out_dir, "metrics.json"))
+        if foreign:
+            raise CpscError(f"{out_dir} holds another command's metrics.json ({foreign}), which a new distillation "
+                            "would replace. Choose another --out directory (e.g. a sub-folder), or pass --overwrite "
+                            "to replace it.")
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
     if dist.is_main:
         os.makedirs(out_dir, exist_ok=True)
@@ -700,6 +708,20 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
         return dist.broadcast_object(metrics)
     finally:
         distiller.close()
+
+
+def _foreign_metrics(path: str) -> Optional[str]:
+    """What wrote ``path`` if it is not a distillation's metrics.json (e.g. a teacher training's), else None."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return "a file that is not a distillation's metrics"
+    if isinstance(saved, dict) and "student_acc" in saved:
+        return None
+    return "a teacher training's" if isinstance(saved, dict) and "history" in saved else "not a distillation's"
 
 
 def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: float, out_dir: str,
@@ -742,15 +764,22 @@ def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int =
     conditioning label (noise, real data, an unconditional generator).
     """
     from .diagnostics import PixelJudge
-    from .viz import generate_per_class
     out = dict(teacher_agreement=None, pixel_recognition=None)
     if not (distiller.uses_generator and distiller.cfg.conditional):
         return out
-    with torch.random.fork_rng(devices=[distiller.device.index or 0] if distiller.device.type == "cuda" else []):
-        x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321)
-    with torch.no_grad():
-        distiller.teacher.eval()
-        pred = torch.cat([distiller.teacher(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    if distiller.bn_loss is not None:
+        distiller.bn_loss.enabled = False
+    k, g = distiller.num_classes, distiller.generator
+    per_class = max(1, min(per_class, 2000 // k))  # at most about 2000 images, also for 100 or 200 classes
+    y = torch.arange(k, device=distiller.device).repeat_interleave(per_class)
+    z = torch.randn(len(y), g.nz, generator=torch.Generator().manual_seed(4321)).to(distiller.device)
+    was_training = g.training
+    g.eval()
+    distiller.teacher.eval()
+    with torch.no_grad():  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
+        x = torch.cat([g(z[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)])
+        pred = torch.cat([distiller.teacher(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    g.train(was_training)
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
     if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
         judge = PixelJudge(bundle.train)

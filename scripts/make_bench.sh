@@ -2,7 +2,8 @@
 # Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
-#   bash scripts/make_bench.sh [digits|shapes|ablations|profile|all]   (default: all)
+#   bash scripts/make_bench.sh [digits|shapes|ablations|ablations_digits|ablations_shapes|profile|all]
+#   (default: all; "ablations" = both ablation tables)
 # SEEDS (default 5) sets the number of seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +17,11 @@ if [[ $what == shapes || $what == all ]]; then
   cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \
     --out data/bench/shapes --no-progress
 fi
-if [[ $what == ablations ]]; then  # only CPSC and its five ablations (a subset of "all")
+if [[ $what == ablations || $what == ablations_digits ]]; then  # only CPSC and its five ablations
   cpsc-lite bench --dataset digits --methods "$ablations" --seeds "$seeds" --iters 300 \
     --out data/bench/digits_ablations --no-progress
+fi
+if [[ $what == ablations || $what == ablations_shapes ]]; then
   cpsc-lite bench --dataset shapes --methods "$ablations" --seeds "$seeds" --iters 300 --batch-size 64 \
     --out data/bench/shapes_ablations --no-progress
 fi

@@ -161,3 +161,45 @@ def test_adversarial_warmup_switches_the_push_on_after_its_fraction(digits_teach
     assert seen == [False, False, True, True]
     with pytest.raises(CpscError, match="adv_warmup"):
         make_config("cpsc", adv_warmup=1.0)
+
+
+def test_summarize_is_the_t_interval():
+    from cpsc_lite.bench import summarize
+    s = summarize([0.90, 0.92, 0.94])
+    assert s["mean"] == pytest.approx(0.92) and s["std"] == pytest.approx(0.02)
+    # t(0.975, 2) = 4.3027: half-width 4.3027 * 0.02 / sqrt(3)
+    assert s["ci95_half"] == pytest.approx(4.3027 * 0.02 / 3 ** 0.5, rel=1e-4)
+    assert s["ci95"] == pytest.approx([0.92 - s["ci95_half"], 0.92 + s["ci95_half"]])
+    assert math.isnan(summarize([0.5])["ci95_half"])
+
+
+def test_paired_differences_call_a_difference_real_only_when_the_ci_excludes_zero():
+    from cpsc_lite.bench import _paired_differences
+    results = {"methods": {
+        "cpsc": {"per_seed": {"student_acc": [0.90, 0.91, 0.92, 0.93, 0.94]}},
+        "cpsc_no_bn": {"per_seed": {"student_acc": [0.80, 0.81, 0.83, 0.83, 0.84]}},     # clearly worse
+        "cpsc_no_scl": {"per_seed": {"student_acc": [0.91, 0.90, 0.93, 0.92, 0.94]}},    # noise around 0
+    }}
+    _paired_differences(results)
+    worse = results["methods"]["cpsc_no_bn"]["diff_vs_cpsc"]["student_acc"]
+    same = results["methods"]["cpsc_no_scl"]["diff_vs_cpsc"]["student_acc"]
+    assert worse["real"] and worse["ci95"][1] < 0 and worse["mean"] == pytest.approx(-0.098)
+    assert not same["real"] and same["ci95"][0] < 0 < same["ci95"][1]
+    assert "diff_vs_cpsc" not in results["methods"]["cpsc"]
+
+
+def test_bench_reports_cis_agreement_and_the_pixel_judge(tmp_path, digits_teacher):
+    from cpsc_lite.bench import run_bench
+    from cpsc_lite.bookcache import ablation_effects
+    res = run_bench("digits", ["cpsc", "cpsc_no_ce"], 2, 3, str(tmp_path), teacher_path=digits_teacher,
+                    overrides=dict(batch_size=32, ngf=8, nz=16, eval_every=3, log_every=3), progress=False,
+                    say=lambda *_: None)
+    cpsc = res["methods"]["cpsc"]
+    for key in ("student_acc", "best_student_acc", "teacher_agreement", "pixel_recognition", "separation"):
+        assert len(cpsc["per_seed"][key]) == 2 and set(cpsc["stats"][key]) >= {"mean", "std", "ci95"}
+    assert "student_acc" in res["methods"]["cpsc_no_ce"]["diff_vs_cpsc"]
+    md = (tmp_path / "results.md").read_text()
+    assert "Δ vs cpsc" in md and "pixel judge" in md
+    pytest.importorskip("pandas")  # the book's table (book extra)
+    table, text = ablation_effects(res)
+    assert list(table.index) == ["cpsc_no_ce"] and "cpsc_no_ce" in text

@@ -141,3 +141,22 @@ def test_bad_set_override(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--out", tmp_path / "o",
                            "--set", "no_such_key=1")
     assert_clean_error(code, err, "unknown config keys", "no_such_key")
+
+
+def test_distill_into_a_teacher_folder_keeps_the_teachers_metrics(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["teacher", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    before = (out / "metrics.json").read_text()
+    code, _, err = run_cli(capsys, "distill", "--teacher", out / "teacher.pt", "--out", out, "--iters", "2")
+    assert_clean_error(code, err, "teacher training's", "another --out", "--overwrite")
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_teacher_into_a_distillation_folder_keeps_its_metrics(tmp_path, capsys, digits_teacher):
+    run = tmp_path / "run"
+    assert main(["distill", "--teacher", digits_teacher, "--out", str(run), "--iters", "2", "--set", "eval_every=2",
+                 "--no-progress"]) == 0
+    before = (run / "metrics.json").read_text()
+    code, _, err = run_cli(capsys, "teacher", "--dataset", "digits", "--epochs", "1", "--out", run)
+    assert_clean_error(code, err, "distillation run", "--overwrite")
+    assert (run / "metrics.json").read_text() == before

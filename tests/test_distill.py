@@ -111,14 +111,16 @@ def test_colour_images_and_other_class_counts(tmp_path, capsys, num_classes, siz
     assert main(["teacher", "--dataset", f"npz:{npz}", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
     # Distil against a copy of the data WITHOUT a training split: only the test split may be needed.
     test_only = make_colour_npz(tmp_path / "test_only.npz", num_classes=num_classes, size=size, train=False)
+    run = tmp_path / "distill"  # not the teacher's folder: its metrics.json is the teacher's
     code = main(["distill", "--teacher", str(out / "teacher.pt"), "--dataset", f"npz:{test_only}", "--out",
-                 str(out), "--iters", "4", "--batch-size", "16", "--no-progress"])
+                 str(run), "--iters", "4", "--batch-size", "16", "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["student_acc"] <= 1.0 and metrics["iters"] == 4
-    gen = checkpoint.load(str(out / "generator.pt"), "generator")["meta"]["generator"]
+    assert metrics["pixel_recognition"] is None  # no training split to fit the pixel judge on
+    gen = checkpoint.load(str(run / "generator.pt"), "generator")["meta"]["generator"]
     assert (gen["num_classes"], gen["channels"], gen["img_size"]) == (num_classes, 3, size)
-    assert main(["sample", "--generator", str(out / "generator.pt"), "--per-class", "3",
+    assert main(["sample", "--generator", str(run / "generator.pt"), "--per-class", "3",
                  "--out", str(tmp_path / "grid.png")]) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
 

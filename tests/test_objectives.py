@@ -252,3 +252,16 @@ def test_sample_npz_is_a_transfer_set_the_teacher_can_be_evaluated_on(tmp_path, 
     assert main(["evaluate", digits_teacher, "--dataset", f"npz:{out}"]) == 0
     assert "60 images" in capsys.readouterr().out
     assert main(["sample", "--generator", str(run / "generator.pt"), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+@pytest.mark.parametrize("method", ["cpsc", "noise"])
+def test_diagnostics_leave_every_random_stream_untouched(digits_teacher, method):
+    bundle = load_dataset("digits")
+    teacher, meta = load_teacher(digits_teacher, bundle)
+    d = Distiller(teacher, meta, make_config(method, iters=2, batch_size=16, ngf=8, nz=16), bundle.test)
+    before = torch.get_rng_state()
+    d.diagnostics(per_class=4)
+    assert torch.equal(before, torch.get_rng_state())
+    x1 = torch.randn(3)
+    torch.set_rng_state(before)
+    assert torch.equal(x1, torch.randn(3))
