@@ -70,11 +70,11 @@ class DistillConfig:
     student_ce: bool = False
     ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
     ikd_student_log: bool = False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
+    # The BN prior: "sum" over the teacher's BN layers (paper) or "mean" (one layer's size: the prior
+    # then weighs the same against eta * CE whatever the teacher's depth). Quick profile: mean.
+    bn_reduce: str = "mean"
     # Image priors and augmentation of the generated images before the teacher sees them in the
     # generator step (DeepInversion, Yin et al. 2020): weight 0 / 0 pixels / false = off.
-    # "sum" over the teacher's BN layers (paper) or "mean" (one layer's size: the prior then weighs
-    # the same against eta * CE whatever the teacher's depth). Quick profile: mean.
-    bn_reduce: str = "mean"
     prior_tv: float = 0.0          # total-variation prior (mean absolute difference of neighbouring pixels)
     prior_l2: float = 0.0          # L2 prior (mean squared value of the normalised image)
     jitter: int = 0                # random shift by up to this many pixels (same shift for the whole batch)
@@ -157,7 +157,8 @@ class TeacherConfig:
 _RANGES: dict[str, tuple] = {
     "iters": (1, None, True, True), "batch_size": (1, None, True, True), "g_steps": (1, None, True, True),
     "s_steps": (1, None, True, True), "lr_student": (0, None, False, True), "momentum": (0, 1, True, False),
-    "weight_decay": (0, None, True, True), "warmup_frac": (0, 1, True, False), "lr_generator": (0, None, False, True),
+    "weight_decay": (0, None, True, True), "warmup_frac": (0, 1, True, False),
+    "lr_generator": (0, None, False, True),
     "nz": (1, None, True, True), "ngf": (1, None, True, True), "adv_warmup": (0, 1, True, False),
     "alpha": (0, None, True, True), "beta": (0, None, True, True), "gamma": (0, None, True, True),
     "eta": (0, None, True, True), "temperature": (0, None, False, True), "dafl_onehot": (0, None, True, True),
@@ -178,8 +179,7 @@ def _coerce(name: str, kind, value):
             return value, None
         return value, f"{name} must be true or false, not {value!r}"
     if kind in (int, "int"):
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-                                           or isinstance(value, str)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             return value, f"{name} must be a whole number, not {value!r}"
         try:
             number = float(value) if isinstance(value, str) else value

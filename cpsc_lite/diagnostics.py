@@ -174,14 +174,16 @@ class PixelJudge:
         images = real_set.images[:limit]
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         self.shape = tuple(x.shape[1:])
-        self.knn = KNeighborsClassifier(n_neighbors=k).fit(x.flatten(1).numpy(), real_set.labels[:limit].numpy())
+        labels = real_set.labels[:limit].numpy()
+        self.knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(labels)))).fit(x.flatten(1).numpy(), labels)
 
     def predict(self, images: torch.Tensor, mean, std) -> np.ndarray:
         """Classes for normalised images (as the generator makes them)."""
         from .data import denormalize
         x = denormalize(images.detach().float().cpu(), mean, std).clamp(0, 1)
         if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"images of shape {tuple(x.shape[1:])} cannot be judged against real ones of {self.shape}")
+            raise ValueError(f"images of shape {tuple(x.shape[1:])} cannot be judged against real ones of "
+                             f"{self.shape}")
         return self.knn.predict(x.flatten(1).numpy())
 
     def recognition(self, images: torch.Tensor, labels: torch.Tensor, mean, std) -> float:
