@@ -39,7 +39,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import CpscError, __version__, checkpoint
@@ -361,7 +360,7 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
                     loss, terms = generator_loss(logits, y, g_cfg, images=x,
                                                  bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None)
                     row = {"bn": terms["bn"]} if use_bn else {}
-                    row["ce"] = terms.get("ce_teacher", pseudo_ce(logits, y))  # always measured
+                    row["ce"] = terms["ce_teacher"] if use_ce else pseudo_ce(logits, y)  # always measured
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -79,3 +79,18 @@ def model_meta(model_name: str, bundle, **extra) -> dict:
     return dict(model=model_name, num_classes=bundle.num_classes, channels=bundle.channels,
                 img_size=bundle.img_size, mean=list(bundle.mean), std=list(bundle.std),
                 class_names=list(bundle.class_names), dataset=bundle.name, **extra)
+
+
+def metrics_owner(path: str) -> Optional[str]:
+    """Which command wrote the metrics.json at ``path``: "distillation", "teacher", "unknown", or None if
+    there is none. Commands check it before writing into a folder, so that none replaces another's file."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return "unknown"
+    if isinstance(saved, dict) and "student_acc" in saved:
+        return "distillation"
+    return "teacher" if isinstance(saved, dict) and "history" in saved else "unknown"

@@ -8,7 +8,6 @@ paragraph naming the problem and the fix, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -260,16 +259,10 @@ def cmd_teacher(args) -> int:
     if os.path.exists(os.path.join(args.out, STATE_FILE)) and not (args.resume or args.overwrite):
         raise CpscError(f"{args.out} holds an interrupted teacher training ({STATE_FILE}). Pass --resume to "
                         "continue it, --overwrite to start over, or choose another --out.")
-    metrics_path = os.path.join(args.out, "metrics.json")
-    if os.path.exists(metrics_path) and not args.overwrite:
-        try:
-            with open(metrics_path) as f:
-                distillation = "student_acc" in json.load(f)
-        except (OSError, ValueError, TypeError):
-            distillation = False
-        if distillation:
-            raise CpscError(f"{args.out} holds a distillation run, whose metrics.json the teacher would replace. "
-                            "Choose another --out (e.g. a sub-folder), or pass --overwrite to replace it.")
+    from . import checkpoint
+    if not args.overwrite and checkpoint.metrics_owner(os.path.join(args.out, "metrics.json")) == "distillation":
+        raise CpscError(f"{args.out} holds a distillation run, whose metrics.json the teacher would replace. "
+                        "Choose another --out (e.g. a sub-folder), or pass --overwrite to replace it.")
     for flag, value in (("--eval-every", args.eval_every), ("--ckpt-every", args.ckpt_every)):
         if value < 1:
             raise CpscError(f"{flag} must be at least 1 (epochs), not {value}.")

@@ -368,7 +368,8 @@ class Distiller:
         loss, terms = generator_loss(
             t_logits, self._pseudo_labels(y, t_logits), self.loss_cfg, s_logits=s_logits, t_feat=t_feat,
             s_feat=self.projection(s_feat) if cfg.use_scl else None,
-            bn=self.bn_loss.loss(cfg.bn_reduce) if cfg.use_bn else None, images=x.float(),
+            bn=self.bn_loss.loss(cfg.bn_reduce) if cfg.use_bn else None,
+            images=x.float() if cfg.prior_tv or cfg.prior_l2 else None,
             adversarial=self.adversarial_on())
         if cfg.generator_adam_reset:  # the authors' code builds a new Adam for every generator step
             self.opt_g.state.clear()
@@ -676,8 +677,9 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     elif resume:
         say(f"note: nothing to resume in {out_dir}; starting a new run")
     if state is None and not overwrite:
-        foreign = _foreign_metrics(os.path.join(out_dir, "metrics.json"))
-        if foreign:
+        owner = checkpoint.metrics_owner(os.path.join(out_dir, "metrics.json"))
+        if owner not in (None, "distillation"):
+            foreign = {"teacher": "a teacher training's"}.get(owner, "not a distillation's")
             raise CpscError(f"{out_dir} holds another command's metrics.json ({foreign}), which a new distillation "
                             "would replace. Choose another --out directory (e.g. a sub-folder), or pass --overwrite "
                             "to replace it.")
@@ -708,20 +710,6 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
         return dist.broadcast_object(metrics)
     finally:
         distiller.close()
-
-
-def _foreign_metrics(path: str) -> Optional[str]:
-    """What wrote ``path`` if it is not a distillation's metrics.json (e.g. a teacher training's), else None."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return "a file that is not a distillation's metrics"
-    if isinstance(saved, dict) and "student_acc" in saved:
-        return None
-    return "a teacher training's" if isinstance(saved, dict) and "history" in saved else "not a distillation's"
 
 
 def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: float, out_dir: str,
@@ -763,23 +751,18 @@ def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int =
     one; it judges the samples and never trains anything). Both are None for inputs without a
     conditioning label (noise, real data, an unconditional generator).
     """
-    from .diagnostics import PixelJudge
+    from .diagnostics import PixelJudge, teacher_view
+    from .viz import generate_per_class
     out = dict(teacher_agreement=None, pixel_recognition=None)
     if not (distiller.uses_generator and distiller.cfg.conditional):
         return out
     if distiller.bn_loss is not None:
         distiller.bn_loss.enabled = False
-    k, g = distiller.num_classes, distiller.generator
-    per_class = max(1, min(per_class, 2000 // k))  # at most about 2000 images, also for 100 or 200 classes
-    y = torch.arange(k, device=distiller.device).repeat_interleave(per_class)
-    z = torch.randn(len(y), g.nz, generator=torch.Generator().manual_seed(4321)).to(distiller.device)
-    was_training = g.training
-    g.eval()
+    per_class = max(1, min(per_class, 2000 // distiller.num_classes))  # about 2000 images at most, any K
+    # In chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU.
+    x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321, batch_size=256)
     distiller.teacher.eval()
-    with torch.no_grad():  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
-        x = torch.cat([g(z[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)])
-        pred = torch.cat([distiller.teacher(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
-    g.train(was_training)
+    pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
     if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
         judge = PixelJudge(bundle.train)

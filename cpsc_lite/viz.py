@@ -33,11 +33,12 @@ def _in_notebook() -> bool:
 
 @torch.no_grad()
 def generate_per_class(generator, per_class: int, device=None, z: Optional[torch.Tensor] = None,
-                       seed: Optional[int] = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                       seed: Optional[int] = 0, batch_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images for every class, class-major: returns ``(images, labels)``.
 
     The generator runs in eval mode (running BN statistics), so the images of a
-    class do not depend on what else is in the batch. ``seed`` fixes the noise
+    class do not depend on what else is in the batch; ``batch_size`` generates them
+    in chunks of that size (same images, less memory). ``seed`` fixes the noise
     without touching the global random state.
     """
     device = device or next(generator.parameters()).device
@@ -48,7 +49,8 @@ def generate_per_class(generator, per_class: int, device=None, z: Optional[torch
         z = torch.randn(k * per_class, generator.nz, generator=g).to(device)
     was_training = generator.training
     generator.eval()
-    images = generator(z, labels)
+    step = batch_size or len(labels)
+    images = torch.cat([generator(z[i:i + step], labels[i:i + step]) for i in range(0, len(labels), step)])
     generator.train(was_training)
     return images, labels
 

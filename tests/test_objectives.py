@@ -132,7 +132,7 @@ def test_generator_ikd_does_not_backpropagate_through_the_teacher():
 
 
 def test_generator_step_ikd_gradient_ignores_the_teacher_logits(digits_teacher):
-    """In a real generator step, scaling the teacher's logits up must not change IKD's push on G."""
+    """On real networks, IKD's gradient on the image is the one through the student alone."""
     bundle = load_dataset("digits")
     teacher, meta = load_teacher(digits_teacher, bundle)
     cfg = make_config("cpsc", iters=4, batch_size=16, ngf=8, nz=16, adv_warmup=0.0, use_bn=False, use_scl=False,
