@@ -14,3 +14,8 @@ class CpscError(Exception):
     The command-line interface prints the message (no traceback) and exits
     with status 2, so every message should name the problem *and* the fix.
     """
+
+
+class Terminated(CpscError):
+    """The process was asked to stop (SIGTERM: SLURM, Colab, ``kill``); the run saved a checkpoint at
+    the end of its last whole iteration (or epoch) first. The command line exits with status 143."""

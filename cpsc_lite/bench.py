@@ -62,7 +62,7 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
     if unknown:
         raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
     bundle = load_dataset(dataset, data_root, download)
-    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.check_output_dir(out_dir)
     teacher_path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress, say)
     _, meta = load_classifier(teacher_path)
     check_compatible(meta, bundle, teacher_path)
@@ -299,6 +299,7 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
     """
     from .models import create_model
     overrides = dict(overrides or {})
+    checkpoint.check_output_dir(out_dir)
     if teacher_model and not teacher_path:
         size = img_size or 32
         teacher = create_model(teacher_model, num_classes, channels, size)
@@ -306,7 +307,6 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
                     mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(num_classes)])
     else:
         bundle = load_dataset(dataset)
-        os.makedirs(out_dir, exist_ok=True)
         path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model or "cnn_base", 30, False, say)
         teacher, meta = load_classifier(path)
     if student:
@@ -314,7 +314,6 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
     cfg = make_config("cpsc", **overrides)
     result = profile_iteration(teacher, meta, cfg, repeats)
     result.update(command=command, package_version=__version__)
-    os.makedirs(out_dir, exist_ok=True)
     checkpoint.write_json(result, os.path.join(out_dir, "profile.json"))
     say(f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "
         f"{result['batch_size']}, {result['g_steps']} G + {result['s_steps']} S steps on {result['device']} "

@@ -222,7 +222,7 @@ def _overrides(args) -> dict:
     from .config import parse_value
     out = {}
     for item in args.set:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise CpscError(f"--set needs KEY=VALUE, got {item!r} (for example --set use_scl=false).")
         key, value = item.split("=", 1)
         out[key.strip().replace("-", "_")] = parse_value(value)
@@ -252,14 +252,15 @@ def _command(args) -> str:
 
 def cmd_teacher(args) -> int:
     from .data import load_dataset
+    from . import checkpoint
     from .teacher import STATE_FILE, run_teacher, teacher_recipe
+    checkpoint.check_output_dir(args.out)
     path = os.path.join(args.out, "teacher.pt")
     if os.path.exists(path) and not args.overwrite:
         raise CpscError(f"{path} already exists. Pass --overwrite to replace it, or choose another --out.")
     if os.path.exists(os.path.join(args.out, STATE_FILE)) and not (args.resume or args.overwrite):
         raise CpscError(f"{args.out} holds an interrupted teacher training ({STATE_FILE}). Pass --resume to "
                         "continue it, --overwrite to start over, or choose another --out.")
-    from . import checkpoint
     if not args.overwrite and checkpoint.metrics_owner(os.path.join(args.out, "metrics.json")) == "distillation":
         raise CpscError(f"{args.out} holds a distillation run, whose metrics.json the teacher would replace. "
                         "Choose another --out (e.g. a sub-folder), or pass --overwrite to replace it.")
@@ -314,7 +315,9 @@ def cmd_demo(args) -> int:
     from .data import load_dataset
     from .teacher import run_teacher
     from .distill import run_distill
+    from . import checkpoint
     start = time.time()
+    checkpoint.check_output_dir(args.out)
     bundle = load_dataset("digits")
     teacher_path = os.path.join(args.out, "teacher.pt")
     if os.path.exists(teacher_path) and not (args.resume or args.overwrite):
@@ -351,6 +354,9 @@ def cmd_bench(args) -> int:
                     command=command)
         return 0
     methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise CpscError(f"--methods {args.methods!r} names no method. Give a comma-separated list such as "
+                        "cpsc,deepinv, or all.")
     iters = overrides.pop("iters", None)
     iters = make_default_iters() if iters is None else iters
     if args.seeds < 1:
@@ -376,18 +382,27 @@ def cmd_sample(args) -> int:
     from . import checkpoint
     from .generator import ConditionalGenerator
     from .viz import generate_per_class, plot_samples
-    obj = checkpoint.load(args.generator, kind="generator", what="generator checkpoint")
-    meta = obj["meta"]
-    gen = ConditionalGenerator(**meta["generator"])
-    gen.load_state_dict(obj["state_dict"])
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
     ext = os.path.splitext(args.out)[1].lower()
-    if ext not in (".png", ".npz", ".svg", ".pdf", ".jpg"):
-        raise CpscError(f"--out {args.out!r} must end in .png (a grid of images) or .npz (the images and their "
-                        "labels as arrays).")
+    if not os.path.basename(args.out) or ext not in (".png", ".npz", ".svg", ".pdf", ".jpg"):
+        raise CpscError(f"--out {args.out!r} must be a file name ending in .png (a grid of images) or .npz (the "
+                        "images and their labels as arrays).")
+    if os.path.isdir(args.out):
+        raise CpscError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'samples.png')}.")
+    checkpoint.check_output_dir(os.path.dirname(os.path.abspath(args.out)), flag="the folder of --out")
+    obj = checkpoint.load(args.generator, kind="generator", what="generator checkpoint")
+    meta = obj["meta"]
+    if not all(k in meta for k in ("mean", "std", "class_names")):
+        raise CpscError(f"{args.generator} does not record the normalisation and class names of its data, so its "
+                        "images cannot be shown. Use the generator.pt a `cpsc-lite distill` run wrote.")
+    gen = ConditionalGenerator(**meta["generator"])
+    try:
+        gen.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise CpscError(f"The weights in {args.generator} do not fit the generator its metadata describes "
+                        f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy.") from None
     images, labels = generate_per_class(gen, args.per_class, torch.device("cpu"), seed=args.seed)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if ext == ".npz":
         from .data import save_transfer_set
         save_transfer_set(args.out, images, labels, meta["mean"], meta["std"], meta["class_names"])
@@ -447,6 +462,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from . import Terminated
+    from .checkpoint import stop_on_sigterm
     try:
         if args.command == "models":
             print(_models_epilog())
@@ -457,8 +474,13 @@ def main(argv=None) -> int:
         if args.command == "presets":
             print(_presets_text())
             return 0
-        return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
-                "evaluate": cmd_evaluate, "bench": cmd_bench, "record": cmd_record}[args.command](args)
+        with stop_on_sigterm():
+            return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
+                    "evaluate": cmd_evaluate, "bench": cmd_bench, "record": cmd_record}[args.command](args)
+    except Terminated as exc:
+        print("stopped: " + textwrap.fill(str(exc), width=100, subsequent_indent="         ",
+                                          break_on_hyphens=False, break_long_words=False), file=sys.stderr)
+        return 143
     except CpscError as exc:
         print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="       ", break_on_hyphens=False,
                                             break_long_words=False), file=sys.stderr)

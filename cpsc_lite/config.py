@@ -224,8 +224,8 @@ def _in_range(name: str, value) -> Optional[str]:
     below = lo is not None and (value < lo if lo_in else value <= lo)
     above = hi is not None and (value > hi if hi_in else value >= hi)
     if below or above:
-        left = "-inf" if lo is None else ("[" if lo_in else "(") + f"{lo:g}"
-        right = "inf" if hi is None else f"{hi:g}" + ("]" if hi_in else ")")
+        left = "(-inf" if lo is None else ("[" if lo_in else "(") + f"{lo:g}"
+        right = "inf)" if hi is None else f"{hi:g}" + ("]" if hi_in else ")")
         return f"{name} must be in {left}, {right}, not {value!r}"
     return None
 

@@ -166,8 +166,24 @@ def _npz_problem(path: str, what: str) -> CpscError:
         "y_test=...).")
 
 
+#: More classes than any dataset cpsc_lite targets (ImageNet has 1000); a label above it is a mistake.
+MAX_CLASSES = 1000
+
+
+def _npz_member(path: str, arrays, key: str) -> np.ndarray:
+    """One array of the archive; numpy reads members lazily, so every way a member can be broken
+    (not an .npy, pickled objects, truncated, a bad CRC) shows up here."""
+    try:
+        return np.asarray(arrays[key])
+    except Exception as exc:  # ValueError (pickled/object, bad header), zipfile.BadZipFile (CRC), EOFError, OSError
+        detail = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}"
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            detail = "it holds Python objects (an object array), which are never unpickled; store numbers"
+        raise _npz_problem(path, f"array {key} cannot be read ({detail})") from None
+
+
 def _npz_split(path: str, arrays, xkey: str, ykey: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = arrays[xkey], arrays[ykey]
+    x, y = _npz_member(path, arrays, xkey), _npz_member(path, arrays, ykey)
     if x.dtype != np.uint8:
         raise _npz_problem(path, f"{xkey} has dtype {x.dtype}, expected uint8 (0..255)")
     if x.ndim == 3:
@@ -186,12 +202,38 @@ def _npz_split(path: str, arrays, xkey: str, ykey: str) -> tuple[torch.Tensor, t
         raise _npz_problem(path, f"{ykey} is empty")
     if y.min() < 0:
         raise _npz_problem(path, f"{ykey} holds negative labels")
+    if y.max() >= MAX_CLASSES:
+        raise _npz_problem(path, f"{ykey} holds the label {int(y.max())}, but at most {MAX_CLASSES} classes "
+                                 f"(labels 0..{MAX_CLASSES - 1}) are supported")
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64))
+
+
+def _check_labels(path: str, y_fit: torch.Tensor, y_test: torch.Tensor, fit_key: str) -> int:
+    """The number of classes K, after checking that the labels are exactly 0..K-1: all present in
+    ``y_fit`` (the split a teacher learns from), at least two, and none in the test split beyond them."""
+    present = torch.unique(y_fit)
+    num_classes = int(present.max()) + 1
+    if len(present) < 2:
+        raise _npz_problem(path, f"{fit_key} holds a single class ({int(present[0])}); a classifier needs at "
+                                 "least two")
+    if len(present) != num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+        raise _npz_problem(path, f"{fit_key} uses labels up to {num_classes - 1} but never {shown}; labels must "
+                                 "be 0..K-1 with every class present (renumber them with "
+                                 "numpy.unique(y, return_inverse=True)[1])")
+    if int(y_test.max()) >= num_classes:
+        raise _npz_problem(path, f"y_test holds the label {int(y_test.max())}, which {fit_key} never uses "
+                                 f"(its classes are 0..{num_classes - 1})")
+    return num_classes
 
 
 def load_npz(path: str) -> DataBundle:
     """A user's own dataset from a ``.npz`` file (see :func:`_npz_problem` for the format)."""
     path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        raise CpscError(f"Dataset file {path} is a folder, not an .npz file. For a folder of images (one "
+                        "sub-folder per class) use --dataset folder:PATH.")
     if not os.path.isfile(path):
         raise CpscError(f"Dataset file {path} does not exist. Check the path after 'npz:' "
                         "(it is relative to the current directory).")
@@ -214,10 +256,14 @@ def load_npz(path: str) -> DataBundle:
         if x_train.shape[1:] != x_test.shape[1:]:
             raise _npz_problem(path, f"x_train images are {tuple(x_train.shape[1:])} but x_test images are "
                                      f"{tuple(x_test.shape[1:])} (channels, height, width)")
-    num_classes = int(max(y_test.max(), y_train.max() if y_train is not None else 0)) + 1
+    num_classes = _check_labels(path, y_train if y_train is not None else y_test, y_test,
+                                "y_train" if y_train is not None else "y_test")
     class_names = [str(i) for i in range(num_classes)]
     if "class_names" in keys:
-        names = [str(n) for n in arrays["class_names"]]
+        names = _npz_member(path, arrays, "class_names")
+        if names.ndim != 1:
+            raise _npz_problem(path, f"class_names has shape {names.shape}, expected one name per class")
+        names = [str(n) for n in names]
         if len(names) != num_classes:
             raise _npz_problem(path, f"class_names has {len(names)} entries but the labels imply {num_classes} classes")
         class_names = names

@@ -31,7 +31,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import CpscError, checkpoint
+from . import CpscError, Terminated, checkpoint
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
@@ -267,6 +267,8 @@ class Distiller:
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
         self.best_student_acc: Optional[float] = None  # best at any evaluation (what DFKD papers report)
+        #: Fingerprints of the teacher and the evaluation data (``run_distill`` sets them); a resume checks them.
+        self.inputs: dict = {}
         #: Provenance: one entry per start or resume (command, hardware, versions, times).
         self.sessions = SessionLog()
         #: Tests may set ``input_sampler(batch_size) -> (x, y)`` to feed the student step fixed inputs.
@@ -462,7 +464,7 @@ class Distiller:
                     opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
                     last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc,
-                    sessions=self.sessions.sessions,
+                    sessions=self.sessions.sessions, inputs=dict(self.inputs),
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -478,6 +480,7 @@ class Distiller:
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_s.load_state_dict(state["scaler_s"])
         self.iteration = state["iteration"]
+        self.inputs = dict(state.get("inputs") or {})
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
@@ -510,6 +513,16 @@ class Distiller:
         With several processes every rank must call it (their random states are gathered);
         rank 0 writes, the others wait.
         """
+        bad = (checkpoint.diverged_weights(self.student.state_dict(), "student")
+               + checkpoint.diverged_weights(self.generator.state_dict(), "generator"))
+        if bad:  # the previous checkpoint is the last good one; never replace it with these
+            raise NonFiniteLossError(
+                f"Weights diverged by iteration {self.iteration} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+                f" are NaN, infinite or beyond 1e12); training stopped without saving them. "
+                + (f"The previous checkpoint in {out_dir} was kept. " if os.path.exists(os.path.join(out_dir, STATE_FILE))
+                   else "")
+                + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) and "
+                "--overwrite (or another --out).")
         self.sessions.update(self.iteration)
         state = self.state_dict()
         if self.dist.enabled:
@@ -565,8 +578,9 @@ class Distiller:
                         f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
                         + (f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
                            if out and os.path.exists(os.path.join(out, STATE_FILE)) else "")
-                        + "Lower the learning rates (--lr-generator, --lr-student), or the weight of that term, "
-                        "and check that the teacher's own outputs are finite.")
+                        + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) or "
+                        "a lower weight of that term, and --overwrite (or another --out): --resume would continue "
+                        "with the stored settings. Check also that the teacher's own outputs are finite.")
                 sums, n_sum = {}, 0
                 self.elapsed = time.time() - t0
                 record = dict(iter=it, lr_student=self.opt_s.param_groups[0]["lr"],
@@ -592,14 +606,33 @@ class Distiller:
                     self.dist.barrier()  # the other ranks wait while rank 0 evaluates
                 if callback is not None:
                     callback(self, record)
-            if out and (it % cfg.ckpt_every == 0 or it == end):
+            saved = bool(out) and (it % cfg.ckpt_every == 0 or it == end)
+            if saved:
                 self.elapsed = time.time() - t0
                 self.save(out)
             bar.update(1)
+            if self._termination_requested(it):
+                if out and not saved:
+                    self.elapsed = time.time() - t0
+                    self.save(out)
+                bar.close()
+                raise Terminated(f"Stopped by SIGTERM after iteration {it} of {cfg.iters}"
+                                 + (f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
+                                    "--resume to continue from it." if out else " (no --out, so nothing was saved)."))
         bar.close()
         self.elapsed = time.time() - t0
         self.sync_buffers()
         return dict(iters=self.iteration, seconds=round(self.elapsed, 2), student_acc=self.last_student_acc)
+
+    def _termination_requested(self, iteration: int) -> bool:
+        """SIGTERM arrived (see :func:`checkpoint.stop_on_sigterm`). With several processes the ranks
+        agree at log points (one all-reduce they do anyway), so all stop and save together."""
+        if not self.dist.enabled:
+            return checkpoint.termination_requested()
+        if iteration % self.cfg.log_every and iteration != self.cfg.iters:
+            return False
+        flag = torch.tensor([float(checkpoint.termination_requested())], device=self.device)
+        return bool(self.dist.all_reduce_mean(flag).item() > 0)
 
     def _mean_over_ranks(self, sums: dict, n: int) -> dict:
         """Per-iteration means of the summed loss terms, averaged over ranks (one all-reduce)."""
@@ -659,6 +692,8 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     dist = dist or DistContext()
     if not dist.is_main:
         say, progress = (lambda *_: None), False
+    if dist.is_main:
+        checkpoint.check_output_dir(out_dir)  # before any work: a bad --out must not cost a run
     teacher, meta = load_teacher(teacher_path, bundle, teacher_model, say=say)
     check_compatible(meta, bundle, teacher_path)
     state_path = os.path.join(out_dir, STATE_FILE)
@@ -686,6 +721,7 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
     if dist.is_main:
         os.makedirs(out_dir, exist_ok=True)
+        checkpoint.remove_stale_temporaries(out_dir)  # half-written files of a killed run
         if state is None:
             for name in ("log.jsonl", "metrics.json"):
                 if os.path.exists(os.path.join(out_dir, name)):
@@ -695,10 +731,20 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     distiller = Distiller(teacher, meta, cfg, bundle.test, out_dir, accel=accel, dist=dist,
                           train_set=bundle.train if data_baseline else None,
                           augment=(bundle.augment_pad, bundle.augment_flip))
+    inputs = dict(teacher=checkpoint.fingerprint(teacher.state_dict()),
+                  test_data=checkpoint.fingerprint({"x": getattr(bundle.test, "images", None),
+                                                    "y": getattr(bundle.test, "labels", None)}))
     try:
         if state is not None:
+            for key, what, flag in (("teacher", "teacher", "--teacher"), ("test_data", "evaluation data", "--dataset")):
+                stored_print = (state.get("inputs") or {}).get(key)
+                if stored_print is not None and stored_print != inputs[key] and not overwrite:
+                    raise CpscError(f"The run in {out_dir} was started with another {what} than the one given now "
+                                    f"({flag}), so resuming would mix two experiments. Pass the {what} it was "
+                                    "started with, or --overwrite (or another --out) to start a new run.")
             distiller.load_state_dict(state)
             say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
+        distiller.inputs = inputs
         launcher = (launch_environment() or {}).get("launcher") if dist.enabled else None
         distiller.sessions.begin(command, distiller.device, dist.world_size, launcher, distiller.iteration)
         teacher_acc = evaluate(distiller.teacher, distiller.test_set, distiller.device) if dist.is_main else None

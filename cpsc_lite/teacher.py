@@ -13,6 +13,7 @@ A community teacher (a bare state dict published with CMI/DataFree) is read by
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Callable, Optional
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import CpscError, checkpoint
+from . import CpscError, Terminated, checkpoint
 from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
@@ -141,18 +142,28 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
             n += len(y)
         record = dict(epoch=epoch + 1, loss=float(running) / n, seconds=round(time.time() - start, 2))
         last = epoch + 1 == cfg.epochs
+        if not math.isfinite(record["loss"]) or checkpoint.diverged_weights(model.state_dict()):
+            raise CpscError(f"Teacher training diverged in epoch {epoch + 1} (loss {record['loss']:.3g}, or weights "
+                            "NaN/infinite); nothing from this epoch was saved. Start again with a lower --lr "
+                            "(and --overwrite).")
         if eval_every and ((epoch + 1) % eval_every == 0 or last):
             record["test_acc"] = evaluate(model, bundle.test, device)
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", **({"acc": f"{record['test_acc']:.3f}"}
                                                          if "test_acc" in record else {}))
-        if out_dir and ckpt_every and (epoch + 1) % ckpt_every == 0 and not last:
+        stop = checkpoint.termination_requested() and not last
+        if out_dir and not last and ((ckpt_every and (epoch + 1) % ckpt_every == 0) or stop):
             snapshot = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                             data_rng=gen.get_state(), rng=rng_state(), history=history, epoch=epoch + 1,
                             elapsed=time.time() - start, config=cfg.to_dict(),
                             **({} if scaler is None else dict(scaler=scaler.state_dict())))
             checkpoint.save(checkpoint.make("teacher_resume", {}, {"model": cfg.model}, state=snapshot),
                             os.path.join(out_dir, STATE_FILE))
+        if stop:
+            bar.close()
+            raise Terminated(f"Stopped by SIGTERM after epoch {epoch + 1} of {cfg.epochs}"
+                             + (f"; its checkpoint is {os.path.join(out_dir, STATE_FILE)}. Rerun the same command "
+                                "with --resume to continue from it." if out_dir else " (nothing was saved)."))
     acc = history[-1]["test_acc"] if history and "test_acc" in history[-1] else evaluate(model, bundle.test, device)
     return model, acc, history
 
@@ -167,6 +178,8 @@ def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: 
     settings (``cfg.device`` may change); the state file is removed once teacher.pt is written.
     """
     start = time.time()
+    checkpoint.check_output_dir(out_dir)  # before the training: a bad --out must not cost it
+    checkpoint.remove_stale_temporaries(out_dir)
     state_path = os.path.join(out_dir, STATE_FILE)
     state = None
     if resume and os.path.exists(state_path):
@@ -214,10 +227,10 @@ def _read_torch_file(path: str):
     if not os.path.isfile(path):
         checkpoint.load(path, what="teacher checkpoint")  # raises the "does not exist" message
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint.safe_torch_load(path)
     except Exception as exc:
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text:
+        if checkpoint.is_pickled_objects_error(text):
             raise CpscError(f"{path} holds Python objects besides tensors, which cpsc_lite does not unpickle "
                             "(loading could run code from the file). If you trust the file, re-save just the "
                             "weights: python -c \"import torch; o = torch.load('IN.pth', weights_only=False); "
@@ -250,6 +263,10 @@ def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Opt
     from .cifar_models import load_community_state_dict
     model = create_model(model_name, bundle.num_classes, bundle.channels, bundle.img_size)
     load_community_state_dict(model, obj)
+    bad = checkpoint.diverged_weights(model.state_dict())
+    if bad:
+        raise CpscError(f"The teacher {path} holds NaN, infinite or absurdly large (beyond 1e12) weights "
+                        f"({', '.join(bad[:3])}), so everything it predicts is meaningless. Use a good copy.")
     meta = checkpoint.model_meta(model_name, bundle, source_file=os.path.abspath(path))
     if device is not None:
         model.to(device)

@@ -306,6 +306,12 @@ def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> 
                     if not resize:
                         raise CpscError(f"Image {path} is {im.size[0]}x{im.size[1]} pixels, but the other images "
                                         f"are {size}x{size}. All images must have the same size: resize it.")
+                if im.mode in _SIXTEEN_BIT_MODES:
+                    wide = np.asarray(im, dtype=np.float64)
+                    im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
+                elif im.mode == "F":
+                    raise CpscError(f"Image {path} stores floating-point pixels (PIL mode F), whose range cpsc_lite "
+                                    "cannot know. Save it as an 8-bit PNG or JPEG.")
                 im = im.convert(mode)
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.BICUBIC)
@@ -335,9 +341,15 @@ def _is_image_file(name: str) -> bool:
 
 def _image_files_under(directory: str) -> list[str]:
     """Image files anywhere below ``directory`` (like torchvision's ImageFolder), sorted."""
-    found = []
+    found, seen = [], {os.path.realpath(directory)}
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:  # a symlink loop (or a second link to one folder) is read once
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image_file(f))
     return found
 
@@ -449,7 +461,11 @@ def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> Da
 # folder:PATH
 # --------------------------------------------------------------------------------------------------
 
-_GREY_MODES = ("1", "L", "LA")
+_GREY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B", "I")
+#: 16-bit grey images (PIL opens 16-bit PNGs as "I;16" or "I"): scaled to 8 bits, not clipped to white.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+#: The image sizes a folder may hold: the conditional generator's range (generator.stage_sizes).
+_FOLDER_SIZES = (4, 128)
 _FOLDER_LAYOUT = ("one subfolder per class: PATH/train/<class>/*.png|jpg and PATH/test/<class>/... "
                   "(or PATH/val/...), or just PATH/<class>/... which is then the test split")
 
@@ -537,10 +553,18 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
                                 "the size of the dataset, which must be square: resize (or crop) all images to the "
                                 "same square size first, e.g. 32x32.")
             size, first = im_size[0], p
+            low, high = _FOLDER_SIZES
+            if not low <= size <= high:
+                raise CpscError(f"Image {p} is {size}x{size} pixels; image folders must hold square images of "
+                                f"{low} to {high} pixels (the generator's range). Resize all images first, e.g. to "
+                                "32x32 (PIL: Image.open(f).resize((32, 32)).save(f)).")
         elif not resize and im_size != (size, size):
             raise CpscError(f"Image {p} is {im_size[0]}x{im_size[1]} pixels, but the first image ({first}) is "
                             f"{size}x{size}. All images must have the same square size: resize them first.")
         grey = grey and im_mode in _GREY_MODES
+    if len(test_classes) < 2:
+        raise CpscError(f"{test_dir} holds a single class folder ({test_classes[0]}); a classifier needs at least "
+                        f"two. Add a folder per class ({_FOLDER_LAYOUT}).")
     mode = "L" if grey else "RGB"
     x_test = _decode_images(test_paths, mode, size, resize=resize)
     y_test = torch.tensor(test_labels, dtype=torch.long)

@@ -6,12 +6,20 @@ The book (chapters 3, 6) calls them; so does the command line.
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from .data import denormalize
+
+
+def save_figure(fig, path: str, dpi: int = 150) -> None:
+    """``fig.savefig`` written atomically (a killed run never leaves half a PNG), format from the suffix."""
+    from .checkpoint import atomic_write_bytes
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
 
 
 def _plt():
@@ -86,7 +94,7 @@ def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequen
     ax.set_title(title)
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=150)
+        save_figure(fig, path, dpi=150)
     return fig
 
 
@@ -119,7 +127,7 @@ def plot_curves(records: list[dict], path: Optional[str] = None, teacher_acc: Op
     fig.suptitle(title)
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
     return fig
 
 
@@ -160,5 +168,5 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, sources: np.ndarray, 
     ax.set_ylabel("UMAP 2")
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=130)
+        save_figure(fig, path, dpi=130)
     return fig

@@ -109,6 +109,95 @@ def test_npz_that_is_not_a_zip(tmp_path, capsys):
     assert_clean_error(code, err, "numpy cannot read it")
 
 
+def _zip_members(path, members):
+    """An .npz written by hand: ``members`` maps member names to raw bytes."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def _npy_bytes(array):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _labels(*values):
+    return np.array(values, dtype=np.int64)
+
+
+def _images(n):
+    return np.random.default_rng(0).integers(0, 255, (n, 8, 8), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("arrays,needle", [
+    (dict(x_test=_images(3), y_test=_labels(0, 2, 5)), "never 1, 3, 4"),
+    (dict(x_test=_images(3), y_test=_labels(1, 1, 1)), "single class"),
+    (dict(x_test=_images(2), y_test=_labels(0, 2 ** 40)), "at most 1000 classes"),
+    (dict(x_train=_images(4), y_train=_labels(0, 1, 0, 1), x_test=_images(2), y_test=_labels(0, 2)),
+     "label 2, which y_train never uses"),
+    (dict(x_test=_images(2), y_test=_labels(0, 1), class_names=np.array([["a", "b"]])), "one name per class"),
+    (dict(x_test=_images(2), y_test=np.array([True, False])), "expected integers"),
+])
+def test_npz_labels_must_be_0_to_k_minus_1(tmp_path, capsys, arrays, needle):
+    npz = tmp_path / "bad.npz"
+    np.savez(npz, **arrays)
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, needle)
+    assert not (tmp_path / "o" / "teacher.pt").exists()
+
+
+@pytest.mark.parametrize("make_members,needle", [
+    (lambda: {"x_test.npy": b"these are not numbers", "y_test.npy": _npy_bytes(_labels(0, 1))}, "x_test has dtype"),
+    (lambda: {"x_test.npy": _npy_bytes(np.array([object(), 1], dtype=object)), "y_test.npy": _npy_bytes(_labels(0, 1))},
+     "python objects"),
+    (lambda: {"x_test.npy": _npy_bytes(_images(4))[:-40], "y_test.npy": _npy_bytes(_labels(0, 1, 0, 1))},
+     "x_test cannot be read"),
+])
+def test_npz_members_that_cannot_be_read(tmp_path, capsys, make_members, needle):
+    npz = tmp_path / "bad.npz"
+    _zip_members(npz, make_members())
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, needle)
+
+
+def test_npz_member_with_a_bad_crc(tmp_path, capsys):
+    npz = tmp_path / "crc.npz"
+    np.savez(npz, x_test=_images(4), y_test=_labels(0, 1, 0, 1))
+    data = bytearray(npz.read_bytes())
+    at = data.index(b"\x93NUMPY") + 200  # inside x_test's pixels: the zip's CRC no longer matches
+    data[at] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, "cannot be read")
+
+
+def test_npz_path_that_is_a_folder(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{tmp_path}", "--out", tmp_path / "o")
+    assert_clean_error(code, err, "is a folder", "folder:PATH")
+
+
+@pytest.mark.parametrize("command", ["teacher", "distill", "demo", "bench"])
+def test_unusable_out_is_refused_before_any_work(tmp_path, capsys, digits_teacher, command):
+    (tmp_path / "file").write_text("precious")
+    extra = {"teacher": [], "distill": ["--teacher", digits_teacher], "demo": [],
+             "bench": ["--methods", "cpsc", "--seeds", "1", "--iters", "2"]}[command]
+    for out, needle in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "which is a file"),
+                        ("", "is empty")):
+        code, _, err = run_cli(capsys, command, *extra, "--out", out)
+        assert_clean_error(code, err, needle)
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_sample_out_must_name_a_file(tmp_path, capsys, digits_teacher):
+    for out, needle in (("", "file name ending in .png"), (str(tmp_path) + "/", "file name ending in .png"),
+                        (tmp_path / "x.txt", "file name ending in .png")):
+        code, _, err = run_cli(capsys, "sample", "--generator", tmp_path / "none.pt", "--out", out)
+        assert_clean_error(code, err, needle)
+
+
 def test_teacher_without_training_split(tmp_path, capsys):
     npz = make_colour_npz(tmp_path / "testonly.npz", train=False)
     code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "o")

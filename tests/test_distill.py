@@ -3,11 +3,12 @@
 import json
 import math
 import os
+import signal
 
 import pytest
 import torch
 
-from cpsc_lite import checkpoint
+from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
 from cpsc_lite.config import make_config
 from cpsc_lite.data import load_dataset
@@ -158,3 +159,80 @@ def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(tmp_p
     assert "ignoring changed adv_warmup" in capsys.readouterr().out
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all("g/adv_kd" in r for r in log)  # adversarial terms logged at every iteration, before and after
+
+
+def test_sigterm_checkpoints_the_current_iteration_and_resume_is_exact(tmp_path, digits_teacher):
+    """SIGTERM (SLURM, Colab) at iteration 6, between checkpoints (4, 8): the run saves iteration 6,
+    stops with Terminated, and resuming gives exactly the uninterrupted result."""
+    from cpsc_lite import Terminated
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=10, **SMALL)
+    clean = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "clean"), progress=False)
+
+    def term(d, record):
+        if record["iter"] == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "cut"))
+    with checkpoint.stop_on_sigterm():
+        with pytest.raises(Terminated, match="after iteration 6 of 10.*--resume"):
+            d.run(progress=False, callback=term)
+    d.close()
+    assert checkpoint.load(str(tmp_path / "cut" / "state.pt"), "resume")["state"]["iteration"] == 6
+    resumed = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), resume=True, progress=False)
+    assert resumed["student_acc"] == clean["student_acc"]
+    a, b = _weights(str(tmp_path / "clean" / "student.pt")), _weights(str(tmp_path / "cut" / "student.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_through_the_cli_exits_143_with_the_resume_advice(tmp_path, digits_teacher, capsys, monkeypatch):
+    real_run = Distiller.run
+
+    def run_then_term(self, *args, **kwargs):
+        def term(d, record):
+            if record["iter"] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_run(self, *args, **dict(kwargs, callback=term))
+    monkeypatch.setattr(Distiller, "run", run_then_term)
+    code = main(["distill", "--teacher", str(digits_teacher), "--out", str(tmp_path / "r"), "--iters", "6",
+                 "--batch-size", "16", "--set", "ngf=8", "--set", "nz=8", "--set", "log_every=1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert "stopped: Stopped by SIGTERM after iteration 2 of 6" in err and "--resume" in err
+    assert "Traceback" not in err
+    assert checkpoint.load(str(tmp_path / "r" / "state.pt"), "resume")["state"]["iteration"] == 2
+
+
+def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path, digits_teacher):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=10, **SMALL)
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path))
+
+    def blow_up(dd, record):  # finite losses can hide weights of 1e28 for an iteration or two
+        if record["iter"] == 6:
+            with torch.no_grad():
+                next(dd.student.parameters()).fill_(1e28)
+
+    with pytest.raises(NonFiniteLossError, match="Weights diverged by iteration 8.*student.*previous checkpoint"):
+        d.run(progress=False, callback=blow_up)
+    state = checkpoint.load(str(tmp_path / "state.pt"), "resume")["state"]
+    assert state["iteration"] == 4
+
+
+def test_resume_refuses_another_teacher_or_other_test_data(tmp_path, digits_teacher, capsys):
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=6, **SMALL)
+    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "r"), stop_after=2, progress=False)
+    other = checkpoint.load(digits_teacher, "teacher")
+    other["state_dict"] = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in other["state_dict"].items()}
+    checkpoint.save(other, str(tmp_path / "other.pt"))
+    with pytest.raises(CpscError, match="another teacher .*--teacher"):
+        run_distill(str(tmp_path / "other.pt"), bundle, cfg, str(tmp_path / "r"), resume=True, progress=False)
+    fewer = load_dataset("digits")
+    fewer.test = type(bundle.test)(bundle.test.images[:50], bundle.test.labels[:50], bundle.mean, bundle.std)
+    with pytest.raises(CpscError, match="another evaluation data .*--dataset"):
+        run_distill(digits_teacher, fewer, cfg, str(tmp_path / "r"), resume=True, progress=False)
+    done = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "r"), resume=True, progress=False)
+    assert done["iters"] == 6

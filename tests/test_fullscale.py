@@ -96,7 +96,7 @@ def test_community_teacher_errors(tmp_path, capsys, colour32):
                            f"npz:{colour32}", "--out", tmp_path / "o")
     assert code == 2 and "Traceback" not in err and "--teacher-model wrn16_1" in flat(err)
     # The wrong dataset (class count): the shapes say so.
-    four = make_colour_npz(tmp_path / "four.npz", num_classes=4, size=32, n_train=8, n_test=8)
+    four = make_colour_npz(tmp_path / "four.npz", num_classes=4, size=32, n_train=32, n_test=8)
     code, _, err = run_cli(capsys, "evaluate", path, "--teacher-model", "wrn16_1", "--dataset", f"npz:{four}")
     assert code == 2 and "10 classes" in flat(err)
     # evaluate needs the dataset to build a community teacher.
@@ -166,6 +166,47 @@ def test_teacher_training_resumes_exactly(tmp_path, monkeypatch, capsys):
     history = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert [h["loss"] for h in history] == [h["loss"] for h in full["history"]]
+
+
+def test_teacher_sigterm_saves_the_epoch_and_resume_is_exact(tmp_path, monkeypatch):
+    """SIGTERM during epoch 2 (checkpoints every 3 epochs): the epoch finishes, its state is saved, the
+    training stops with Terminated, and --resume ends with exactly the uninterrupted teacher."""
+    import signal
+    from cpsc_lite import Terminated
+    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=4, size=8, n_train=96, n_test=32)
+    bundle = load_dataset(f"npz:{npz}")
+    cfg = TeacherConfig(epochs=4, batch_size=32, device="cpu")
+    full = run_teacher(bundle, cfg, str(tmp_path / "full"), progress=False, eval_every=1, ckpt_every=3)
+    import cpsc_lite.teacher as teacher_module
+    real_evaluate, calls = teacher_module.evaluate, []
+
+    def term_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "evaluate", term_in_epoch_2)
+    with checkpoint.stop_on_sigterm(), pytest.raises(Terminated, match="after epoch 2 of 4.*--resume"):
+        run_teacher(bundle, cfg, str(tmp_path / "cut"), progress=False, eval_every=1, ckpt_every=3)
+    monkeypatch.setattr(teacher_module, "evaluate", real_evaluate)
+    state = checkpoint.load(str(tmp_path / "cut" / "teacher_state.pt"), "teacher_resume")["state"]
+    assert state["epoch"] == 2
+    again = run_teacher(bundle, cfg, str(tmp_path / "cut"), progress=False, eval_every=1, ckpt_every=3, resume=True)
+    assert [h["loss"] for h in again["history"]] == [h["loss"] for h in full["history"]]
+    a = checkpoint.load(str(tmp_path / "full" / "teacher.pt"), "teacher")["state_dict"]
+    b = checkpoint.load(str(tmp_path / "cut" / "teacher.pt"), "teacher")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_with_nan_weights_is_refused_not_evaluated(tmp_path, capsys, digits_teacher):
+    obj = checkpoint.load(digits_teacher, "teacher")
+    obj["state_dict"] = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+                         for k, v in obj["state_dict"].items()}
+    checkpoint.save(obj, str(tmp_path / "nan.pt"))
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "nan.pt")
+    assert code == 2 and "NaN, infinite or absurdly large" in " ".join(err.split()), err
+    assert "accuracy" not in out.lower()
 
 
 # ------------------------------------------------------------------ presets

@@ -552,3 +552,37 @@ def test_folder_many_images_use_the_threaded_decoder(tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(CpscError, match=r"Cannot read image .*99\.png"):
         vd.load_image_folder(str(tmp_path), size=4)
+
+
+@pytest.mark.parametrize("size", [3, 136, 300])
+def test_folder_images_outside_the_generators_range_are_refused(tmp_path, size):
+    rng = np.random.default_rng(0)
+    write_split(tmp_path, ["a", "b"], 2, lambda r: grey(r, size), rng)
+    with pytest.raises(CpscError, match=f"is {size}x{size} pixels; image folders must hold square images of 4 to 128"):
+        vd.load_image_folder(str(tmp_path))
+
+
+def test_folder_16_bit_grey_pngs_are_scaled_not_clipped_to_white(tmp_path):
+    wide = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63000 of 65535
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(wide).save(tmp_path / c / "0.png")  # PIL: mode I;16
+    b = vd.load_image_folder(str(tmp_path))
+    assert b.channels == 1
+    got = as_uint8(b.test.images)[0, 0]
+    np.testing.assert_array_equal(got, np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    assert got.min() == 0 and got.max() == 245  # the range survives: not all white
+
+
+def test_folder_symlink_loop_reads_each_image_once(tmp_path):
+    rng = np.random.default_rng(0)
+    write_split(tmp_path, ["a", "b"], 1, lambda r: grey(r, 8), rng)
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a/loop -> a: os.walk would go round and round
+    b = vd.load_image_folder(str(tmp_path))
+    assert len(b.test) == 2
+
+
+def test_folder_with_a_single_class_is_refused(tmp_path):
+    write_split(tmp_path, ["only"], 2, lambda r: grey(r, 8), np.random.default_rng(0))
+    with pytest.raises(CpscError, match="single class folder"):
+        vd.load_image_folder(str(tmp_path))
