@@ -125,6 +125,28 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
 
 
 #: Per-run measures every method reports (mean, std and 95 % CI over seeds in results.json).
+#: Methods renamed since a results file was written: (name then, the version that renamed it, name now).
+#: cpsc-lite 0.1/0.2 called the conditional generator with BN prior + CE "deepinv"; 0.3 gave that name
+#: to DeepInversion proper and the old method the name "bn_ce".
+RENAMED_METHODS = (("deepinv", "0.3.0", "bn_ce"),)
+
+
+def _version(text: str) -> tuple:
+    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
+
+
+def with_current_names(results: dict) -> dict:
+    """``results`` (a results.json) with its methods under today's names, so an old table's
+    ``deepinv`` row (the BN + CE generator) is not mistaken for DeepInversion proper."""
+    written = _version(results.get("package_version", "0"))
+    methods = dict(results.get("methods", {}))
+    for old, renamed_in, new in RENAMED_METHODS:
+        if written < _version(renamed_in) and old in methods and new not in methods:
+            methods = {(new if k == old else k): v for k, v in methods.items()}
+            results = dict(results, renamed={**results.get("renamed", {}), old: new})
+    return dict(results, methods=methods)
+
+
 MEASURES = ("student_acc", "best_student_acc", "teacher_agreement", "pixel_recognition")
 
 

@@ -759,14 +759,15 @@ def bench_path(dataset: str) -> str:
 def bench_results(dataset: str) -> Optional[dict]:
     """Chapter 7: the benchmark results for ``dataset``, or None when nobody has produced them yet."""
     where = bench_path(dataset)
+    from .bench import with_current_names
     if where.startswith("https://"):
         import urllib.request
         try:
             with urllib.request.urlopen(where, timeout=10) as r:
-                return json.loads(r.read().decode())
+                return with_current_names(json.loads(r.read().decode()))
         except Exception:
             return None
-    return json.loads(Path(where).read_text()) if os.path.exists(where) else None
+    return with_current_names(json.loads(Path(where).read_text())) if os.path.exists(where) else None
 
 
 _GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "ablation": "C1", "earlier method": "C0",
@@ -781,7 +782,7 @@ def method_group(name: str) -> str:
         return "CPSC-DFKD, paper settings"
     if name in ("noise", "data"):
         return "bound"
-    return "ablation" if name.startswith("cpsc_no_") else "earlier method"
+    return "ablation" if name.startswith("cpsc_no_") or name == "bn_ce" else "earlier method"
 
 
 def bench_table(results: dict):
@@ -842,7 +843,10 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
         f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
         f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
         f"{results['iters']} iterations x batch {results['batch_size']}, seeds {results['seeds']}"
-        + (f", on {results['machine']}" if results.get("machine") else "") + "."))
+        + (f", on {results['machine']}" if results.get("machine") else "") + "."
+        + "".join(f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
+                  "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
+                  for old, new in results.get("renamed", {}).items())))
     display(bench_table(results))
     plot_bench(results)
     plt.show()

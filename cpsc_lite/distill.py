@@ -37,7 +37,8 @@ from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
 from .distributed import DistContext, launch_environment, per_rank_batch
 from .generator import ConditionalGenerator
-from .losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss, total_variation
+from .losses import (BNStatsLoss, competition, ikd_loss, kl_divergence, pseudo_ce, supcon_loss,
+                     total_variation)
 from .models import create_model, feature_dim
 from .results import SessionLog
 from .utils import (Acceleration, autocast, configure_backends, evaluate, fused_optimizer_kwargs, grad_scaler,
@@ -104,8 +105,9 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
     with t = T(x), s = S(x), sg = stop-gradient, and IKD = MSE(s, sg(t)) (``cfg.ikd_log``: its log,
     a bounded push). Every term has its switch in ``cfg``; ``adversarial=False`` drops the first
     two (the warm-up). Optional extras, all off by default: DeepInversion's image priors
-    (``prior_tv``, ``prior_l2`` on ``images``) and DAFL's three generator losses (the ``dafl``
-    baseline). ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
+    (``prior_tv``, ``prior_l2`` on ``images``) and its ADI competition term (``adi_weight``, needs
+    ``s_logits``), and DAFL's three generator losses (the ``dafl`` baseline). The ``deepinv``
+    baseline minimises this same objective over the pixels of a batch instead of G's weights. ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
     term already reduced over the teacher's layers, ``s_feat`` the student's features projected to
     the teacher's size. Returns the total and a dict of the terms (the unweighted values).
     """
@@ -140,6 +142,9 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
         terms["info_entropy"] = (p_mean * torch.log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
         loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
             + cfg.dafl_entropy * terms["info_entropy"]
+    if cfg.adi_weight:
+        terms["competition"] = competition(t_logits, s_logits)
+        loss = loss + cfg.adi_weight * terms["competition"]
     terms["total"] = loss
     return loss, terms
 
@@ -200,6 +205,58 @@ def _with_normalization(dataset, mean, std):
     return dataset
 
 
+class SamplePool:
+    """Synthetic images and their target labels, kept for the student (DeepInversion's pool).
+
+    Holds at most ``capacity`` images; the oldest are replaced first. Storage grows by doubling,
+    so a large capacity costs memory only once it is used."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.images: Optional[torch.Tensor] = None
+        self.labels: Optional[torch.Tensor] = None
+        self.size = 0
+        self.next = 0  # where the next image goes once the pool is full
+
+    def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        images, labels = images.detach()[-self.capacity:], labels.detach()[-self.capacity:]
+        n = len(images)
+        if self.images is None:
+            self.images, self.labels = images.new_empty((0,) + images.shape[1:]), labels.new_empty(0)
+        need = min(self.capacity, self.size + n)
+        if need > len(self.images):  # grow by doubling, at most to the capacity
+            grow = min(self.capacity, max(2 * len(self.images), need)) - len(self.images)
+            self.images = torch.cat([self.images, images.new_empty((grow,) + images.shape[1:])])
+            self.labels = torch.cat([self.labels, labels.new_empty(grow)])
+        where = (self.next + torch.arange(n, device=images.device)) % self.capacity  # next == size until full
+        self.images[where] = images
+        self.labels[where] = labels
+        self.next = (self.next + n) % self.capacity
+        self.size = need
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` images drawn uniformly with replacement (the global random stream: seeded, resumable)."""
+        idx = torch.randint(0, self.size, (n,), device=self.images.device)
+        return self.images[idx], self.labels[idx]
+
+    def latest(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``n`` most recently added images, oldest first (fewer if the pool holds fewer)."""
+        n = min(n, self.size)
+        idx = (self.next - n + torch.arange(n, device=self.images.device)) % self.capacity
+        return self.images[idx], self.labels[idx]
+
+    def state_dict(self) -> dict:
+        if self.images is None:
+            return dict(size=0, next=0)
+        return dict(images=self.images[:self.size].clone(), labels=self.labels[:self.size].clone(), size=self.size,
+                    next=self.next)
+
+    def load_state_dict(self, state: dict, device) -> None:
+        self.size, self.next = int(state["size"]), int(state["next"])
+        if self.size:
+            self.images, self.labels = state["images"].to(device), state["labels"].to(device)
+
+
 class Distiller:
     """Holds teacher, student, generator and their optimisers; runs, checkpoints and resumes."""
 
@@ -235,6 +292,10 @@ class Distiller:
             self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.uses_generator = cfg.input_source == "generator"
+        self.inverts = cfg.input_source == "inversion"  # DeepInversion: optimised pixels in a pool
+        if self.inverts and not (cfg.use_ce or cfg.use_bn):
+            raise CpscError("input_source 'inversion' needs an objective for the pixels: turn on use_ce or use_bn.")
+        self.pool = SamplePool(max(1, cfg.pool_batches) * self.batch_size) if self.inverts else None
         if cfg.input_source == "data" and train_set is None:
             raise CpscError("input_source 'data' (the 'data' baseline) needs the training split; "
                             "pass train_set (the dataset has none, or it was not given).")
@@ -257,7 +318,7 @@ class Distiller:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
         self.amp_dtype = resolve_amp(self.accel.amp, self.device)
         bn_loss_type = BNStatsLoss if self.amp_dtype is None else _Float32BNStatsLoss
-        self.bn_loss = bn_loss_type(self.teacher) if cfg.use_bn and self.uses_generator else None
+        self.bn_loss = bn_loss_type(self.teacher) if cfg.use_bn and (self.uses_generator or self.inverts) else None
         if self.bn_loss is not None:  # recording only inside generator steps, not in e.g. evaluate(teacher)
             self.bn_loss.enabled = False
         self.test_set = _with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
@@ -381,6 +442,43 @@ class Distiller:
         self.student.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
 
+    def inversion_step(self) -> dict:
+        """DeepInversion (Yin et al. 2020): optimise one fresh batch of pixels, x ~ N(0, I), for
+        ``inversion_steps`` Adam steps on :func:`generator_loss` (CE to the target labels, BN prior,
+        image priors on jittered/flipped views, ADI competition with the student if ``adi_weight``),
+        then add it to the pool. The published code keeps the *last* images (its "best" copy
+        shares the optimised tensor's storage), and so does this one."""
+        cfg = self.cfg
+        y = torch.arange(self.batch_size, device=self.device) % self.num_classes  # every class, in columns
+        x = torch.randn(self.batch_size, self.channels, self.img_size, self.img_size, device=self.device)
+        x.requires_grad_(True)
+        optimizer = torch.optim.Adam([x], lr=cfg.inversion_lr)
+        scaler = grad_scaler(self.device, self.amp_dtype)
+        self.student.requires_grad_(False)
+        self.student.eval()  # as published: the student only judges, in eval mode
+        terms: dict = {}
+        for _ in range(cfg.inversion_steps):
+            with self._autocast():
+                x_in = augment_views(x, cfg.jitter, cfg.flip)
+                t_logits = self._teacher(x_in, bn=cfg.use_bn)
+                s_logits = self._student_net(x_in) if cfg.adi_weight else None
+            loss, terms = generator_loss(
+                t_logits.float(), y, self.loss_cfg, s_logits=None if s_logits is None else s_logits.float(),
+                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight) if cfg.use_bn else None,
+                images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None, adversarial=False)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        self.student.requires_grad_(True)
+        self.student.train()
+        self.pool.add(x.detach(), y)
+        return {k: v.detach() for k, v in terms.items()}
+
     def adversarial_on(self) -> bool:
         """Whether G maximises the disagreement now (off during the first ``adv_warmup`` of the run)."""
         return self.cfg.use_adv and self.iteration >= int(self.cfg.adv_warmup * self.cfg.iters)
@@ -389,6 +487,8 @@ class Distiller:
         """A batch for the student step: generated (no gradient to G), Gaussian noise, or real images."""
         if self.input_sampler is not None:
             return self.input_sampler(batch_size)
+        if self.inverts:
+            return self.pool.sample(batch_size)
         if self.cfg.input_source == "noise":
             x = torch.randn(batch_size, self.channels, self.img_size, self.img_size, device=self.device)
             return x, None
@@ -411,7 +511,8 @@ class Distiller:
                 t_logits, t_feat = self._teacher(x, features=True, bn=False)
             s_logits, s_feat = self._student_train(x, return_features=True)
         t_logits, t_feat, s_logits, s_feat = t_logits.float(), t_feat.float(), s_logits.float(), s_feat.float()
-        labels = self._pseudo_labels(y, t_logits) if y is not None and cfg.input_source == "generator" else None
+        labels = self._pseudo_labels(y, t_logits) if y is not None and cfg.input_source in ("generator", "inversion") \
+            else None
         loss, terms = student_loss(t_logits, s_logits, self.loss_cfg, labels=labels, t_feat=t_feat,
                                    s_feat=self.projection(s_feat) if cfg.scl_for_student else s_feat)
         self._update(self.opt_s, self.scaler_s, loss)
@@ -422,6 +523,8 @@ class Distiller:
         out: dict[str, torch.Tensor] = {}
         trains_generator = self.uses_generator and (self.cfg.use_adv or self.cfg.use_bn or self.cfg.use_scl
                                                     or self.cfg.use_ce or self.cfg.use_dafl)
+        if self.inverts:
+            out.update({"g/" + k: v for k, v in self.inversion_step().items()})
         if trains_generator:
             for _ in range(self.cfg.g_steps):
                 for k, v in self.generator_step().items():
@@ -450,6 +553,8 @@ class Distiller:
             if self.uses_generator:
                 x, y = generate_per_class(self.generator, per_class, self.device, seed=1234)
                 cond = y if self.cfg.conditional else None
+            elif self.inverts:
+                x, cond = self.pool.latest(per_class * self.num_classes)
             else:
                 torch.manual_seed(1234)
                 x, _ = self.student_inputs(per_class * self.num_classes)
@@ -465,6 +570,7 @@ class Distiller:
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
                     last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc,
                     sessions=self.sessions.sessions, inputs=dict(self.inputs),
+                    **({} if self.pool is None else dict(pool=self.pool.state_dict())),
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -481,6 +587,8 @@ class Distiller:
             self.scaler_s.load_state_dict(state["scaler_s"])
         self.iteration = state["iteration"]
         self.inputs = dict(state.get("inputs") or {})
+        if self.pool is not None and "pool" in state:
+            self.pool.load_state_dict(state["pool"], self.device)
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
@@ -532,8 +640,9 @@ class Distiller:
                             os.path.join(out_dir, STATE_FILE))
             checkpoint.save(checkpoint.make("student", self.student.state_dict(), self.student_meta()),
                             os.path.join(out_dir, "student.pt"))
-            checkpoint.save(checkpoint.make("generator", self.generator.state_dict(), self.generator_meta()),
-                            os.path.join(out_dir, "generator.pt"))
+            if not self.inverts:  # DeepInversion trains no generator; its images are in transfer_set.npz
+                checkpoint.save(checkpoint.make("generator", self.generator.state_dict(), self.generator_meta()),
+                                os.path.join(out_dir, "generator.pt"))
         self.dist.barrier()
 
     def sync_buffers(self) -> None:
@@ -681,7 +790,7 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
                 command: Optional[str] = None) -> dict:
     """Data-free distillation from a teacher checkpoint into ``out_dir``; returns the metrics.
 
-    Writes student.pt, generator.pt, state.pt (resume), metrics.json, log.jsonl,
+    Writes student.pt, generator.pt (deepinv: transfer_set.npz instead), state.pt (resume), metrics.json, log.jsonl,
     samples.png and curves.png. ``bundle`` is used only for its test split (and, with
     ``teacher_model``, for the shape and normalisation of a community teacher file).
     ``accel`` and ``dist`` choose how it runs (GPU speed-ups, several processes), never what.
@@ -775,9 +884,17 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
                    device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),
                    wall_seconds=distiller.sessions.wall_seconds(), sessions=distiller.sessions.sessions)
     checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
-    images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
+    if distiller.inverts:
+        from .data import save_transfer_set
+        # The optimised images are the method's product: kept as a transfer set (--dataset npz:FILE).
+        save_transfer_set(os.path.join(out_dir, "transfer_set.npz"), *distiller.pool.latest(distiller.pool.size),
+                          meta["mean"], meta["std"], meta["class_names"])
+        images, labels = _pool_per_class(distiller.pool, distiller.num_classes, sample_per_class)
+    else:
+        images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
     fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
-                       title=f"{cfg.method} generator, iteration {distiller.iteration}",
+                       title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
+                             f"iteration {distiller.iteration}",
                        path=os.path.join(out_dir, "samples.png"))
     _close(fig)
     records = read_log(os.path.join(out_dir, "log.jsonl")) if os.path.exists(
@@ -786,6 +903,13 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
         _close(plot_curves(records, os.path.join(out_dir, "curves.png"), teacher_acc=teacher_acc,
                            title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"))
     return metrics
+
+
+def _pool_per_class(pool: SamplePool, num_classes: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png)."""
+    x, y = pool.latest(pool.size)
+    keep = torch.cat([torch.nonzero(y == c).flatten()[-per_class:] for c in range(num_classes)])
+    return x[keep], y[keep]
 
 
 def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int = 50) -> dict:
@@ -800,13 +924,15 @@ def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int =
     from .diagnostics import PixelJudge, teacher_view
     from .viz import generate_per_class
     out = dict(teacher_agreement=None, pixel_recognition=None)
-    if not (distiller.uses_generator and distiller.cfg.conditional):
+    if not ((distiller.uses_generator and distiller.cfg.conditional) or distiller.inverts):
         return out
     if distiller.bn_loss is not None:
         distiller.bn_loss.enabled = False
     per_class = max(1, min(per_class, 2000 // distiller.num_classes))  # about 2000 images at most, any K
-    # In chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU.
-    x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321, batch_size=256)
+    if distiller.inverts:  # DeepInversion: the newest optimised images and their target labels
+        x, y = distiller.pool.latest(per_class * distiller.num_classes)
+    else:  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
+        x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321, batch_size=256)
     distiller.teacher.eval()
     pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)

@@ -54,6 +54,18 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
         (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
 
 
+def competition(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """Adaptive DeepInversion's competition term (Yin et al. 2020): 1 - JS(p_S || p_T) with the
+    probabilities at ``temperature`` clamped to [0.01, 0.99] as in the published code; minimising it
+    pushes images to where teacher and student disagree. In [0, 1]."""
+    p = F.softmax(s_logits / temperature, dim=1)
+    q = F.softmax(t_logits / temperature, dim=1)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    js = 0.5 * F.kl_div(p.log(), m, reduction="batchmean") + 0.5 * F.kl_div(q.log(), m, reduction="batchmean")
+    return 1.0 - js.clamp(0.0, 1.0)
+
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), contrast mode "all".
 
@@ -116,13 +128,19 @@ class BNStatsLoss:
         var = x.var(dim=(0, 2, 3), unbiased=False)
         self._terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
 
-    def loss(self, reduce: str = "sum") -> torch.Tensor:
+    def loss(self, reduce: str = "sum", first_weight: float = 1.0) -> torch.Tensor:
         """The terms recorded since the last call, summed over layers (the paper) or averaged
-        (``reduce="mean"``: the same size whatever the teacher's depth); clears them."""
+        (``reduce="mean"``: the same size whatever the teacher's depth); clears them.
+        ``first_weight`` multiplies the first BN layer's term (DeepInversion's ImageNet code: 10),
+        the one closest to the pixels."""
         if not self._terms:
             raise RuntimeError("no BN statistics were recorded: run the teacher forward pass first")
         stacked = torch.stack(self._terms)
         self._terms = []
+        if first_weight != 1.0:
+            weights = torch.ones_like(stacked)
+            weights[0] = first_weight
+            stacked = stacked * weights
         return stacked.mean() if reduce == "mean" else stacked.sum()
 
     def clear(self) -> None:

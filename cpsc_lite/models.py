@@ -53,11 +53,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, img_size: in
 
 
 def _load_optional_families() -> None:
-    # CIFAR-scale families live in their own module; importing it registers them.
-    try:
-        from . import cifar_models  # noqa: F401
-    except ImportError:  # pragma: no cover - module is part of the package once written
-        pass
+    # CIFAR-scale families live in their own module; importing it registers them. A failing import
+    # is a real error (a missing dependency, a bug) and must surface as such, not as "Unknown model".
+    from . import cifar_models  # noqa: F401
 
 
 def feature_dim(model: nn.Module, in_channels: int, img_size: int) -> int:

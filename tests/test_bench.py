@@ -43,7 +43,10 @@ def test_every_method_trains_with_finite_losses(method, digits_teacher):
 def test_presets_are_what_their_names_say():
     assert not make_config("dfad").conditional and make_config("dfad").kd_loss == "l1"
     assert make_config("dafl").use_dafl and not make_config("dafl").use_adv
-    assert make_config("deepinv").use_bn and make_config("deepinv").use_ce and not make_config("deepinv").use_adv
+    assert make_config("bn_ce").use_bn and make_config("bn_ce").use_ce and not make_config("bn_ce").use_adv
+    deepinv = make_config("deepinv")
+    assert deepinv.input_source == "inversion" and deepinv.use_bn and deepinv.use_ce and not deepinv.use_adv
+    assert not (deepinv.use_scl or deepinv.use_ikd or deepinv.student_ce) and deepinv.pool_batches > 0
     assert make_config("noise").input_source == "noise" and make_config("data").input_source == "data"
     base = make_config("cpsc").to_dict()
     for name, switch in [("cpsc_no_ce", "use_ce"), ("cpsc_no_scl", "use_scl"), ("cpsc_no_bn", "use_bn"),
@@ -203,3 +206,12 @@ def test_bench_reports_cis_agreement_and_the_pixel_judge(tmp_path, digits_teache
     pytest.importorskip("pandas")  # the book's table (book extra)
     table, text = ablation_effects(res)
     assert list(table.index) == ["cpsc_no_ce"] and "cpsc_no_ce" in text
+
+
+def test_old_tables_show_the_bn_ce_generator_under_its_current_name():
+    from cpsc_lite.bench import with_current_names
+    old = dict(package_version="0.2.0", methods={"cpsc": {}, "deepinv": {"student_acc_mean": 0.9}})
+    shown = with_current_names(old)
+    assert list(shown["methods"]) == ["cpsc", "bn_ce"] and shown["renamed"] == {"deepinv": "bn_ce"}
+    new = dict(package_version="0.3.0", methods={"deepinv": {}, "bn_ce": {}})
+    assert with_current_names(new)["methods"] == new["methods"] and "renamed" not in with_current_names(new)

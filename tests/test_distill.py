@@ -236,3 +236,52 @@ def test_resume_refuses_another_teacher_or_other_test_data(tmp_path, digits_teac
         run_distill(digits_teacher, fewer, cfg, str(tmp_path / "r"), resume=True, progress=False)
     done = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "r"), resume=True, progress=False)
     assert done["iters"] == 6
+
+
+def test_sample_pool_ring_buffer():
+    from cpsc_lite.distill import SamplePool
+    pool = SamplePool(10)
+    for k in range(4):
+        pool.add(torch.arange(4 * k, 4 * k + 4).float().view(4, 1), torch.arange(4 * k, 4 * k + 4))
+    assert pool.size == 10 and sorted(pool.labels.tolist()) == list(range(6, 16))  # the oldest six replaced
+    assert pool.latest(3)[1].tolist() == [13, 14, 15]
+    x, y = pool.sample(50)
+    assert torch.equal(x.flatten().long(), y) and set(y.tolist()) <= set(range(6, 16))
+    again = SamplePool(10)
+    again.load_state_dict(pool.state_dict(), "cpu")
+    again.add(torch.tensor([[99.0]]), torch.tensor([99]))
+    pool.add(torch.tensor([[99.0]]), torch.tensor([99]))
+    assert torch.equal(again.latest(10)[1], pool.latest(10)[1])
+
+
+def test_deepinversion_makes_images_the_teacher_recognises_and_resumes_exactly(tmp_path, digits_teacher):
+    """deepinv: no generator; each iteration optimises a batch of pixels into the pool; the teacher
+    recognises most of them, the student learns from the pool, and a resumed run (pool in state.pt)
+    equals an uninterrupted one."""
+    bundle = load_dataset("digits")
+    cfg = make_config("deepinv", iters=6, batch_size=40, inversion_steps=25, eval_every=3, log_every=1, ckpt_every=3)
+    full = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "full"), progress=False)
+    assert full["teacher_agreement"] > 0.8, full  # chance: 0.1
+    assert full["student_acc"] > 0.3
+    state = checkpoint.load(str(tmp_path / "full" / "state.pt"), "resume")["state"]
+    assert state["pool"]["size"] == 6 * 40
+    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), stop_after=3, progress=False)
+    resumed = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), resume=True, progress=False)
+    assert resumed["student_acc"] == full["student_acc"]
+    a, b = _weights(str(tmp_path / "full" / "student.pt")), _weights(str(tmp_path / "cut" / "student.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "samples.png").stat().st_size > 0
+    assert not (tmp_path / "full" / "generator.pt").exists()  # no generator: the images are the product
+    kept = load_dataset(f"npz:{tmp_path / 'full' / 'transfer_set.npz'}")
+    assert len(kept.test) == 6 * 40 and kept.num_classes == 10
+
+
+def test_adaptive_deepinversion_uses_the_student(digits_teacher):
+    """With adi_weight the pixel objective gains the competition term (and needs the student)."""
+    bundle = load_dataset("digits")
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, make_config("deepinv", batch_size=20, inversion_steps=2, adi_weight=1.0),
+                  bundle.test)
+    terms = d.inversion_step()
+    assert "competition" in terms and 0.0 <= float(terms["competition"]) <= 1.0
+    assert d.pool.size == 20 and d.student.training and all(p.requires_grad for p in d.student.parameters())

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from cpsc_lite.losses import BNStatsLoss, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
+from cpsc_lite.losses import BNStatsLoss, competition, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
 
 
 def test_kl_divergence_hand_computed():
@@ -125,6 +125,32 @@ def test_bn_stats_loss_hand_computed_and_hooks_removed():
         with pytest.raises(RuntimeError):
             bn.loss()  # terms are cleared after reading
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_bn_stats_first_layer_weight():
+    model = _TwoBN().eval()
+    nn.init.constant_(model.conv.weight, 0.0)
+    model.bn1.running_mean.fill_(1.0)
+    model.bn1.running_var.fill_(2.0)
+    x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
+    with BNStatsLoss(model) as bn:
+        model(x)
+        assert bn.loss(first_weight=10.0).item() == pytest.approx(10 * 2.0 + 1.0)  # DeepInversion's first-BN scale
+        model(x)
+        assert bn.loss("mean", first_weight=10.0).item() == pytest.approx((10 * 2.0 + 1.0) / 2)
+
+
+def test_competition_is_one_minus_clamped_js_by_hand():
+    t = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    s = torch.tensor([[-1.0, 0.5, 2.0], [1.0, 0.0, 0.0]])
+    p, q = torch.softmax(s / 3, 1), torch.softmax(t / 3, 1)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    kl = lambda a, b: (b * (b.log() - a.log())).sum(1).mean()  # noqa: E731  KL(b || a), batch mean
+    expected = 1 - (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(0, 1)
+    assert competition(t, s).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert competition(t, t).item() == pytest.approx(1.0)  # agreement is what the term penalises
+    assert competition(t, s).item() < 1.0
 
 
 def test_bn_stats_loss_disabled_records_nothing():
