@@ -466,14 +466,7 @@ class Distiller:
                 t_logits.float(), y, self.loss_cfg, s_logits=None if s_logits is None else s_logits.float(),
                 bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight) if cfg.use_bn else None,
                 images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None, adversarial=False)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            self._update(optimizer, scaler, loss)  # each rank's pixels are its own: nothing to average
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(x.detach(), y)

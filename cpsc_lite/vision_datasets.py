@@ -308,7 +308,9 @@ def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> 
                                         f"are {size}x{size}. All images must have the same size: resize it.")
                 if im.mode in _SIXTEEN_BIT_MODES:
                     wide = np.asarray(im, dtype=np.float64)
-                    im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
+                    # 16-bit data spans 0..65535; a 32-bit "I" image whose values fit in 0..255 is 8-bit data.
+                    scale = 1.0 if im.mode == "I" and wide.max() <= 255 else 257.0
+                    im = Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), "L")
                 elif im.mode == "F":
                     raise CpscError(f"Image {path} stores floating-point pixels (PIL mode F), whose range cpsc_lite "
                                     "cannot know. Save it as an 8-bit PNG or JPEG.")

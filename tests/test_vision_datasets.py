@@ -586,3 +586,12 @@ def test_folder_with_a_single_class_is_refused(tmp_path):
     write_split(tmp_path, ["only"], 2, lambda r: grey(r, 8), np.random.default_rng(0))
     with pytest.raises(CpscError, match="single class folder"):
         vd.load_image_folder(str(tmp_path))
+
+
+def test_folder_32_bit_grey_images_with_8_bit_values_are_not_darkened(tmp_path):
+    small = np.arange(64, dtype=np.int32).reshape(8, 8) * 3  # 0..189 stored as 32-bit "I"
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(small, "I").save(tmp_path / c / "0.tif")
+    b = vd.load_image_folder(str(tmp_path))
+    np.testing.assert_array_equal(as_uint8(b.test.images)[0, 0], small.astype(np.uint8))
