@@ -223,12 +223,8 @@ def load(path: str, kind: Optional[str] = None, what: str = "checkpoint") -> dic
     if problem:
         raise CpscError(f"The {what} {path} is damaged or was edited: {problem}. Re-create it with the command "
                         "that made it, or restore a good copy.")
-    bad = diverged_weights(obj.get("state_dict") or {})
-    if bad:
-        raise CpscError(f"The {what} {path} holds NaN, infinite or absurdly large (beyond 1e12) weights "
-                        f"({', '.join(bad[:3])}"
-                        f"{' ...' if len(bad) > 3 else ''}), so everything it predicts is meaningless. It comes "
-                        "from a training that diverged: re-create it (e.g. with lower learning rates).")
+    refuse_diverged(obj.get("state_dict") or {}, f"{what} {path}",
+                    "It comes from a training that diverged: re-create it (e.g. with lower learning rates).")
     return obj
 
 
@@ -248,13 +244,23 @@ def is_pickled_objects_error(text: str) -> bool:
 
 def diverged_weights(state_dict: dict, prefix: str = "", limit: float = 1e12) -> list[str]:
     """Names of floating-point tensors that are non-finite or beyond ``limit`` in size: a training that
-    blew up, whose weights must not replace a good checkpoint."""
-    out = []
-    for name, t in state_dict.items():
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
-            if not bool(torch.isfinite(t).all()) or float(t.abs().max()) > limit:
-                out.append(f"{prefix}.{name}" if prefix else name)
-    return out
+    blew up, whose weights must not replace a good checkpoint. One host sync for the whole dict."""
+    names = [name for name, t in state_dict.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+             and t.numel()]
+    if not names:
+        return []
+    peaks = torch.stack([state_dict[name].detach().abs().amax().float().cpu() for name in names])  # NaN stays NaN
+    bad = (~torch.isfinite(peaks)) | (peaks > limit)
+    return [f"{prefix}.{name}" if prefix else name for name, b in zip(names, bad.tolist()) if b]
+
+
+def refuse_diverged(state_dict: dict, what: str, advice: str) -> None:
+    """Raise the one message for a checkpoint whose weights are NaN, infinite or beyond 1e12."""
+    bad = diverged_weights(state_dict)
+    if bad:
+        raise CpscError(f"The {what} holds NaN, infinite or absurdly large (beyond 1e12) weights "
+                        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), so everything it predicts is "
+                        f"meaningless. {advice}")
 
 
 def fingerprint(tensors: dict) -> str:

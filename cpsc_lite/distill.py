@@ -107,7 +107,8 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
     two (the warm-up). Optional extras, all off by default: DeepInversion's image priors
     (``prior_tv``, ``prior_l2`` on ``images``) and its ADI competition term (``adi_weight``, needs
     ``s_logits``), and DAFL's three generator losses (the ``dafl`` baseline). The ``deepinv``
-    baseline minimises this same objective over the pixels of a batch instead of G's weights. ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
+    baseline minimises this same objective over the pixels of a batch instead of G's weights.
+    ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
     term already reduced over the teacher's layers, ``s_feat`` the student's features projected to
     the teacher's size. Returns the total and a dict of the terms (the unweighted values).
     """
@@ -216,7 +217,7 @@ class SamplePool:
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
         self.size = 0
-        self.next = 0  # where the next image goes once the pool is full
+        self.next = 0  # where the next image goes (equal to size until the pool is full)
 
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         images, labels = images.detach()[-self.capacity:], labels.detach()[-self.capacity:]

@@ -263,10 +263,7 @@ def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Opt
     from .cifar_models import load_community_state_dict
     model = create_model(model_name, bundle.num_classes, bundle.channels, bundle.img_size)
     load_community_state_dict(model, obj)
-    bad = checkpoint.diverged_weights(model.state_dict())
-    if bad:
-        raise CpscError(f"The teacher {path} holds NaN, infinite or absurdly large (beyond 1e12) weights "
-                        f"({', '.join(bad[:3])}), so everything it predicts is meaningless. Use a good copy.")
+    checkpoint.refuse_diverged(model.state_dict(), f"teacher {path}", "Use a good copy.")
     meta = checkpoint.model_meta(model_name, bundle, source_file=os.path.abspath(path))
     if device is not None:
         model.to(device)
