@@ -89,8 +89,10 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             final = final_diagnostics(d, bundle)
             teacher_acc = evaluate(d.teacher, d.test_set, d.device)
             d.close()
+            at = d.time_to_accuracy()
             runs.append(dict(seed=seed, student_acc=acc, best_student_acc=max(acc, d.best_student_acc or 0.0),
-                             seconds=seconds, diagnostics=diag, **final))
+                             acc_at_25=at["0.25"], acc_at_50=at["0.5"], seconds=seconds, diagnostics=diag,
+                             **final))
             extra = "" if final["teacher_agreement"] is None else \
                 f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
             say(f"{method:<14} seed {seed}: student {acc:.4f}  ({seconds:.0f} s, diversity "
@@ -147,7 +149,8 @@ def with_current_names(results: dict) -> dict:
     return dict(results, methods=methods)
 
 
-MEASURES = ("student_acc", "best_student_acc", "teacher_agreement", "pixel_recognition")
+MEASURES = ("student_acc", "best_student_acc", "acc_at_25", "acc_at_50", "teacher_agreement",
+            "pixel_recognition")
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -216,6 +219,11 @@ def _ci(r: dict, key: str, scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * st['mean']:.{digits}f}" + ("" if half != half else f" ± {scale * half:.{digits}f}")
 
 
+def _mean(r: dict, key: str, scale: float = 100.0) -> str:
+    st = r.get("stats", {}).get(key)
+    return "–" if st is None else f"{scale * st['mean']:.1f}"
+
+
 def results_markdown(results: dict) -> str:
     """The benchmark table as Markdown (also used by the book)."""
     n = len(results["seeds"])
@@ -224,9 +232,9 @@ def results_markdown(results: dict) -> str:
              f"student {results.get('student')}, {results['iters']} iterations x batch {results.get('batch_size')}, "
              f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
              "", f"Command: `{results['command']}`", "",
-             "| method | student acc | Δ vs cpsc | best acc | teacher agreement | pixel judge | separation | "
-             "diversity | class balance | FID (teacher feats) | s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | student acc | Δ vs cpsc | best acc | acc at 25 % / 50 % | teacher agreement | pixel judge | "
+             "separation | diversity | class balance | FID (teacher feats) | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["methods"].items():
         d = r["diagnostics"]
         fmt = lambda k, p=3: f"{d[k]:.{p}f}" if k in d else "–"  # noqa: E731
@@ -235,13 +243,16 @@ def results_markdown(results: dict) -> str:
         diff = r.get("diff_vs_cpsc", {}).get("student_acc")
         delta = "–" if diff is None else (f"{100 * diff['mean']:+.2f} [{100 * diff['ci95'][0]:+.2f}, "
                                           f"{100 * diff['ci95'][1]:+.2f}]" + (" **real**" if diff["real"] else ""))
-        lines.append(f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | "
+        early = " / ".join(_mean(r, k) for k in ("acc_at_25", "acc_at_50"))
+        lines.append(f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | {early} | "
                      f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
                      f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
                      f"{r['seconds_mean']:.0f} |")
     lines += ["", "Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval "
               f"(Student's t, {n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; "
-              "**real** only when the interval excludes 0. Teacher agreement: share of class-wise samples the "
+              "**real** only when the interval excludes 0. Acc at 25 % / 50 %: mean test accuracy after that "
+              "share of the iterations (time to accuracy; the learning rate has not decayed yet there). "
+              "Teacher agreement: share of class-wise samples the "
               "teacher assigns to their conditioning class; pixel judge: the same share for a 5-nearest-neighbour "
               "classifier on raw pixels fitted to the real training split (it never trains anything); both need a "
               "conditional generator. Separation: mean cosine distance between class centroids of the teacher's "

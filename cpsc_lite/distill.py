@@ -78,6 +78,17 @@ class _Float32BNStatsLoss(BNStatsLoss):
         super()._hook(module, (inputs[0].float(),), output)
 
 
+def lr_factor(cfg: DistillConfig, iteration: int, warmup: int) -> float:
+    """The learning rate's multiplier at ``iteration``: ``cfg.lr_schedule`` after ``warmup`` linear steps."""
+    if cfg.lr_schedule == "cosine":
+        return warmup_cosine(iteration, cfg.iters, warmup)
+    if iteration < warmup:
+        return (iteration + 1) / warmup
+    if cfg.lr_schedule == "step":
+        return 0.1 ** sum(iteration >= round(f * cfg.iters) for f in cfg.lr_steps)
+    return 1.0
+
+
 # ---------------------------------------------------------------- the method
 def kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
     """The distillation distance: KL(softmax(t) || softmax(s)) (CPSC), or DFAD's mean |t - s|."""
@@ -140,7 +151,8 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
         terms["onehot"] = F.cross_entropy(t_logits, t_logits.detach().argmax(1))
         terms["activation"] = -t_feat.abs().mean()
         p_mean = t_logits.softmax(1).mean(0)
-        terms["info_entropy"] = (p_mean * torch.log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
+        log = torch.log10 if cfg.dafl_log10 else torch.log
+        terms["info_entropy"] = (p_mean * log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
         loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
             + cfg.dafl_entropy * terms["info_entropy"]
     if cfg.adi_weight:
@@ -311,11 +323,15 @@ class Distiller:
         g_params = list(self.generator.parameters()) + list(self.projection.parameters())
         fused = fused_optimizer_kwargs(self.device)
         self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas), **fused)
-        self.opt_s = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay, **fused)
+        if cfg.student_optimizer == "adam":
+            self.opt_s = torch.optim.Adam(self.student.parameters(), lr=cfg.lr_student,
+                                          weight_decay=cfg.weight_decay, **fused)
+        else:
+            self.opt_s = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, **fused)
         warmup = int(cfg.warmup_frac * cfg.iters)
-        self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, lambda it: warmup_cosine(it, cfg.iters, warmup))
-        g_factor = (lambda it: warmup_cosine(it, cfg.iters, 0)) if cfg.generator_cosine else (lambda it: 1.0)
+        self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, lambda it: lr_factor(cfg, it, warmup))
+        g_factor = (lambda it: lr_factor(cfg, it, 0)) if cfg.generator_cosine else (lambda it: 1.0)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
         self.amp_dtype = resolve_amp(self.accel.amp, self.device)
         bn_loss_type = BNStatsLoss if self.amp_dtype is None else _Float32BNStatsLoss
@@ -329,6 +345,8 @@ class Distiller:
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
         self.best_student_acc: Optional[float] = None  # best at any evaluation (what DFKD papers report)
+        #: (iteration, test accuracy) at every evaluation: time to accuracy (``accuracy_at``).
+        self.acc_history: list[list] = []
         #: Fingerprints of the teacher and the evaluation data (``run_distill`` sets them); a resume checks them.
         self.inputs: dict = {}
         #: Provenance: one entry per start or resume (command, hardware, versions, times).
@@ -517,6 +535,8 @@ class Distiller:
         out: dict[str, torch.Tensor] = {}
         trains_generator = self.uses_generator and (self.cfg.use_adv or self.cfg.use_bn or self.cfg.use_scl
                                                     or self.cfg.use_ce or self.cfg.use_dafl)
+        if self.cfg.student_first:  # DFAD's order: the student learns, then the generator attacks it
+            self._student_steps(out)
         if self.inverts:
             out.update({"g/" + k: v for k, v in self.inversion_step().items()})
         if trains_generator:
@@ -525,12 +545,16 @@ class Distiller:
                     out["g/" + k] = out.get("g/" + k, 0) + v / self.cfg.g_steps
             self._schedule(self.sched_g)
         self.generator.train()
-        for _ in range(self.cfg.s_steps):
-            for k, v in self.student_step().items():
-                out["s/" + k] = out.get("s/" + k, 0) + v / self.cfg.s_steps
+        if not self.cfg.student_first:
+            self._student_steps(out)
         self._schedule(self.sched_s)
         self.iteration += 1
         return out
+
+    def _student_steps(self, out: dict) -> None:
+        for _ in range(self.cfg.s_steps):
+            for k, v in self.student_step().items():
+                out["s/" + k] = out.get("s/" + k, 0) + v / self.cfg.s_steps
 
     @torch.no_grad()
     def diagnostics(self, per_class: int = 32) -> dict:
@@ -563,7 +587,8 @@ class Distiller:
                     opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
                     sched_g=self.sched_g.state_dict(), rng=rng_state(),
                     last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc,
-                    sessions=self.sessions.sessions, inputs=dict(self.inputs),
+                    acc_history=[list(h) for h in self.acc_history], sessions=self.sessions.sessions,
+                    inputs=dict(self.inputs),
                     **({} if self.pool is None else dict(pool=self.pool.state_dict())),
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
@@ -586,6 +611,7 @@ class Distiller:
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
+        self.acc_history = [list(h) for h in state.get("acc_history", [])]  # absent before 0.3.1
         self.sessions = SessionLog(state.get("sessions"))  # absent in runs saved before sessions were kept
         self._restore_rng(state)
 
@@ -671,7 +697,7 @@ class Distiller:
                 sums[k] = sums.get(k, 0) + v
             n_sum += 1
             it = self.iteration
-            do_eval = self.test_set is not None and (it % cfg.eval_every == 0 or it == cfg.iters)
+            do_eval = self.test_set is not None and (it % cfg.eval_every == 0 or it in self.budget_marks())
             if it % cfg.log_every == 0 or do_eval or it == end or it % cfg.ckpt_every == 0:
                 # The only place loss tensors reach the host (one sync per log line, not per step).
                 record = self._mean_over_ranks(sums, n_sum)
@@ -692,6 +718,7 @@ class Distiller:
                 if do_eval and main:
                     self.last_student_acc = evaluate(self.student, self.test_set, self.device)
                     self.best_student_acc = max(self.best_student_acc or 0.0, self.last_student_acc)
+                    self.acc_history = [h for h in self.acc_history if h[0] < it] + [[it, self.last_student_acc]]
                     record["student_acc"] = self.last_student_acc
                     bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
                     if cfg.diagnostics:
@@ -726,6 +753,23 @@ class Distiller:
         self.elapsed = time.time() - t0
         self.sync_buffers()
         return dict(iters=self.iteration, seconds=round(self.elapsed, 2), student_acc=self.last_student_acc)
+
+    #: Fractions of the budget at which the student is always evaluated (time to accuracy, chapter 7).
+    BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
+
+    def budget_marks(self) -> set:
+        """The iterations at ``BUDGET_FRACTIONS`` of the budget (evaluated whatever ``eval_every`` is)."""
+        return {max(1, round(f * self.cfg.iters)) for f in self.BUDGET_FRACTIONS}
+
+    def accuracy_at(self, fraction: float) -> Optional[float]:
+        """Test accuracy at the evaluation at ``fraction`` of the budget (None if the run has not got there
+        or evaluated there, e.g. without a test set)."""
+        mark = max(1, round(fraction * self.cfg.iters))
+        return next((acc for it, acc in self.acc_history if it == mark), None)
+
+    def time_to_accuracy(self) -> dict:
+        """``{"0.25": acc, "0.5": acc, "1.0": acc}``: test accuracy at those fractions of the budget."""
+        return {str(f): self.accuracy_at(f) for f in self.BUDGET_FRACTIONS}
 
     def _termination_requested(self, iteration: int) -> bool:
         """SIGTERM arrived (see :func:`checkpoint.stop_on_sigterm`). With several processes the ranks
@@ -872,7 +916,8 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
     distiller.sessions.update(distiller.iteration)
     final = final_diagnostics(distiller, bundle)
     metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, best_student_acc=best_acc,
-                   reported_acc=best_acc if cfg.report_best else student_acc, **final, iters=distiller.iteration,
+                   reported_acc=best_acc if cfg.report_best else student_acc,
+                   accuracy_at=distiller.time_to_accuracy(), **final, iters=distiller.iteration,
                    seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
                    student=cfg.student, teacher=meta["model"], dataset=bundle.name,
                    device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),

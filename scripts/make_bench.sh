@@ -2,7 +2,7 @@
 # Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
-#   bash scripts/make_bench.sh [digits|shapes|ablations|ablations_digits|ablations_shapes|profile|all]
+#   bash scripts/make_bench.sh [digits|shapes|methods_digits|ablations|ablations_digits|ablations_shapes|profile|all]
 #   (default: all; "ablations" = both ablation tables)
 # SEEDS (default 5) sets the number of seeds.
 set -euo pipefail
@@ -12,6 +12,10 @@ seeds=${SEEDS:-5}
 ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
 if [[ $what == digits || $what == all ]]; then
   cpsc-lite bench --dataset digits --methods all --seeds "$seeds" --iters 300 --out data/bench/digits --no-progress
+fi
+if [[ $what == methods_digits ]]; then  # the baselines with their own settings (0.4.0), DeepInversion left out
+  cpsc-lite bench --dataset digits --methods cpsc,dfad,dafl,bn_ce,noise,data --seeds "$seeds" --iters 300 \
+    --out data/bench/digits_methods --no-progress
 fi
 if [[ $what == shapes || $what == all ]]; then
   cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \

@@ -31,8 +31,12 @@ def test_distillation_on_digits_learns_far_above_chance(tmp_path, digits_teacher
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert {"teacher_acc", "student_acc", "iters", "seconds"} <= set(saved)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [r["iter"] for r in log] == [10, 20, 30, 40, 50, 60]
+    # every log_every iterations, plus the evaluations at 25 % and 50 % of the budget (time to accuracy)
+    assert [r["iter"] for r in log] == [10, 15, 20, 30, 40, 50, 60]
     assert all("seconds" in r and "lr_student" in r and "g/scl" in r for r in log)
+    evaluated = {r["iter"]: r["student_acc"] for r in log if "student_acc" in r}
+    assert sorted(evaluated) == [15, 30, 60]
+    assert saved["accuracy_at"] == {"0.25": evaluated[15], "0.5": evaluated[30], "1.0": evaluated[60]}
 
 
 def _weights(path):
@@ -84,7 +88,7 @@ def test_resume_after_a_crash_between_checkpoints(tmp_path, digits_teacher):
     for k, v in clean.student.state_dict().items():
         assert torch.equal(v, again.student.state_dict()[k]), k
     iters = [json.loads(x)["iter"] for x in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()]
-    assert iters == [2, 4, 6, 8, 10]  # the log lines written after the checkpoint were replaced, not doubled
+    assert iters == [2, 4, 5, 6, 8, 10]  # (5: half the budget) the log lines written after the checkpoint were replaced, not doubled
 
 
 def test_nan_keeps_last_good_checkpoint(tmp_path, digits_teacher):
