@@ -125,8 +125,20 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
     if not quiet:
         gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else "none"
         print(f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} (GPU: {gpu})\n"
-              f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {cache_dir()}")
+              f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {shown_path(cache_dir())}")
     return device
+
+
+def shown_path(path) -> str:
+    """``path`` as a page may show it: relative to the working folder when inside it, else with the
+    home folder as ``~`` (a built page does not carry the build machine's folders)."""
+    path = os.path.abspath(str(path))
+    here, home = os.getcwd(), os.path.expanduser("~")
+    if path == here or path.startswith(here + os.sep):
+        return os.path.relpath(path, here)
+    if home not in ("", "/") and path.startswith(home + os.sep):
+        return "~" + path[len(home):]
+    return path
 
 
 def profile() -> str:
@@ -157,12 +169,16 @@ def _key(*parts) -> str:
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """``myst_nb.glue`` when the book is being built; a no-op elsewhere (e.g. on Colab).
+    """Print ``name = value`` (numbers and text) and hand it to ``myst_nb.glue`` when the book is being
+    built. The printed line is what a reader sees where glue does nothing (Colab, Jupyter), and where
+    the page's ``{glue:text}`` roles show their raw name.
 
-    Returns nothing, so a ``bc.glue(...)`` on a cell's last line prints nothing either.
+    Returns nothing, so a ``bc.glue(...)`` on a cell's last line prints nothing more.
     """
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy/torch scalars -> plain numbers, so {glue:text}`name:.2f` can format them
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        print(f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}")
     try:
         from myst_nb import glue as _glue
     except ImportError:
@@ -283,8 +299,9 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
             d = Distiller(t_model, meta, cfg, bundle().test, out_dir=str(tmp))
             iters, states = [0], [_snapshot(d.generator)]
 
-            def keep(distiller, record):
-                if "student_acc" in record:
+            def keep(distiller, record):  # at every eval_every (not at the extra 25 % / 50 % evaluations)
+                it = record["iter"]
+                if "student_acc" in record and (it % distiller.cfg.eval_every == 0 or it == distiller.cfg.iters):
                     iters.append(record["iter"])
                     states.append(_snapshot(distiller.generator))
 
@@ -950,23 +967,30 @@ def ablation_summary(results: Optional[dict]) -> str:
 ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
                      ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
                      ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+#: The same for methods without a conditional generator: no agreement or pixel judge, but time to accuracy.
+BASELINE_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
+                     ("acc_at_25", "accuracy at 25 %", 100.0), ("acc_at_50", "accuracy at 50 %", 100.0),
+                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
 
 
-def ablation_effects(results: Optional[dict]):
-    """Chapter 7: per ablation and measure, the paired difference to ``cpsc`` (ablation minus cpsc,
-    percentage points for the shares, raw for separation and diversity) with its 95 % CI; a ``*``
-    marks an interval that excludes 0. Returns ``(table, statements)``; None for files without
-    per-seed values."""
+def ablation_effects(results: Optional[dict], baselines: bool = False):
+    """Chapter 7: per ablation (``baselines``: per other method) and measure, the paired difference to
+    ``cpsc`` (that row minus cpsc, percentage points for the shares, raw for separation and diversity)
+    with its 95 % CI; a ``*`` marks an interval that excludes 0. Returns ``(table, statements)``; None
+    for files without per-seed values."""
     import pandas as pd
+    chosen = (lambda n: n != "cpsc" and not n.startswith("cpsc_")) if baselines else \
+        (lambda n: n.startswith("cpsc_no_"))  # noqa: E731
     if results is None or "diff_vs_cpsc" not in next(
-            (m for n, m in results["methods"].items() if n.startswith("cpsc_")), {}):
-        return None, "(no per-seed ablation results)"
+            (m for n, m in results["methods"].items() if chosen(n)), {}):
+        return None, "(no per-seed results to compare with cpsc)"
+    label_of_row = "method" if baselines else "ablation"
     rows, lines = [], []
     for name, m in results["methods"].items():
-        if not name.startswith("cpsc_no_"):
+        if not chosen(name):
             continue
-        row, real = {"ablation": name}, []
-        for key, label, scale in ABLATION_MEASURES:
+        row, real = {label_of_row: name}, []
+        for key, label, scale in (BASELINE_MEASURES if baselines else ABLATION_MEASURES):
             d = m["diff_vs_cpsc"].get(key)
             if d is None:
                 row[label] = "–"
@@ -979,7 +1003,7 @@ def ablation_effects(results: Optional[dict]):
         rows.append(row)
         lines.append(f"* `{name}`: " + ("changes " + ", ".join(real) + " (95 % CI excludes 0)" if real
                                           else "no effect beyond its 95 % CI on any measure"))
-    return pd.DataFrame(rows).set_index("ablation"), "\n".join(lines)
+    return pd.DataFrame(rows).set_index(label_of_row), "\n".join(lines)
 
 
 def published_results():

@@ -215,3 +215,22 @@ def test_old_tables_show_the_bn_ce_generator_under_its_current_name():
     assert list(shown["methods"]) == ["cpsc", "bn_ce"] and shown["renamed"] == {"deepinv": "bn_ce"}
     new = dict(package_version="0.3.0", methods={"deepinv": {}, "bn_ce": {}})
     assert with_current_names(new)["methods"] == new["methods"] and "renamed" not in with_current_names(new)
+
+
+def test_forest_plot_marks_real_differences():
+    import matplotlib
+    matplotlib.use("Agg")
+    from cpsc_lite.bench import _paired_differences
+    from cpsc_lite.viz import plot_differences
+    results = {"methods": {"cpsc": {"per_seed": {"student_acc": [0.90, 0.91, 0.92]}},
+                           "better": {"per_seed": {"student_acc": [0.95, 0.96, 0.97]}},
+                           "same": {"per_seed": {"student_acc": [0.91, 0.90, 0.92]}}}}
+    _paired_differences(results)
+    assert results["methods"]["better"]["diff_vs_cpsc"]["student_acc"]["real"]
+    assert not results["methods"]["same"]["diff_vs_cpsc"]["student_acc"]["real"]
+    fig = plot_differences({"toy": results})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["same (toy)", "better (toy)"]  # bottom to top: the top row is the table's first
+    filled = [line.get_markerfacecolor() for line in ax.lines if line.get_marker() == "o"]
+    assert filled[0] == "white" and filled[1] != "white"

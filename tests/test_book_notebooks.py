@@ -162,3 +162,29 @@ def test_published_results_are_labelled_with_their_source():
     for row in rows:
         assert "not ours" in row["source"] and row["cite_key"] == "fang2021cmi"
         float(row["value"])
+
+
+#: Import name -> distribution name, where they differ.
+_DISTRIBUTION = {"sklearn": "scikit-learn", "umap": "umap-learn", "yaml": "pyyaml", "IPython": "ipykernel"}
+
+
+def test_install_cells_pin_the_release_and_the_extras_bring_every_import():
+    import subprocess
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "pin_book_install.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = lambda reqs: {re.split(r"[<>=\[ ;]", r)[0].lower() for r in reqs}  # noqa: E731
+    core, extras = names(project["dependencies"]), project["optional-dependencies"]
+    imported = set()
+    for path in CHAPTERS:
+        for line in code(load(path)).splitlines():
+            m = re.match(r"\s*(?:from|import)\s+(\w+)", line)
+            if m and m.group(1) not in sys.stdlib_module_names and m.group(1) != "cpsc_lite":
+                imported.add(_DISTRIBUTION.get(m.group(1), m.group(1)).lower())
+    assert imported, "no imports found?"
+    colab = core | names(extras["viz"]) | {"ipykernel"}  # a notebook runs in a kernel already
+    assert imported <= colab, f"the install cell's cpsc-lite[viz] lacks {sorted(imported - colab)}"
+    assert imported <= core | names(extras["book"]), f"the [book] extra lacks {sorted(imported - core)}"

@@ -135,3 +135,23 @@ def test_profile_report_reads_profile_files(tmp_path, monkeypatch):
     html = table.to_html()
     assert "wrn40_2 → wrn16_2" in html and "1.10" in html
     assert bc.profile_report(names=("missing",)) == (None, [])
+
+
+def test_glue_prints_each_number_for_readers_without_myst(capsys):
+    import numpy as np
+    bc.glue("acc", np.float64(0.98223))
+    bc.glue("iters", 300)
+    bc.glue("name", "cnn_small")
+    bc.glue("flag", True)          # not a number a sentence would quote: not printed
+    bc.glue("fig", [1, 2, 3])      # not a scalar: not printed
+    assert capsys.readouterr().out.splitlines() == ["acc = 0.9822", "iters = 300", "name = cnn_small"]
+
+
+def test_pages_show_the_cache_folder_without_the_build_machines_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bc.shown_path(tmp_path / "book" / "_cache") == "book/_cache"
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert bc.shown_path(tmp_path / "home" / "c") == "~/c"
+    assert bc.shown_path("/elsewhere/c") == "/elsewhere/c"
