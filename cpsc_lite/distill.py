@@ -611,7 +611,7 @@ class Distiller:
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
-        self.acc_history = [list(h) for h in state.get("acc_history", [])]  # absent before 0.3.1
+        self.acc_history = [list(h) for h in state.get("acc_history", [])]  # absent before 0.4.0
         self.sessions = SessionLog(state.get("sessions"))  # absent in runs saved before sessions were kept
         self._restore_rng(state)
 
