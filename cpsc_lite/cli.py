@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write profile.json.",
                        epilog="methods:\n" + "\n".join(f"  {k:<13} {v}" for k, v in METHOD_HELP.items()))
     _add_data_args(p)
-    p.add_argument("--methods", default="cpsc,dfad,dafl,deepinv,bn_ce,noise,data",
+    p.add_argument("--methods", default="cpsc,dfad,dafl,deepinv,cmi,bn_ce,noise,data",
                    help="comma-separated (default: %(default)s); 'all' adds the ablations")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method (default 5: a 95 %% CI needs several)")
     p.add_argument("--iters", type=int, default=None)

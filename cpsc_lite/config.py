@@ -97,6 +97,24 @@ class DistillConfig:
     bn_first_weight: float = 1.0   # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
     adi_weight: float = 0.0        # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
     pool_batches: int = 0          # synthetic batches kept for the student (inversion); oldest replaced
+    # What `inversion` optimises per batch: the "pixels" themselves (DeepInversion), or a "generator"
+    # re-initialised for every batch together with its inputs z (CMI, Fang et al. 2021), whose images
+    # also learn an instance contrast (weight cmi_weight, temperature cmi_temperature): a projection
+    # head on the teacher's features must match each image's local view (a random crop of 25-100 % of
+    # its area, resized) to its own global view among the batch and `cmi_negatives` entries of a
+    # memory bank of `cmi_bank` earlier images. cmi_adv: CMI's adversarial term (the teacher/student
+    # KL of the images both classify alike, maximised).
+    inversion_target: str = "pixels"
+    # A new batch every `inversion_every` iterations (the published DeepInversion and CMI scripts make one
+    # per 400 student steps, i.e. every 80 iterations of 5 student steps); the student learns from the
+    # pool in between.
+    inversion_every: int = 1
+    cmi_weight: float = 0.0
+    cmi_temperature: float = 0.1
+    cmi_bank: int = 4096
+    cmi_negatives: int = 1024
+    cmi_head_dim: int = 128
+    cmi_adv: float = 0.0
     # The authors' published code, quirk by quirk (all off = the clean method; `reference_compat` turns
     # them all on, book chapter 7): CE on softmax outputs, a generator Adam re-created at every step,
     # IKD in the authors' dataset-dependent form, and the best test accuracy seen as the reported one.
@@ -153,6 +171,8 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "ikd_authors_form": False, "report_best": False, "inversion_steps": 200, "inversion_lr": 0.05,
     "bn_first_weight": 1.0, "adi_weight": 0.0, "pool_batches": 0, "lr_schedule": "cosine",
     "lr_steps": (0.4, 0.8), "student_optimizer": "sgd", "student_first": False, "dafl_log10": False,
+    "inversion_target": "pixels", "inversion_every": 1, "cmi_weight": 0.0, "cmi_temperature": 0.1, "cmi_bank": 4096,
+    "cmi_negatives": 1024, "cmi_head_dim": 128, "cmi_adv": 0.0,
 }
 
 
@@ -188,13 +208,18 @@ _RANGES: dict[str, tuple] = {
     "kd_temperature": (0, None, False, True), "prior_tv": (0, None, True, True), "prior_l2": (0, None, True, True),
     "jitter": (0, 64, True, True), "inversion_steps": (1, None, True, True), "inversion_lr": (0, None, False, True),
     "bn_first_weight": (0, None, True, True), "adi_weight": (0, None, True, True),
-    "pool_batches": (0, None, True, True), "eval_every": (1, None, True, True), "log_every": (1, None, True, True),
+    "pool_batches": (0, None, True, True), "inversion_every": (1, None, True, True),
+    "cmi_weight": (0, None, True, True),
+    "cmi_temperature": (0, None, False, True), "cmi_bank": (1, None, True, True),
+    "cmi_negatives": (0, None, True, True),
+    "cmi_head_dim": (1, None, True, True), "cmi_adv": (0, None, True, True), "eval_every": (1, None, True, True),
+    "log_every": (1, None, True, True),
     "ckpt_every": (1, None, True, True), "seed": (0, 2 ** 32 - 1, True, True), "epochs": (1, None, True, True),
     "lr": (0, None, False, True),
 }
 _CHOICES: dict[str, tuple] = {"input_source": ("generator", "inversion", "noise", "data"), "kd_loss": ("kl", "l1"),
                               "bn_reduce": ("sum", "mean"), "lr_schedule": ("cosine", "step", "constant"),
-                              "student_optimizer": ("sgd", "adam")}
+                              "student_optimizer": ("sgd", "adam"), "inversion_target": ("pixels", "generator")}
 
 
 def _coerce(name: str, kind, value):
@@ -311,6 +336,17 @@ METHODS: dict[str, dict] = {
     "deepinv": dict(_NO_CPSC_TERMS, input_source="inversion", use_adv=False, use_bn=True, use_ce=True, eta=1.0,
                     beta=1.0, bn_reduce="mean", jitter=1, prior_tv=1e-3, inversion_steps=50, inversion_lr=0.1,
                     pool_batches=100000),
+    # CMI (Fang et al. 2021; zju-vipa/DataFree, datafree/synthesis/contrastive.py): for every batch a freshly
+    # initialised unconditional generator and its inputs z are optimised (Adam 1e-3, betas (0.5, 0.999)) on
+    # BN prior + CE to random target labels + 0.5 x the adversarial term + 0.8 x the instance contrast
+    # (temperature 0.1); the lowest-loss images go to the pool and to the memory bank. Quick profile: 30
+    # steps per batch (published: 200), a batch every 4 iterations (published: every 80), the BN prior
+    # averaged over layers, the teacher's penultimate features for the contrast (published: the spatial
+    # means of every BN layer's input).
+    "cmi": dict(_NO_CPSC_TERMS, input_source="inversion", inversion_target="generator", conditional=False,
+                use_adv=False, use_bn=True, use_ce=True, eta=1.0, beta=1.0, bn_reduce="mean", cmi_weight=0.8,
+                cmi_temperature=0.1, cmi_adv=0.5, inversion_steps=30, inversion_every=4, lr_generator=1e-3,
+                generator_betas=(0.5, 0.999), jitter=1, pool_batches=100000),
     # A conditional generator trained with the BN prior and CE only (CPSC without its adversarial,
     # contrastive and IKD terms; the `deepinv` row of cpsc-lite 0.1/0.2).
     "bn_ce": dict(_NO_CPSC_TERMS, use_adv=False, use_bn=True, use_ce=True),
@@ -339,6 +375,8 @@ METHOD_HELP: dict[str, str] = {
             "losses; its own optimiser settings",
     "deepinv": "DeepInversion (Yin et al. 2020): batches of pixels optimised with CE, BN prior and priors, "
                "kept in a pool the student learns from by KD",
+    "cmi": "CMI (Fang et al. 2021): a generator re-initialised per batch inverts the teacher with BN prior, CE, "
+           "an adversarial term and an instance contrast against a memory bank; images kept in a pool",
     "bn_ce": "conditional generator trained with the BN prior and teacher CE only (no adversary, no contrast)",
     "noise": "KD on Gaussian-noise images (lower bound)",
     "data": "KD on the real training images (upper bound; the only method that reads them)",
@@ -365,25 +403,30 @@ METHOD_HELP: dict[str, str] = {
 #: update per batch, here 5 S steps as in the DataFree toolbox's DAFL script). DeepInversion:
 #: zju-vipa/DataFree, scripts/deepinv (1000 Adam steps per batch at lr 0.1, BN prior x 10 summed
 #: over layers, CE x 1, competition x 1, TV 1e-3, jitter 4 pixels and flips; that script then trains
-#: the student 400 steps per synthesised batch: add `s_steps: 400` and a budget to match).
+#: the student 400 steps per synthesised batch: add `s_steps: 400` and a budget to match). CMI:
+#: zju-vipa/DataFree, scripts/cmi (200 steps per batch at lr 1e-3, adv 0.5, BN 1, CE 1, contrast 0.8 at
+#: temperature 0.1, bank 40960 with 4096 negatives, a 256-d head; also 400 student steps per batch).
 _DFAD_CIFAR = dict(g_steps=1, s_steps=5, student_first=True, lr_student=0.1, momentum=0.9, weight_decay=5e-4,
                    student_optimizer="sgd", lr_schedule="step", lr_steps=(0.2, 0.4), warmup_frac=0.0,
                    lr_generator=1e-3, generator_betas=(0.9, 0.999), generator_cosine=True, nz=256)
 _DAFL_CIFAR = dict(g_steps=1, s_steps=5, lr_student=0.1, momentum=0.9, weight_decay=5e-4, student_optimizer="sgd",
                    lr_schedule="step", lr_steps=(0.4, 0.8), warmup_frac=0.0, lr_generator=0.02,
                    generator_betas=(0.9, 0.999), generator_cosine=False, nz=1000)
+_CMI_CIFAR = dict(inversion_steps=200, lr_generator=1e-3, generator_betas=(0.5, 0.999), beta=1.0, bn_reduce="sum",
+                  eta=1.0, cmi_adv=0.5, cmi_weight=0.8, cmi_temperature=0.1, cmi_bank=40960, cmi_negatives=4096,
+                  cmi_head_dim=256, jitter=4, flip=True, nz=256, ngf=64)
 _DEEPINV_CIFAR = dict(inversion_steps=1000, inversion_lr=0.1, beta=10.0, bn_reduce="sum", eta=1.0, adi_weight=1.0,
                       prior_tv=1e-3, jitter=4, flip=True)
 BASELINE_SETTINGS: dict[str, dict] = {
-    "cifar10": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR,
+    "cifar10": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR, cmi=_CMI_CIFAR,
                     dafl=dict(_DAFL_CIFAR, dafl_onehot=0.05, dafl_entropy=5.0, dafl_activation=0.01)),
-    "cifar100": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR,
+    "cifar100": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR, cmi=_CMI_CIFAR,
                      dafl=dict(_DAFL_CIFAR, dafl_onehot=0.5, dafl_entropy=20.0, dafl_activation=0.1)),
 }
 
 #: Methods whose own published schedule differs from CPSC's: a config file used with one of them
 #: should say, in its ``methods:`` section, which settings that method takes at its scale.
-OWN_SCHEDULE = ("dfad", "dafl", "deepinv")
+OWN_SCHEDULE = ("dfad", "dafl", "deepinv", "cmi")
 
 
 def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) -> DistillConfig:

@@ -358,3 +358,80 @@ def load_shapes(root: Optional[str] = None, download: bool = False) -> DataBundl
         num_classes=10, channels=3, img_size=16, mean=mean, std=std, class_names=SHAPE_CLASSES,
         augment_pad=2, augment_flip=True,
     )
+
+
+# ------------------------------------------------------------------ scenes
+#: The 6 object shapes and the 5 hue families of ``scenes``; a class is one shape in one hue family.
+SCENE_SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
+SCENE_HUES = (("red", 0.0), ("yellow", 0.15), ("green", 0.33), ("blue", 0.6), ("purple", 0.8))
+SCENE_CLASSES = [f"{hue} {shape}" for shape in SCENE_SHAPES for hue, _ in SCENE_HUES]
+
+
+def _shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float, angle: float) -> np.ndarray:
+    """Pixels inside ``SCENE_SHAPES[shape]`` of radius ``r`` centred at (0, 0), rotated by ``angle``."""
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * dx + s * dy, -s * dx + c * dy  # rotated coordinates
+    if shape == 0:
+        return u ** 2 + v ** 2 <= r ** 2
+    if shape == 1:
+        return (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
+    if shape == 2:
+        return (v <= 0.75 * r) & (v >= -r + 1.9 * np.abs(u))
+    if shape == 3:
+        return ((np.abs(u) <= 0.28 * r) | (np.abs(v) <= 0.28 * r)) & (np.abs(u) <= r) & (np.abs(v) <= r)
+    if shape == 4:
+        d2 = u ** 2 + v ** 2
+        return (d2 <= r ** 2) & (d2 >= (0.55 * r) ** 2)
+    return (np.abs(u) <= r) & (np.abs(v) <= 0.3 * r)
+
+
+def make_scenes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Procedural cluttered colour scenes: 6 shapes x 5 hue families = 30 classes (book chapter 7).
+
+    Each image shows one large object (the class: its shape and hue family, at a random position,
+    scale and rotation, with a little texture) over a textured background (stripes of random period,
+    angle and tint, plus noise), with two to four small distractor objects of random shape and hue.
+    Harder for data-free distillation than ``shapes``: three times the classes, fine hue distinctions,
+    and clutter a generator must learn to tell from the object. Returns uint8 images
+    (n, size, size, 3) and labels (n,); the same ``seed`` gives the same images.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, len(SCENE_CLASSES), size=n)
+    n_hues = len(SCENE_HUES)
+    for i, label in enumerate(labels):
+        shape, hue_family = label // n_hues, label % n_hues
+        period, angle = rng.uniform(3, 9), rng.uniform(0, np.pi)
+        stripes = np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)
+        tint_a, tint_b = rng.uniform(20, 110, size=3), rng.uniform(20, 110, size=3)
+        img = tint_a + (tint_b - tint_a) * (0.5 + 0.5 * stripes)[..., None] + rng.normal(0, 10, (size, size, 3))
+        for _ in range(rng.integers(2, 5)):  # distractors: small, any shape, any hue
+            r = rng.uniform(0.07, 0.13) * size
+            cy, cx = rng.uniform(0, size, size=2)
+            mask = _shape_mask(int(rng.integers(0, len(SCENE_SHAPES))), yy - cy, xx - cx, r, rng.uniform(0, np.pi))
+            img[mask] = 255 * np.array(_hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.5, 1), rng.uniform(0.6, 1)))
+        r = rng.uniform(0.2, 0.32) * size
+        cy, cx = rng.uniform(r, size - r, size=2)
+        mask = _shape_mask(int(shape), yy - cy, xx - cx, r, rng.uniform(0, np.pi / 2))
+        hue = (SCENE_HUES[hue_family][1] + rng.uniform(-0.04, 0.04)) % 1.0
+        colour = 255 * np.array(_hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0)))
+        img[mask] = colour + rng.normal(0, 14, size=(int(mask.sum()), 3))
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+@register_dataset("scenes", "procedural cluttered colour scenes: 32x32 RGB, 30 classes (6 shapes x 5 hues) on "
+                            "striped backgrounds with distractors, 9000 train / 3000 test, generated on the fly")
+def load_scenes(root: Optional[str] = None, download: bool = False) -> DataBundle:
+    x_train, y_train = make_scenes(9000, seed=1)
+    x_test, y_test = make_scenes(3000, seed=2)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    mean, std = channel_stats(to_t(x_train))
+    return DataBundle(
+        name="scenes",
+        train=ArrayDataset(to_t(x_train), torch.from_numpy(y_train), mean, std),
+        test=ArrayDataset(to_t(x_test), torch.from_numpy(y_test), mean, std),
+        num_classes=len(SCENE_CLASSES), channels=3, img_size=32, mean=mean, std=std, class_names=SCENE_CLASSES,
+        augment_pad=4, augment_flip=False,
+    )

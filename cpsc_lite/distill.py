@@ -36,9 +36,9 @@ from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
 from .distributed import DistContext, launch_environment, per_rank_batch
-from .generator import ConditionalGenerator
-from .losses import (BNStatsLoss, competition, ikd_loss, kl_divergence, pseudo_ce, supcon_loss,
-                     total_variation)
+from .generator import ClassConditionalBatchNorm2d, ConditionalGenerator
+from .losses import (BNStatsLoss, agreeing_kl, competition, ikd_loss, instance_contrast, kl_divergence,
+                     pseudo_ce, supcon_loss, total_variation)
 from .models import create_model, feature_dim
 from .results import SessionLog
 from .utils import (Acceleration, autocast, configure_backends, evaluate, fused_optimizer_kwargs, grad_scaler,
@@ -210,6 +210,37 @@ def augment_views(x: torch.Tensor, jitter: int, flip: bool) -> torch.Tensor:
     return x
 
 
+def local_views(x: torch.Tensor, flip: bool, scale: tuple = (0.25, 1.0)) -> torch.Tensor:
+    """CMI's local views: per image, a random crop of ``scale`` of its area (aspect ratio 3/4 to 4/3)
+    resized back to the full size (bilinear), mirrored at random when ``flip``."""
+    b, dev = x.shape[0], x.device
+    area = torch.empty(b, device=dev).uniform_(*scale)
+    ratio = torch.exp(torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3)))
+    w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)  # fractions of a side
+    cx, cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - w), (torch.rand(b, device=dev) * 2 - 1) * (1 - h)
+    sign = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0) if flip else torch.ones(b, device=dev)
+    zero = torch.zeros(b, device=dev)
+    theta = torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def reinitialise(generator: nn.Module) -> None:
+    """CMI's reset before each batch: conv and linear weights ~ N(0, 0.02), biases 0, batch-norm scales
+    ~ N(1, 0.02) and shifts 0 (also the class-conditional ones)."""
+    for m in generator.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, ClassConditionalBatchNorm2d):
+            nn.init.normal_(m.gamma.weight, 1.0, 0.02)
+            nn.init.zeros_(m.beta.weight)
+
+
 def _with_normalization(dataset, mean, std):
     """Evaluate with the normalisation the teacher was trained with, not the dataset's own guess."""
     if isinstance(dataset, ArrayDataset) and (tuple(dataset.mean.flatten().tolist()) != tuple(mean)
@@ -309,6 +340,8 @@ class Distiller:
         if self.inverts and not (cfg.use_ce or cfg.use_bn):
             raise CpscError("input_source 'inversion' needs an objective for the pixels: turn on use_ce or use_bn.")
         self.pool = SamplePool(max(1, cfg.pool_batches) * self.batch_size) if self.inverts else None
+        #: CMI: the generator is re-initialised for every batch (inversion_target="generator")
+        self.inverts_generator = self.inverts and cfg.inversion_target == "generator"
         if cfg.input_source == "data" and train_set is None:
             raise CpscError("input_source 'data' (the 'data' baseline) needs the training split; "
                             "pass train_set (the dataset has none, or it was not given).")
@@ -320,6 +353,12 @@ class Distiller:
         dim_t = feature_dim(self.teacher, c, size)
         dim_s = feature_dim(self.student, c, size)
         self.projection = nn.Linear(dim_s, dim_t, bias=False).to(self.device) if dim_s != dim_t else nn.Identity()
+        self.cmi_head = self.cmi_bank = self.opt_head = None
+        if self.inverts_generator and cfg.cmi_weight:  # CMI's projection head and memory bank persist
+            self.cmi_head = nn.Sequential(nn.Linear(dim_t, dim_t), nn.ReLU(inplace=True),
+                                          nn.Linear(dim_t, cfg.cmi_head_dim)).to(self.device)
+            self.opt_head = torch.optim.Adam(self.cmi_head.parameters(), lr=cfg.lr_generator)
+            self.cmi_bank = SamplePool(cfg.cmi_bank)
         g_params = list(self.generator.parameters()) + list(self.projection.parameters())
         fused = fused_optimizer_kwargs(self.device)
         self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas), **fused)
@@ -416,15 +455,17 @@ class Distiller:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             scheduler.step()  # and the schedule still advances once per iteration, as intended
 
-    def _update(self, optimizer, scaler, loss, unwrapped_params=()) -> None:
-        """zero_grad, backward, step; fp16 scales the loss, and gradients outside DDP are averaged."""
-        optimizer.zero_grad(set_to_none=True)
+    def _update(self, optimizer, scaler, loss, unwrapped_params=(), also=()) -> None:
+        """zero_grad, backward, step (of ``optimizer`` and the optimisers in ``also``); fp16 scales the
+        loss, and gradients outside DDP are averaged."""
+        optimizers = (optimizer, *also)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         (loss if scaler is None else scaler.scale(loss)).backward()
         self.dist.average_gradients(unwrapped_params)
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
+        for opt in optimizers:
+            opt.step() if scaler is None else scaler.step(opt)
+        if scaler is not None:
             scaler.update()
 
     def _pseudo_labels(self, y, t_logits):
@@ -468,6 +509,8 @@ class Distiller:
         then add it to the pool. The published code keeps the *last* images (its "best" copy
         shares the optimised tensor's storage), and so does this one."""
         cfg = self.cfg
+        if self.inverts_generator:
+            return self.generator_inversion_step()
         y = torch.arange(self.batch_size, device=self.device) % self.num_classes  # every class, in columns
         x = torch.randn(self.batch_size, self.channels, self.img_size, self.img_size, device=self.device)
         x.requires_grad_(True)
@@ -489,6 +532,60 @@ class Distiller:
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(x.detach(), y)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def generator_inversion_step(self) -> dict:
+        """CMI (Fang et al. 2021): re-initialise the generator, draw learnable inputs z and sorted random
+        target labels, and optimise both for ``inversion_steps`` Adam steps on :func:`generator_loss`
+        (CE to the targets, BN prior) minus ``cmi_adv`` x :func:`agreeing_kl` plus ``cmi_weight`` x
+        :func:`instance_contrast` of local against global views (the head and the memory bank
+        persist across batches). The lowest-loss images go to the pool, their features to the bank."""
+        cfg = self.cfg
+        b = self.batch_size
+        y = torch.randint(0, self.num_classes, (b,), device=self.device).sort().values
+        reinitialise(self.generator)
+        self.generator.train()
+        z = torch.randn(b, self.generator.nz, device=self.device, requires_grad=True)
+        optimizer = torch.optim.Adam([{"params": list(self.generator.parameters())}, {"params": [z]}],
+                                     lr=cfg.lr_generator, betas=tuple(cfg.generator_betas))
+        scaler = grad_scaler(self.device, self.amp_dtype)
+        also = (self.opt_head,) if self.cmi_head is not None else ()
+        self.student.requires_grad_(False)
+        self.student.eval()
+        best_loss, best, terms = float("inf"), None, {}
+        for _ in range(cfg.inversion_steps):
+            with self._autocast():
+                x = self._generate(z, y)
+                x_global = augment_views(x, cfg.jitter, cfg.flip)
+                t_logits, t_feat = self._teacher(x_global, features=True, bn=cfg.use_bn)
+                s_logits = self._student_net(x_global) if cfg.cmi_adv or cfg.adi_weight else None
+                local_feat = self._teacher(local_views(x, cfg.flip), features=True)[1] if self.cmi_head else None
+            loss, terms = generator_loss(
+                t_logits.float(), y, self.loss_cfg, s_logits=None if s_logits is None else s_logits.float(),
+                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight) if cfg.use_bn else None,
+                images=x_global.float() if cfg.prior_tv or cfg.prior_l2 else None, adversarial=False)
+            if cfg.cmi_adv:
+                terms["cmi_adv"] = agreeing_kl(t_logits.float(), s_logits.float())
+                loss = loss - cfg.cmi_adv * terms["cmi_adv"]
+            if self.cmi_head is not None:
+                feats = torch.stack([local_feat.float(), t_feat.float()], 1)  # (b, 2 views, d)
+                if self.cmi_bank.size and cfg.cmi_negatives:
+                    feats = torch.cat([feats, self.cmi_bank.sample(min(cfg.cmi_negatives, self.cmi_bank.size))[0]])
+                proj = F.normalize(self.cmi_head(feats.flatten(0, 1)), dim=1).view(len(feats), 2, -1)
+                terms["cmi_contrast"] = instance_contrast(proj[:, 0], proj[:, 1], cfg.cmi_temperature, b)
+                loss = loss + cfg.cmi_weight * terms["cmi_contrast"]
+                feats_now = torch.stack([local_feat, t_feat], 1).detach().float()
+            terms["total"] = loss
+            value = float(loss.detach())  # one host sync per step, as in the published code (it keeps the best)
+            if value < best_loss:
+                best_loss = value
+                best = (x.detach().float().clone(), feats_now if self.cmi_head is not None else None)
+            self._update(optimizer, scaler, loss, also=also)  # each rank's batch is its own
+        self.student.requires_grad_(True)
+        self.student.train()
+        self.pool.add(best[0], y)
+        if self.cmi_head is not None:
+            self.cmi_bank.add(best[1], y)
         return {k: v.detach() for k, v in terms.items()}
 
     def adversarial_on(self) -> bool:
@@ -537,7 +634,7 @@ class Distiller:
                                                     or self.cfg.use_ce or self.cfg.use_dafl)
         if self.cfg.student_first:  # DFAD's order: the student learns, then the generator attacks it
             self._student_steps(out)
-        if self.inverts:
+        if self.inverts and self.iteration % self.cfg.inversion_every == 0:
             out.update({"g/" + k: v for k, v in self.inversion_step().items()})
         if trains_generator:
             for _ in range(self.cfg.g_steps):
@@ -590,6 +687,9 @@ class Distiller:
                     acc_history=[list(h) for h in self.acc_history], sessions=self.sessions.sessions,
                     inputs=dict(self.inputs),
                     **({} if self.pool is None else dict(pool=self.pool.state_dict())),
+                    **({} if self.cmi_head is None else dict(cmi_head=self.cmi_head.state_dict(),
+                                                             opt_head=self.opt_head.state_dict(),
+                                                             cmi_bank=self.cmi_bank.state_dict())),
                     **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
                                                              scaler_s=self.scaler_s.state_dict())))
 
@@ -608,6 +708,10 @@ class Distiller:
         self.inputs = dict(state.get("inputs") or {})
         if self.pool is not None and "pool" in state:
             self.pool.load_state_dict(state["pool"], self.device)
+        if self.cmi_head is not None and "cmi_head" in state:
+            self.cmi_head.load_state_dict(state["cmi_head"])
+            self.opt_head.load_state_dict(state["opt_head"])
+            self.cmi_bank.load_state_dict(state["cmi_bank"], self.device)
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)

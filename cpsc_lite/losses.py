@@ -66,6 +66,27 @@ def competition(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: flo
     return 1.0 - js.clamp(0.0, 1.0)
 
 
+def agreeing_kl(t_logits: torch.Tensor, s_logits: torch.Tensor) -> torch.Tensor:
+    """CMI's adversarial term (Fang et al. 2021): KL(p_T || p_S) per image, averaged over the batch with
+    0 for the images on which the two networks' top classes differ; maximised by the synthesiser, so it
+    seeks images the student still gets wrong in its probabilities but not yet in its decision."""
+    kl = (F.softmax(t_logits, 1) * (F.log_softmax(t_logits, 1) - F.log_softmax(s_logits, 1))).sum(1)
+    agree = (t_logits.argmax(1) == s_logits.argmax(1)).float()
+    return (kl * agree).mean()
+
+
+def instance_contrast(local: torch.Tensor, global_: torch.Tensor, temperature: float, n_current: int) -> torch.Tensor:
+    """CMI's instance contrast (Fang et al. 2021): row i of ``local`` (L2-normalised projections of
+    local views) must pick row i of ``global_`` (projections of the same images' global views, not
+    differentiated) among all rows, at ``temperature``. The first ``n_current`` rows are the batch
+    being synthesised, the rest come from the memory bank; the loss is the batch's mean cross-entropy
+    plus the bank's."""
+    logits = local @ global_.detach().T / temperature
+    ce = F.cross_entropy(logits, torch.arange(len(local), device=local.device), reduction="none")
+    loss = ce[:n_current].mean()
+    return loss + ce[n_current:].mean() if len(ce) > n_current else loss
+
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), contrast mode "all".
 

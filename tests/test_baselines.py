@@ -65,6 +65,8 @@ def test_a_preset_gives_each_baseline_its_own_cifar_settings(preset, onehot, ent
     assert dfad.student_first and (dfad.g_steps, dfad.lr_steps, dfad.nz) == (1, (0.2, 0.4), 256)
     deepinv = make_config("deepinv", base)
     assert (deepinv.inversion_steps, deepinv.beta, deepinv.bn_reduce, deepinv.adi_weight) == (1000, 10.0, "sum", 1.0)
+    cmi = make_config("cmi", base)
+    assert (cmi.inversion_target, cmi.inversion_steps, cmi.cmi_bank, cmi.cmi_head_dim) == ("generator", 200, 40960, 256)
     # command-line overrides still win over the section
     assert make_config("dafl", base, lr_generator=0.05).lr_generator == 0.05
 

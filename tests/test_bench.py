@@ -32,7 +32,9 @@ def test_every_method_trains_with_finite_losses(method, digits_teacher):
     assert terms and all(math.isfinite(float(v)) for v in terms.values()), terms
     changed = any(not torch.equal(before[k], v) for k, v in d.generator.state_dict().items()
                   if v.is_floating_point() and "running" not in k)
-    assert changed == (cfg.input_source == "generator"), "only generator methods train the generator"
+    # generator methods train theirs; CMI re-initialises one for every batch; the others leave it alone
+    trains = cfg.input_source == "generator" or cfg.inversion_target == "generator"
+    assert changed == trains, "only generator methods change the generator"
     # The student step's terms reveal the preset: CE/IKD only where switched on.
     assert ("s/ce_student" in terms) == (cfg.use_ce and cfg.student_ce)
     assert ("s/ikd" in terms) == cfg.use_ikd

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpsc_lite.data import ArrayDataset, denormalize, load_dataset, make_shapes
+from cpsc_lite.data import ArrayDataset, SCENE_CLASSES, denormalize, load_dataset, make_scenes, make_shapes
 
 from conftest import make_colour_npz
 
@@ -26,6 +26,15 @@ def test_shapes_is_deterministic_and_balanced():
     assert set(np.unique(y1)) == set(range(10))
     b = load_dataset("shapes")
     assert (b.num_classes, b.channels, b.img_size) == (10, 3, 16) and len(b.class_names) == 10
+
+
+def test_scenes_are_deterministic_and_balanced():
+    x1, y1 = make_scenes(300, seed=5)
+    x2, y2 = make_scenes(300, seed=5)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert x1.shape == (300, 32, 32, 3) and x1.dtype == np.uint8
+    assert set(np.unique(y1)) == set(range(30)) and len(SCENE_CLASSES) == 30 == len(set(SCENE_CLASSES))
+    assert not np.array_equal(make_scenes(5, seed=6)[0], x1[:5])
 
 
 def test_npz_colour_dataset_reads_shape_and_classes(tmp_path):
