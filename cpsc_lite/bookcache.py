@@ -548,9 +548,14 @@ def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, w
     b = bundle()
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 0.42 * b.num_classes + 1.4),
                              squeeze=False)
+    from .viz import teacher_predictions
+    t_model = teacher()[0]
     for ax, (caption, (images, labels)) in zip(axes[0], panels.items()):
-        plot_samples(images, labels, class_names or b.class_names, b.mean, b.std, title=caption, ax=ax)
-        if caption.lower().startswith("real"):
+        real = caption.lower().startswith("real")
+        plot_samples(images, labels, class_names or b.class_names, b.mean, b.std, title=caption, ax=ax,
+                     predictions=teacher_predictions(t_model, images),
+                     xlabel=f"{len(images) // b.num_classes} test images per class" if real else None)
+        if real:
             ax.set_ylabel("class (true label)")
     if title:
         fig.suptitle(title)
@@ -967,9 +972,10 @@ def ablation_summary(results: Optional[dict]) -> str:
 ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
                      ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
                      ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
-#: The same for methods without a conditional generator: no agreement or pixel judge, but time to accuracy.
+#: The same for the other methods, with time to accuracy (agreement and pixel judge: where images have target labels).
 BASELINE_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
                      ("acc_at_25", "accuracy at 25 %", 100.0), ("acc_at_50", "accuracy at 50 %", 100.0),
+                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
                      ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
 
 

@@ -1035,10 +1035,15 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
         images, labels = _pool_per_class(distiller.pool, distiller.num_classes, sample_per_class)
     else:
         images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
+    from .viz import teacher_predictions
     fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
                        title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
                              f"iteration {distiller.iteration}",
-                       path=os.path.join(out_dir, "samples.png"))
+                       path=os.path.join(out_dir, "samples.png"),
+                       predictions=teacher_predictions(distiller.teacher, images.to(distiller.device))
+                       if distiller.inverts or cfg.conditional else None,
+                       xlabel=f"{len(images) // distiller.num_classes} optimised images per target class"
+                       if distiller.inverts else None)
     _close(fig)
     records = read_log(os.path.join(out_dir, "log.jsonl")) if os.path.exists(
         os.path.join(out_dir, "log.jsonl")) else []

@@ -72,9 +72,25 @@ def image_grid(images: torch.Tensor, rows: int, mean: Sequence[float], std: Sequ
     return grid.permute(1, 2, 0).numpy()
 
 
+@torch.no_grad()
+def teacher_predictions(teacher: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The teacher's predicted class for each image (in eval mode, on the teacher's device)."""
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    preds = torch.cat([teacher(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                       for i in range(0, len(images), batch_size)])
+    teacher.train(was_training)
+    return preds
+
+
 def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], mean, std,
-                 title: str = "Synthetic images, one row per class", path: Optional[str] = None, ax=None):
-    """Class-wise grid (rows = classes, as produced by :func:`generate_per_class`), rows labelled by name."""
+                 title: str = "Synthetic images, one row per class", path: Optional[str] = None, ax=None,
+                 predictions: Optional[torch.Tensor] = None, xlabel: Optional[str] = None):
+    """Class-wise grid (rows = classes, as produced by :func:`generate_per_class`), rows labelled by name.
+
+    With the teacher's ``predictions`` for the images, the right edge of each row shows the share of
+    that row the teacher assigns to the row's class (whether the row is class-specific)."""
     plt = _plt()
     k = int(labels.max()) + 1
     grid = image_grid(images, k, mean, std)
@@ -90,8 +106,15 @@ def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequen
     ax.set_yticklabels([str(n) for n in class_names][:k])
     ax.set_xticks([])
     ax.set_ylabel("conditioning class y")
-    ax.set_xlabel(f"{per_class} samples per class (different noise z)")
+    ax.set_xlabel(xlabel or f"{per_class} samples per class (different noise z)")
     ax.set_title(title)
+    if predictions is not None:
+        rows = torch.as_tensor(labels).cpu()[::per_class][:k]
+        hits = (torch.as_tensor(predictions).cpu().view(k, per_class) == rows.view(k, 1)).float().mean(1)
+        right = ax.secondary_yaxis("right")
+        right.set_yticks([cell * (i + 0.5) for i in range(k)], labels=[f"{float(h):.0%}" for h in hits])
+        right.set_ylabel("teacher agrees", fontsize=8)
+        right.tick_params(labelsize=7, length=0)
     fig.tight_layout()
     if path:
         save_figure(fig, path, dpi=150)

@@ -41,7 +41,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 # Pages whose notebooks draw no figure (they print commands and tables only).
-NO_FIGURES = {"book/08_scaling_up"}
+NO_FIGURES = {"book/08_scaling_up", "book/status"}  # tables and text only
 
 PROBE = """<!doctype html><html><body>
 <iframe id="page" src="/{page}" style="width:1200px;height:30000px;border:0"></iframe>

@@ -236,3 +236,14 @@ def test_forest_plot_marks_real_differences():
     assert labels == ["same (toy)", "better (toy)"]  # bottom to top: the top row is the table's first
     filled = [line.get_markerfacecolor() for line in ax.lines if line.get_marker() == "o"]
     assert filled[0] == "white" and filled[1] != "white"
+
+
+def test_class_grid_shows_the_teachers_agreement_per_row():
+    import matplotlib
+    matplotlib.use("Agg")
+    from cpsc_lite.viz import plot_samples
+    images = torch.zeros(6, 1, 4, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    fig = plot_samples(images, labels, ["a", "b", "c"], [0.5], [0.25], predictions=torch.tensor([0, 0, 1, 2, 0, 1]))
+    right = [child for child in fig.axes[0].get_children() if type(child).__name__ == "SecondaryAxis"]
+    assert [t.get_text() for t in right[0].get_yticklabels()] == ["100%", "50%", "0%"]
