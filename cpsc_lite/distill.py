@@ -1054,10 +1054,20 @@ def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: f
 
 
 def _pool_per_class(pool: SamplePool, num_classes: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png)."""
+    """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png).
+
+    With random target labels (CMI) a class may have fewer: its images are then repeated, and a class
+    with none gets blank images, so that the grid stays ``num_classes`` rows of ``per_class``."""
     x, y = pool.latest(pool.size)
-    keep = torch.cat([torch.nonzero(y == c).flatten()[-per_class:] for c in range(num_classes)])
-    return x[keep], y[keep]
+    images = []
+    for c in range(num_classes):
+        idx = torch.nonzero(y == c).flatten()[-per_class:]
+        if len(idx):
+            images.append(x[idx[torch.arange(per_class, device=idx.device) % len(idx)]])
+        else:
+            images.append(torch.zeros((per_class,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device))
+    labels = torch.arange(num_classes, device=y.device).repeat_interleave(per_class)
+    return torch.cat(images), labels
 
 
 def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int = 50) -> dict:
