@@ -347,16 +347,23 @@ SHAPE_CLASSES = [f"{tone} {shape}" for shape in ("disc", "square", "triangle", "
 @register_dataset("shapes", "procedural colour shapes: 16x16 RGB, 10 classes (5 shapes x warm/cool), "
                             "3000 train / 1000 test, generated on the fly (no download)")
 def load_shapes(root: Optional[str] = None, download: bool = False) -> DataBundle:
-    x_train, y_train = make_shapes(3000, seed=1)
-    x_test, y_test = make_shapes(1000, seed=2)
+    return procedural_bundle("shapes", make_shapes(3000, seed=1), make_shapes(1000, seed=2), SHAPE_CLASSES,
+                             augment_pad=2, augment_flip=True)
+
+
+def procedural_bundle(name: str, train: tuple, test: tuple, class_names: Sequence[str], augment_pad: int,
+                      augment_flip: bool) -> DataBundle:
+    """A :class:`DataBundle` from generated uint8 ``(images (N, H, W, 3), labels)`` splits, normalised
+    with the training split's channel statistics."""
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    (x_train, y_train), (x_test, y_test) = train, test
     mean, std = channel_stats(to_t(x_train))
     return DataBundle(
-        name="shapes",
+        name=name,
         train=ArrayDataset(to_t(x_train), torch.from_numpy(y_train), mean, std),
         test=ArrayDataset(to_t(x_test), torch.from_numpy(y_test), mean, std),
-        num_classes=10, channels=3, img_size=16, mean=mean, std=std, class_names=SHAPE_CLASSES,
-        augment_pad=2, augment_flip=True,
+        num_classes=len(class_names), channels=3, img_size=x_train.shape[1], mean=mean, std=std,
+        class_names=list(class_names), augment_pad=augment_pad, augment_flip=augment_flip,
     )
 
 
@@ -424,14 +431,5 @@ def make_scenes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
 @register_dataset("scenes", "procedural cluttered colour scenes: 32x32 RGB, 30 classes (6 shapes x 5 hues) on "
                             "striped backgrounds with distractors, 9000 train / 3000 test, generated on the fly")
 def load_scenes(root: Optional[str] = None, download: bool = False) -> DataBundle:
-    x_train, y_train = make_scenes(9000, seed=1)
-    x_test, y_test = make_scenes(3000, seed=2)
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
-    mean, std = channel_stats(to_t(x_train))
-    return DataBundle(
-        name="scenes",
-        train=ArrayDataset(to_t(x_train), torch.from_numpy(y_train), mean, std),
-        test=ArrayDataset(to_t(x_test), torch.from_numpy(y_test), mean, std),
-        num_classes=len(SCENE_CLASSES), channels=3, img_size=32, mean=mean, std=std, class_names=SCENE_CLASSES,
-        augment_pad=4, augment_flip=False,
-    )
+    return procedural_bundle("scenes", make_scenes(9000, seed=1), make_scenes(3000, seed=2), SCENE_CLASSES,
+                             augment_pad=4, augment_flip=False)
