@@ -76,7 +76,7 @@ def run_single(args) -> dict:
     from cpsc_lite.config import make_config
     from cpsc_lite.distill import Distiller
     from cpsc_lite.models import create_model
-    from cpsc_lite.utils import Acceleration
+    from cpsc_lite.engine import Acceleration
 
     name = args.single
     precision, _, compiled = name.partition("+")

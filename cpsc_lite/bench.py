@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -21,9 +20,11 @@ import torch
 from . import CpscError, __version__, checkpoint
 from .config import METHOD_HELP, METHODS, TeacherConfig, make_config
 from .data import DataBundle, load_dataset
-from .distill import Distiller, final_diagnostics
+from .distill import Distiller
+from .engine import seed_everything
+from .runner import final_diagnostics, train
 from .teacher import check_compatible, load_classifier, run_teacher
-from .utils import evaluate, pick_device
+from .utils import evaluate
 
 
 def _machine() -> str:
@@ -78,11 +79,11 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             teacher, meta = load_classifier(teacher_path)
             if method == "data" and bundle.train is None:
                 raise CpscError(f"Method 'data' needs a training split, and {bundle.name} has none.")
-            d = Distiller(teacher, meta, cfg, bundle.test, out_dir=None,
-                          train_set=bundle.train if method == "data" else None,
+            seed_everything(cfg.seed)
+            d = Distiller(teacher, meta, cfg, bundle.test, train_set=bundle.train if method == "data" else None,
                           augment=(bundle.augment_pad, bundle.augment_flip))
             start = time.time()
-            d.run(progress=progress)
+            train(d, progress=progress)
             seconds = time.time() - start
             acc = evaluate(d.student, d.test_set, d.device)
             diag = d.diagnostics(per_class=64)
@@ -289,7 +290,8 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
     forward without gradients, S forward and backward), each pass run bare, without
     any loss term, hook or optimiser step.
     """
-    d = Distiller(teacher, meta, cfg, test_set=None, out_dir=None)
+    seed_everything(cfg.seed)
+    d = Distiller(teacher, meta, cfg)
     for _ in range(2):
         d.iterate()
     per_iter = _time(d.iterate, repeats)

@@ -47,7 +47,7 @@ from .data import DataBundle, load_dataset
 from .generator import ConditionalGenerator
 from .distill import generator_loss
 from .losses import BNStatsLoss, pseudo_ce
-from .utils import pick_device, seed_everything
+from .engine import pick_device, seed_everything
 
 DATASET = "digits"
 
@@ -287,6 +287,7 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     is chapter 5's comparison. Keeps a generator snapshot at every evaluation.
     """
     from .distill import Distiller
+    from .runner import train
     from .teacher import load_classifier
     cfg = distill_config(**overrides)
     t_dir = _teacher_dir()
@@ -296,7 +297,8 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     if not (out / "metrics.json").exists():
         with _building(out) as tmp:
             t_model, meta = load_classifier(str(t_dir / "teacher.pt"), "teacher")
-            d = Distiller(t_model, meta, cfg, bundle().test, out_dir=str(tmp))
+            seed_everything(cfg.seed)
+            d = Distiller(t_model, meta, cfg, bundle().test)
             iters, states = [0], [_snapshot(d.generator)]
 
             def keep(distiller, record):  # at every eval_every (not at the extra 25 % / 50 % evaluations)
@@ -306,7 +308,7 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
                     states.append(_snapshot(distiller.generator))
 
             start = time.time()
-            result = d.run(progress=False, callback=keep)
+            result = train(d, str(tmp), progress=False, callback=keep)
             seconds = time.time() - start
             d.close()
             torch.save(dict(iters=iters, states=states), tmp / "snapshots.pt")
@@ -320,7 +322,7 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
 
 def load_run(path: Path, name: str = "") -> Run:
     """Read a run folder written by :func:`cpsc_run` (or ``cpsc-lite distill``) back into a :class:`Run`."""
-    from .distill import read_log
+    from .runner import read_log
     from .teacher import load_classifier
     path = Path(path)
     obj = checkpoint.load(str(path / "generator.pt"), kind="generator", what="generator checkpoint")
@@ -468,7 +470,7 @@ def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, s
 @torch.no_grad()
 def samples(generator: ConditionalGenerator, per_class: Optional[int] = None, seed: int = 0):
     """``per_class`` synthetic images for every class, class-major: ``(images, labels)`` on the CPU."""
-    from .viz import generate_per_class
+    from .generator import generate_per_class
     per_class = per_class or PROFILES[profile()]["per_class"]
     images, labels = generate_per_class(generator.cpu(), per_class, torch.device("cpu"), seed=seed)
     return images, labels
@@ -743,7 +745,8 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     teacher(torch.device("cpu"))
     full = make_config("cpsc")
     t_model, meta = load_classifier(str(_teacher_dir() / "teacher.pt"), "teacher")
-    d = Distiller(t_model, meta, full.replace(device=str(current_device())), None)
+    seed_everything(full.seed)
+    d = Distiller(t_model, meta, full.replace(device=str(current_device())))
     per_iter = _seconds_per_iteration(d, repeats)
     d.close()
     return dict(seconds_per_iter=per_iter, iters=full.iters, minutes=per_iter * full.iters / 60,
@@ -1033,7 +1036,7 @@ def preset_file(name: str) -> Path:
 
 def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:
     """A preset's DistillConfig (``iters`` overrides its length) and its run settings (dataset, teacher_model)."""
-    from .distill import load_preset
+    from .config import load_preset
     base, run = load_preset(str(preset_file(name)))
     return make_config("cpsc", base, iters=iters), run
 
@@ -1062,6 +1065,7 @@ def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
                 mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(classes)])
     key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
     if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
+        seed_everything(cfg.seed)
         d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
         with FlopCounterMode(display=False) as counter:
             d.iterate()
@@ -1104,9 +1108,10 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
     continues where the last checkpoint left off. Returns the run's metrics and folder.
     """
     from .data import load_dataset
-    from .distill import Distiller, run_distill
+    from .distill import Distiller
+    from .runner import run_distill
     from .teacher import load_teacher, run_teacher, teacher_recipe
-    from .utils import Acceleration
+    from .engine import Acceleration
     cfg, run = preset_config(name, iters)
     cfg = cfg.replace(device=str(current_device()))
     folder = Path(out) if out else cache_dir() / "ch8" / Path(name).stem
@@ -1127,6 +1132,7 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
     student_dir = folder / "student"
     if not (student_dir / "state.pt").exists():
         model, meta = load_teacher(teacher_path, bundle, run["teacher_model"], current_device(), say=lambda *_: None)
+        seed_everything(cfg.seed)
         d = Distiller(model, meta, cfg, accel=Acceleration())
         per_iter = _seconds_per_iteration(d, timing_iters)
         d.close()

@@ -351,3 +351,58 @@ def metrics_owner(path: str) -> Optional[str]:
     if isinstance(saved, dict) and "student_acc" in saved:
         return "distillation"
     return "teacher" if isinstance(saved, dict) and "history" in saved else "unknown"
+
+
+def read_weights_file(path: str, what: str = "teacher checkpoint"):
+    """Any torch file (ours or a community ``.pth``) read with ``torch.load(weights_only=True)``, with the
+    same clear errors as :func:`load` (missing, truncated, or holding Python objects)."""
+    if not os.path.isfile(path):
+        load(path, what=what)  # raises the "does not exist" message
+    try:
+        return safe_torch_load(path)
+    except Exception as exc:
+        text = str(exc)
+        if is_pickled_objects_error(text):
+            raise CpscError(f"{path} holds Python objects besides tensors, which cpsc_lite does not unpickle "
+                            "(loading could run code from the file). If you trust the file, re-save just the "
+                            "weights: python -c \"import torch; o = torch.load('IN.pth', weights_only=False); "
+                            "torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.") from None
+        load(path, what=what)  # raises the "truncated or corrupt" message
+        raise
+
+
+_OWNER_NAMES = {"teacher": "a teacher training", "distillation": "a distillation run"}
+
+
+def prepare_output_dir(out_dir: str, *, state_file: str, owner: str, what: str, resume: bool = False,
+                       overwrite: bool = False, products: tuple = (), metrics_file: str = "metrics.json",
+                       say=print, take_over: bool = True) -> bool:
+    """The one output-folder policy of every command that writes a run (teacher, distill, demo).
+
+    Nothing another run wrote is replaced without ``overwrite``: an earlier run's ``state_file`` needs
+    ``resume`` (continue it) or ``overwrite`` (start over); ``products`` (e.g. ``teacher.pt``) and a
+    ``metrics_file`` written by another kind of command than ``owner`` need ``overwrite``. Returns
+    whether there is a run to resume. With ``take_over`` (the process that writes), half-written files
+    of a killed run are removed; nothing else is.
+    """
+    check_output_dir(out_dir)  # before any work: a bad --out must not cost a run
+    has_state = os.path.exists(os.path.join(out_dir, state_file))
+    if has_state and not (resume or overwrite):
+        raise CpscError(f"{out_dir} already holds {what} ({state_file}). Pass --resume to continue it, "
+                        "--overwrite to start over and replace it, or choose another --out directory.")
+    if resume and not has_state:
+        say(f"note: nothing to resume in {out_dir}; starting a new run")
+    if not overwrite and not (resume and has_state):
+        for name in products:
+            if os.path.exists(os.path.join(out_dir, name)):
+                raise CpscError(f"{os.path.join(out_dir, name)} already exists. Pass --overwrite to replace it, "
+                                "or choose another --out.")
+        found = metrics_owner(os.path.join(out_dir, metrics_file))
+        if found not in (None, owner):
+            by = _OWNER_NAMES.get(found, f"not {_OWNER_NAMES.get(owner, owner)}")
+            raise CpscError(f"{out_dir} holds another command's {metrics_file} ({by}'s), which a new "
+                            f"{_OWNER_NAMES.get(owner, owner).split(' ', 1)[1]} would replace. Choose another --out "
+                            "directory (e.g. a sub-folder), or pass --overwrite to replace it.")
+    if take_over:
+        remove_stale_temporaries(out_dir)
+    return resume and has_state

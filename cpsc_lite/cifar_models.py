@@ -1,6 +1,6 @@
 """CIFAR-scale classifiers used by the data-free KD benchmarks: ResNet, WRN, VGG.
 
-Importing this module registers, in :mod:`cpsc_lite.models`:
+Importing this module registers, in :data:`cpsc_lite.registry.MODELS`:
 
 ===============  ==============================================  ===================
 name             architecture                                    params, 10 classes
@@ -75,7 +75,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import CpscError
-from .models import register_model, _MODELS
+from .registry import MODELS
+
+register_model = MODELS.register
 
 __all__ = [
     "CifarResNet", "WideResNet", "CifarVGG", "load_community_state_dict",
@@ -415,7 +417,7 @@ def guess_community_model(state_dict: Mapping) -> Optional[dict]:
         return None
     num_classes = shape(head)[0] if shape(head) else None
     in_channels = shape(stem)[1] if shape(stem) else None
-    return dict(name=name, num_classes=num_classes, in_channels=in_channels, registered=name in _MODELS)
+    return dict(name=name, num_classes=num_classes, in_channels=in_channels, registered=name in MODELS)
 
 
 def _examples(items: list, n: int = 4) -> str:

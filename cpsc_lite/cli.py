@@ -44,36 +44,82 @@ def _presets_text() -> str:
     return "\n".join(lines)
 
 
-def _add_data_args(p, default="digits", default_help=None):
-    p.add_argument("--dataset", default=default, help="registered name or npz:PATH (default: "
+# ------------------------------------------------------------------ parent parsers
+# Each is built fresh per subcommand (argparse shares a parent's actions, so one object reused with
+# different defaults would leak one command's default into another).
+def _data_parent(default: str | None = "digits", default_help: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--dataset", default=default, help="registered name, npz:PATH or folder:PATH (default: "
                    + (default_help or "%(default)s") + ")")
     p.add_argument("--data-root", default=None, help="where downloadable datasets live "
                                                      "(default: $CPSC_LITE_DATA or ~/.cache/cpsc_lite/data)")
     p.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
+    return p
 
 
-def _add_distill_args(p):
-    from .config import METHODS
-    p.add_argument("--student", default=None,
-                   help="student model name (default: the --config file's student, else cnn_small)")
-    p.add_argument("--method", default="cpsc", choices=sorted(METHODS), help="distillation method (default: cpsc)")
-    p.add_argument("--iters", type=int, default=None, help="training iterations (default from the config)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--g-steps", type=int, default=None, help="generator updates per iteration")
-    p.add_argument("--s-steps", type=int, default=None, help="student updates per iteration")
-    p.add_argument("--lr-student", type=float, default=None)
-    p.add_argument("--lr-generator", type=float, default=None)
-    p.add_argument("--config", default=None, metavar="FILE|PRESET",
-                   help="YAML file of DistillConfig settings, or a shipped preset's name (`cpsc-lite presets`)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config setting, e.g. --set use_scl=false --set gamma=0.5")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="run at most N iterations now, checkpoint, and exit (continue later with --resume)")
+def _run_parent() -> argparse.ArgumentParser:
+    """Where it runs and how it reports: --device, --no-progress."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_speed_args(p)
+    return p
+
+
+def _folder_parent(what: str) -> argparse.ArgumentParser:
+    """The output-folder policy every writing command shares: nothing is replaced without --overwrite."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--resume", action="store_true", help=f"continue the interrupted {what} in --out")
+    p.add_argument("--overwrite", action="store_true", help=f"replace a previous {what} in --out")
+    return p
+
+
+def _speed_parent() -> argparse.ArgumentParser:
+    from .engine import AMP_CHOICES
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision: auto (default) = bf16 on CUDA GPUs that support it, else fp16 with "
+                        "gradient scaling; off on CPU and MPS. Losses are computed in float32 either way")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for the networks and generated images (default: on for CUDA)")
+    return p
+
+
+#: DistillConfig fields that have a flag of their own (``--batch-size`` for ``batch_size``); their types
+#: come from the dataclass. Every other field is set with ``--set KEY=VALUE``.
+CONFIG_FLAGS = {
+    "student": "student model name (default: cnn_small, or the --config file's student)",
+    "iters": "training iterations (default from the config)",
+    "batch_size": None,
+    "g_steps": "generator updates per iteration",
+    "s_steps": "student updates per iteration",
+    "lr_student": None,
+    "lr_generator": None,
+}
+
+
+def _config_parent(names=tuple(CONFIG_FLAGS)) -> argparse.ArgumentParser:
+    import dataclasses
+    from .config import DistillConfig
+    types = {f.name: f.type for f in dataclasses.fields(DistillConfig)}
+    parse = {"int": int, "float": float, "str": str}
+    p = argparse.ArgumentParser(add_help=False)
+    for name in names:
+        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        p.add_argument("--" + name.replace("_", "-"), type=parse[kind], default=None, help=CONFIG_FLAGS[name])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config setting, e.g. --set use_scl=false --set gamma=0.5")
+    return p
+
+
+def _distill_parent() -> argparse.ArgumentParser:
+    """What only `distill` has: method, preset file, stop-after, and the multi-GPU switches."""
+    from .config import METHODS
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--method", default="cpsc", choices=sorted(METHODS), help="distillation method (default: cpsc)")
+    p.add_argument("--config", default=None, metavar="FILE|PRESET",
+                   help="YAML file of DistillConfig settings, or a shipped preset's name (`cpsc-lite presets`)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="run at most N iterations now, checkpoint, and exit (continue later with --resume)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the teacher, student and generator forward passes (MODE: default, "
                         "reduce-overhead, max-autotune; compiling takes a few minutes at first)")
@@ -82,19 +128,11 @@ def _add_distill_args(p):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over processes started by torchrun or srun (torchrun turns it on by "
                         "itself); --batch-size stays the global batch")
-
-
-def _add_speed_args(p):
-    from .utils import AMP_CHOICES
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
-                   help="mixed precision: auto (default) = bf16 on CUDA GPUs that support it, else fp16 with "
-                        "gradient scaling; off on CPU and MPS. Losses are computed in float32 either way")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout for the networks and generated images (default: on for CUDA)")
+    return p
 
 
 def _acceleration(args):
-    from .utils import Acceleration
+    from .engine import Acceleration
     return Acceleration(amp=args.amp, compile=getattr(args, "compile", None), channels_last=args.channels_last,
                         sync_bn=getattr(args, "sync_bn", False))
 
@@ -111,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", formatter_class=fmt, help="teacher on digits + data-free student + figures, in one go",
+                       parents=[_folder_parent("demo"), _run_parent()],
                        description="Train a teacher on the built-in digits, distil a student data-free with "
                                    "CPSC-DFKD, and write teacher.pt, student.pt, generator.pt, metrics.json, "
                                    "log.jsonl, samples.png and curves.png into --out.")
@@ -118,14 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=None, help="distillation iterations (default from the config)")
     p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--resume", action="store_true", help="reuse the teacher in --out and continue the distillation")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("teacher", formatter_class=fmt, help="train a teacher (the only step that reads training data)",
+                       parents=[_data_parent(), _folder_parent("teacher training"), _run_parent(), _speed_parent()],
                        epilog=_models_epilog())
-    _add_data_args(p)
     p.add_argument("--model", default=None, help="teacher model name (default: the dataset's recipe: resnet34 for "
                                                    "CIFAR/SVHN, resnet34_64 for Tiny-ImageNet, else cnn_base)")
     p.add_argument("--out", required=True)
@@ -137,23 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=5, metavar="N", help="test accuracy every N epochs")
     p.add_argument("--ckpt-every", type=int, default=5, metavar="N",
                    help="write teacher_state.pt (for --resume) every N epochs")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing teacher.pt in --out")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
-    _add_speed_args(p)
+    p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("distill", formatter_class=fmt, help="data-free distillation from a teacher checkpoint",
+                       parents=[_data_parent(None, "the --config file's dataset, else digits"), _config_parent(),
+                                _distill_parent(), _folder_parent("run"), _run_parent(), _speed_parent()],
                        description="Distil a teacher into a student without training data. The dataset is read "
                                    "only to evaluate (its test split).", epilog=_models_epilog())
     p.add_argument("--teacher", required=True, help="teacher.pt written by `cpsc-lite teacher`, or a community "
                                                      ".pth state dict with --teacher-model")
     p.add_argument("--teacher-model", default=None, metavar="NAME",
                    help="architecture of a community teacher file (e.g. resnet34, wrn40_2), built for --dataset")
-    _add_data_args(p, default=None, default_help="the --config file's dataset, else digits")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None)
-    _add_distill_args(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("sample", help="class-wise synthetic images from a generator: a grid (.png) or a "
                                       "transfer set (.npz)",
@@ -166,39 +199,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=8)
     p.add_argument("--out", required=True, help="output file: samples.png (grid) or samples.npz (arrays)")
     p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt (or a community teacher)")
+    p = sub.add_parser("evaluate", help="test accuracy of a teacher.pt or student.pt (or a community teacher)",
+                       parents=[_data_parent(None, "the checkpoint's own dataset")])
     p.add_argument("checkpoint")
     p.add_argument("--teacher-model", default=None, metavar="NAME",
                    help="architecture of a community teacher .pth (needs --dataset)")
-    _add_data_args(p, default=None, default_help="the checkpoint's own dataset")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", formatter_class=fmt, help="run several methods x seeds with one budget, or --profile",
+                       parents=[_data_parent(), _config_parent(("student", "iters", "batch_size")), _run_parent()],
                        description="Benchmark: every method with the same budget (iterations, generator and "
                                    "student steps, batch size) over several seeds; writes results.json and "
                                    "results.md. With --profile: time one CPSC iteration against its floor and "
                                    "write profile.json.",
                        epilog="methods:\n" + "\n".join(f"  {k:<13} {v}" for k, v in METHOD_HELP.items()))
-    _add_data_args(p)
     p.add_argument("--methods", default="cpsc,dfad,dafl,deepinv,cmi,bn_ce,noise,data",
                    help="comma-separated (default: %(default)s); 'all' adds the ablations")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method (default 5: a 95 %% CI needs several)")
-    p.add_argument("--iters", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--teacher", default=None, help="teacher.pt (default: train one into --out, or reuse it)")
     p.add_argument("--teacher-model", default=None, help="teacher model to train, or to profile untrained")
     p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--student", default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--profile", action="store_true", help="time one iteration vs its floor instead")
     p.add_argument("--img-size", type=int, default=None, help="--profile with --teacher-model: image size")
     p.add_argument("--num-classes", type=int, default=10, help="--profile with --teacher-model: classes")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--append", action="store_true",
                    help="add these methods to --out's existing results.json (same budget) instead of replacing it")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("record", formatter_class=fmt,
                        help="copy a finished run into data/results/NAME with its provenance",
@@ -211,14 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--into", default="data/results", help="default: %(default)s (run from the repository root)")
     p.add_argument("--partial", action="store_true", help="record an unfinished run, labelled as partial")
     p.add_argument("--overwrite", action="store_true", help="replace INTO/NAME if it exists")
+    p.set_defaults(func=cmd_record)
 
-    sub.add_parser("presets", help="list the shipped presets (for distill --config NAME)")
-    sub.add_parser("models", help="list the registered models")
-    sub.add_parser("datasets", help="list the registered datasets")
+    sub.add_parser("presets", help="list the shipped presets (for distill --config NAME)").set_defaults(
+        func=lambda args: _print(_presets_text()))
+    sub.add_parser("models", help="list the registered models").set_defaults(func=lambda args: _print(_models_epilog()))
+    sub.add_parser("datasets", help="list the registered datasets").set_defaults(
+        func=lambda args: _print(_datasets_epilog()))
     return parser
 
 
+def _print(text: str) -> int:
+    print(text)
+    return 0
+
+
 def _overrides(args) -> dict:
+    """DistillConfig settings from the command line: --set KEY=VALUE, then the fields' own flags."""
     from .config import parse_value
     out = {}
     for item in args.set:
@@ -226,8 +265,7 @@ def _overrides(args) -> dict:
             raise CpscError(f"--set needs KEY=VALUE, got {item!r} (for example --set use_scl=false).")
         key, value = item.split("=", 1)
         out[key.strip().replace("-", "_")] = parse_value(value)
-    for name in ("student", "iters", "batch_size", "g_steps", "s_steps", "lr_student", "lr_generator", "seed",
-                 "device"):
+    for name in (*CONFIG_FLAGS, "seed", "device"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value
@@ -252,18 +290,8 @@ def _command(args) -> str:
 
 def cmd_teacher(args) -> int:
     from .data import load_dataset
-    from . import checkpoint
-    from .teacher import STATE_FILE, run_teacher, teacher_recipe
-    checkpoint.check_output_dir(args.out)
+    from .teacher import run_teacher, teacher_recipe
     path = os.path.join(args.out, "teacher.pt")
-    if os.path.exists(path) and not args.overwrite:
-        raise CpscError(f"{path} already exists. Pass --overwrite to replace it, or choose another --out.")
-    if os.path.exists(os.path.join(args.out, STATE_FILE)) and not (args.resume or args.overwrite):
-        raise CpscError(f"{args.out} holds an interrupted teacher training ({STATE_FILE}). Pass --resume to "
-                        "continue it, --overwrite to start over, or choose another --out.")
-    if not args.overwrite and checkpoint.metrics_owner(os.path.join(args.out, "metrics.json")) == "distillation":
-        raise CpscError(f"{args.out} holds a distillation run, whose metrics.json the teacher would replace. "
-                        "Choose another --out (e.g. a sub-folder), or pass --overwrite to replace it.")
     for flag, value in (("--eval-every", args.eval_every), ("--ckpt-every", args.ckpt_every)):
         if value < 1:
             raise CpscError(f"{flag} must be at least 1 (epochs), not {value}.")
@@ -274,7 +302,8 @@ def cmd_teacher(args) -> int:
     print(f"recipe: {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr} momentum "
           f"{cfg.momentum} weight decay {cfg.weight_decay}, cosine schedule")
     metrics = run_teacher(bundle, cfg, args.out, progress=not args.no_progress, resume=args.resume,
-                          eval_every=args.eval_every, ckpt_every=args.ckpt_every, accel=_acceleration(args))
+                          overwrite=args.overwrite, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+                          accel=_acceleration(args))
     print(f"teacher {cfg.model}: test accuracy {metrics['test_acc']:.4f} ({metrics['seconds']:.0f} s); "
           f"wrote {path}")
     return 0
@@ -283,7 +312,8 @@ def cmd_teacher(args) -> int:
 def cmd_distill(args) -> int:
     from .config import make_config
     from .data import load_dataset
-    from .distill import load_preset, run_distill
+    from .config import load_preset
+    from .runner import run_distill
     from .distributed import init_distributed
     base, run = load_preset(args.config) if args.config else ({}, {})
     cfg = make_config(args.method, base, **_overrides(args))
@@ -314,21 +344,21 @@ def cmd_demo(args) -> int:
     from .config import TeacherConfig, make_config
     from .data import load_dataset
     from .teacher import run_teacher
-    from .distill import run_distill
+    from .runner import run_distill
     from . import checkpoint
     start = time.time()
-    checkpoint.check_output_dir(args.out)
+    # The demo's teacher.pt marks the folder as a demo: --resume reuses it, --overwrite redoes everything.
+    checkpoint.prepare_output_dir(args.out, state_file="teacher.pt", owner="distillation", what="a demo",
+                                  resume=args.resume, overwrite=args.overwrite, say=lambda *_: None)
     bundle = load_dataset("digits")
     teacher_path = os.path.join(args.out, "teacher.pt")
-    if os.path.exists(teacher_path) and not (args.resume or args.overwrite):
-        raise CpscError(f"{args.out} already holds a demo. Pass --resume to continue it, --overwrite to redo it, "
-                        "or choose another --out.")
     print(f"[1/2] teacher: {bundle.describe()}")
     if args.resume and os.path.exists(teacher_path):
         print(f"      reusing {teacher_path}")
     else:
         tcfg = TeacherConfig(epochs=args.teacher_epochs, seed=args.seed, device=args.device or "auto")
-        tm = run_teacher(bundle, tcfg, args.out, progress=not args.no_progress, metrics_name="teacher_metrics.json")
+        tm = run_teacher(bundle, tcfg, args.out, progress=not args.no_progress, metrics_name="teacher_metrics.json",
+                         overwrite=args.overwrite)
         print(f"      {tcfg.model} test accuracy {tm['test_acc']:.4f} in {tm['seconds']:.0f} s")
     overrides = dict(seed=args.seed, iters=args.iters, device=args.device)
     cfg = make_config("cpsc", **overrides)
@@ -381,7 +411,8 @@ def cmd_sample(args) -> int:
     import torch
     from . import checkpoint
     from .generator import ConditionalGenerator
-    from .viz import generate_per_class, plot_samples
+    from .generator import generate_per_class
+    from .viz import plot_samples
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
     ext = os.path.splitext(args.out)[1].lower()
@@ -417,13 +448,13 @@ def cmd_sample(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import checkpoint
-    from .data import load_dataset
-    from .distill import _with_normalization
-    from .teacher import _read_torch_file, check_compatible, load_classifier, load_teacher
-    from .utils import evaluate, pick_device
+    from .data import load_dataset, with_normalization
+    from .teacher import check_compatible, load_classifier, load_teacher
+    from .engine import pick_device
+    from .utils import evaluate
     device = pick_device(args.device or "auto")
     if args.teacher_model:
-        obj = _read_torch_file(args.checkpoint)
+        obj = checkpoint.read_weights_file(args.checkpoint)
         if not (isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT):  # a community teacher
             if not args.dataset:
                 raise CpscError(f"Evaluating the community teacher {args.checkpoint} needs --dataset (e.g. "
@@ -440,7 +471,7 @@ def cmd_evaluate(args) -> int:
     model, meta = load_classifier(args.checkpoint, kind, device)
     bundle = load_dataset(args.dataset or meta.get("dataset") or "digits", args.data_root, args.download)
     check_compatible(meta, bundle, args.checkpoint)
-    acc = evaluate(model, _with_normalization(bundle.test, meta["mean"], meta["std"]), device)
+    acc = evaluate(model, with_normalization(bundle.test, meta["mean"], meta["std"]), device)
     print(f"{kind} {meta['model']} on {bundle.name} test split ({len(bundle.test)} images): accuracy {acc:.4f}")
     return 0
 
@@ -465,18 +496,8 @@ def main(argv=None) -> int:
     from . import Terminated
     from .checkpoint import stop_on_sigterm
     try:
-        if args.command == "models":
-            print(_models_epilog())
-            return 0
-        if args.command == "datasets":
-            print(_datasets_epilog())
-            return 0
-        if args.command == "presets":
-            print(_presets_text())
-            return 0
         with stop_on_sigterm():
-            return {"demo": cmd_demo, "teacher": cmd_teacher, "distill": cmd_distill, "sample": cmd_sample,
-                    "evaluate": cmd_evaluate, "bench": cmd_bench, "record": cmd_record}[args.command](args)
+            return args.func(args)
     except Terminated as exc:
         print("stopped: " + textwrap.fill(str(exc), width=100, subsequent_indent="         ",
                                           break_on_hyphens=False, break_long_words=False), file=sys.stderr)

@@ -4,7 +4,7 @@ so an ablation is a different config, never a code edit (book chapter 7)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from typing import Optional
 
 from . import CpscError
@@ -529,3 +529,19 @@ def load_yaml(path: str) -> dict:
     if not isinstance(d, dict):
         raise CpscError(f"Config file {path} must hold a mapping of settings (key: value lines).")
     return d
+
+
+#: Keys a preset YAML may hold besides DistillConfig's: defaults for the command line.
+RUN_KEYS = ("dataset", "teacher_model")
+
+
+def load_preset(path: str) -> tuple[dict, dict]:
+    """A ``configs/*.yaml`` file split into ``(DistillConfig settings, run settings)``.
+
+    Run settings are :data:`RUN_KEYS` (``dataset``, ``teacher_model``), which the command
+    line uses as defaults for ``--dataset`` and ``--teacher-model``; ``student`` is a
+    DistillConfig setting already.
+    """
+    settings = load_yaml(path)
+    run = {k: settings.pop(k) for k in RUN_KEYS if k in settings}
+    return settings, run

@@ -13,128 +13,32 @@ the ``data`` upper-bound baseline (book chapter 2).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from . import CpscError
+from . import vision_datasets  # noqa: F401  (registers cifar10, svhn, mnist, tiny-imagenet, folder:)
+from .bundle import ArrayDataset, DataBundle, channel_stats, denormalize, with_normalization  # noqa: F401
+from .checkpoint import atomic_write_bytes
+from .registry import DATASETS
 
 
-class ArrayDataset(Dataset):
-    """Images held in memory as a tensor ``[N, C, H, W]`` (uint8 0..255 or float 0..1).
-
-    Items come out normalised, ``(x - mean) / std`` per channel, with integer labels.
-    uint8 images stay uint8 in memory (a quarter of float32's size) and are
-    converted batch by batch.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
-        if images.dtype != torch.uint8:
-            images = images.float()
-        self.images = images
-        self.labels = labels.long()
-        c = images.shape[1]
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(c, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(c, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        return (x - self.mean) / self.std
-
-    def __getitem__(self, i):
-        return self._normalize(self.images[i]), int(self.labels[i])
-
-    def batch(self, index) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images and labels for ``index`` (a slice or a tensor of indices)."""
-        return self._normalize(self.images[index]), self.labels[index]
-
-
-@dataclass
-class DataBundle:
-    """One dataset: splits plus the facts every other module needs about it."""
-
-    name: str
-    test: Dataset
-    train: Optional[Dataset]
-    num_classes: int
-    channels: int
-    img_size: int
-    mean: tuple
-    std: tuple
-    class_names: list = field(default_factory=list)
-    # Training-time augmentation for the teacher: random shift by up to ``pad`` pixels,
-    # and horizontal flips only where mirror images are still the same class.
-    augment_pad: int = 0
-    augment_flip: bool = False
-
-    def __post_init__(self):
-        if not self.class_names:
-            self.class_names = [str(i) for i in range(self.num_classes)]
-
-    def describe(self) -> str:
-        n_train = len(self.train) if self.train is not None else 0
-        return (f"{self.name}: {self.num_classes} classes, {self.channels}x{self.img_size}x{self.img_size} images, "
-                f"{n_train} train / {len(self.test)} test")
-
-
-_DATASETS: dict[str, Callable[..., DataBundle]] = {}
-_DATASET_HELP: dict[str, str] = {}
-
-
-def register_dataset(name: str, description: str):
-    """Decorator: ``fn(root: str | None, download: bool) -> DataBundle`` becomes loadable by name."""
-
-    def wrap(fn):
-        _DATASETS[name] = fn
-        _DATASET_HELP[name] = description
-        return fn
-
-    return wrap
-
-
-def _load_optional_families() -> None:
-    # Importing the module registers cifar10, svhn, ...; an import error there is a real error, so it
-    # is not swallowed (it would otherwise read as "Unknown dataset").
-    from . import vision_datasets  # noqa: F401
+#: Decorator: ``fn(root: str | None, download: bool) -> DataBundle`` becomes loadable by name
+#: (``takes_path=True``: ``fn(path)`` loads ``name:PATH``).
+register_dataset = DATASETS.register
 
 
 def available_datasets() -> dict[str, str]:
-    _load_optional_families()
-    out = dict(sorted(_DATASET_HELP.items()))
-    out["npz:PATH"] = "your own arrays: x_test, y_test (and optionally x_train, y_train), uint8 images"
-    return out
+    """Registered datasets as written on the command line, with a one-line description each."""
+    return DATASETS.describe()
 
 
 def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> DataBundle:
-    """Load ``digits``, another registered name, or ``npz:PATH``."""
-    _load_optional_families()
-    if spec.startswith("npz:"):
-        return load_npz(spec[4:])
-    if ":" in spec:
-        prefix = spec.split(":", 1)[0] + ":"
-        loader = _DATASETS.get(prefix)
-        if loader is not None:
-            return loader(spec.split(":", 1)[1], download)
-    if spec not in _DATASETS:
-        choices = ", ".join(available_datasets())
-        raise CpscError(f"Unknown dataset {spec!r}. Use one of: {choices}.")
-    return _DATASETS[spec](root, download)
-
-
-def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of images in [0, 1], shape [N, C, H, W]."""
-    x = images.float()
-    if images.dtype == torch.uint8:
-        x = x / 255.0
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+    """Load ``digits``, another registered name, or a path prefix (``npz:PATH``, ``folder:PATH``)."""
+    load, path = DATASETS.resolve(spec)
+    return load(path) if path is not None else load(root, download)
 
 
 @register_dataset("digits", "scikit-learn's handwritten digits: 1797 grey 8x8 images, 10 classes (built in, no download)")
@@ -227,6 +131,8 @@ def _check_labels(path: str, y_fit: torch.Tensor, y_test: torch.Tensor, fit_key:
     return num_classes
 
 
+@register_dataset("npz", "your own arrays: x_test, y_test (and optionally x_train, y_train), uint8 images",
+                  takes_path=True)
 def load_npz(path: str) -> DataBundle:
     """A user's own dataset from a ``.npz`` file (see :func:`_npz_problem` for the format)."""
     path = os.path.expanduser(path)
@@ -283,20 +189,12 @@ def save_transfer_set(path: str, images: torch.Tensor, labels: torch.Tensor, mea
     """Synthetic images as an ``.npz`` that :func:`load_npz` reads: ``x_test`` uint8 of shape (N, H, W)
     (one channel) or (N, H, W, C), de-normalised to the pixel range of the teacher's data, ``y_test`` the
     conditioning labels, ``class_names``. Written atomically."""
-    from .checkpoint import atomic_write_bytes
     x = (denormalize(images.detach().float().cpu(), mean, std) * 255.0).round().to(torch.uint8)
     x = x.permute(0, 2, 3, 1).numpy()
     x = x[..., 0] if x.shape[-1] == 1 else x
     arrays = dict(x_test=x, y_test=labels.cpu().numpy().astype(np.int64),
                   class_names=np.array([str(n) for n in class_names]))
     atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
-
-
-def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo :class:`ArrayDataset` normalisation for display, clamped to [0, 1]."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x * s + m).clamp(0, 1)
 
 
 def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

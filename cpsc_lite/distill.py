@@ -11,7 +11,7 @@ Each term has a switch in :class:`~cpsc_lite.config.DistillConfig`. The teacher
 never changes; real images are read only to *evaluate* the student.
 
 On a GPU the same loop runs faster without changing the method
-(:class:`~cpsc_lite.utils.Acceleration`, book chapter 8): mixed precision (losses stay in
+(:mod:`cpsc_lite.engine`, book chapter 8): mixed precision (losses stay in
 float32), channels-last layouts, fused optimisers, optional ``torch.compile``, and several GPUs
 with DistributedDataParallel (:mod:`cpsc_lite.distributed`). On CPU none of it is active
 unless asked for, and results are bit-identical to the plain loop.
@@ -19,53 +19,26 @@ unless asked for, and results are bit-identical to the plain loop.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
-import warnings
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from . import CpscError, Terminated, checkpoint
+from . import CpscError
 from .config import DistillConfig
-from .data import ArrayDataset, DataBundle
-from .diagnostics import collapse_warning
-from .distributed import DistContext, launch_environment, per_rank_batch
-from .generator import ClassConditionalBatchNorm2d, ConditionalGenerator
+from .data import with_normalization
+from .distributed import DistContext, per_rank_batch
+from .generator import ClassConditionalBatchNorm2d, ConditionalGenerator, generate_per_class
 from .losses import (BNStatsLoss, agreeing_kl, competition, ikd_loss, instance_contrast, kl_divergence,
                      pseudo_ce, supcon_loss, total_variation)
 from .models import create_model, feature_dim
 from .results import SessionLog
-from .utils import (Acceleration, autocast, configure_backends, evaluate, fused_optimizer_kwargs, grad_scaler,
-                    pick_device, resolve_amp, rng_state, seed_everything, set_rng_state, warmup_cosine)
-
-
-class NonFiniteLossError(CpscError):
-    """A loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
-
-
-STATE_FILE = "state.pt"
-
-#: Keys a preset YAML may hold besides DistillConfig's: defaults for the command line.
-RUN_KEYS = ("dataset", "teacher_model")
-
-
-def load_preset(path: str) -> tuple[dict, dict]:
-    """A ``configs/*.yaml`` file split into ``(DistillConfig settings, run settings)``.
-
-    Run settings are :data:`RUN_KEYS` (``dataset``, ``teacher_model``), which the command
-    line uses as defaults for ``--dataset`` and ``--teacher-model``; ``student`` is a
-    DistillConfig setting already.
-    """
-    from .config import load_yaml
-    settings = load_yaml(path)
-    run = {k: settings.pop(k) for k in RUN_KEYS if k in settings}
-    return settings, run
+from . import engine
+from .engine import (Acceleration, autocast, configure_backends, fused_optimizer_kwargs, grad_scaler, pick_device,
+                     resolve_amp, rng_state, seed_everything, set_rng_state)
+from .utils import augment_batch, warmup_cosine
 
 
 class _Float32BNStatsLoss(BNStatsLoss):
@@ -241,14 +214,6 @@ def reinitialise(generator: nn.Module) -> None:
             nn.init.zeros_(m.beta.weight)
 
 
-def _with_normalization(dataset, mean, std):
-    """Evaluate with the normalisation the teacher was trained with, not the dataset's own guess."""
-    if isinstance(dataset, ArrayDataset) and (tuple(dataset.mean.flatten().tolist()) != tuple(mean)
-                                              or tuple(dataset.std.flatten().tolist()) != tuple(std)):
-        return ArrayDataset(dataset.images, dataset.labels, mean, std)
-    return dataset
-
-
 class SamplePool:
     """Synthetic images and their target labels, kept for the student (DeepInversion's pool).
 
@@ -302,21 +267,20 @@ class SamplePool:
 
 
 class Distiller:
-    """Holds teacher, student, generator and their optimisers; runs, checkpoints and resumes."""
+    """Teacher, student, generator, projection, their optimisers and schedules, and one iteration of the
+    method (:meth:`iterate`); :func:`cpsc_lite.runner.train` runs the iterations and writes the run."""
 
     def __init__(self, teacher: nn.Module, teacher_meta: dict, cfg: DistillConfig,
-                 test_set=None, out_dir: Optional[str] = None, train_set=None, augment=(0, False),
+                 test_set=None, train_set=None, augment=(0, False),
                  accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None):
         self.cfg = cfg
         #: what the objectives read: ``cfg`` with the authors' dataset-dependent IKD form resolved
         self.loss_cfg = effective_ikd_forms(cfg, teacher_meta.get("dataset"))
         self.meta = teacher_meta
-        self.out_dir = out_dir
         self.accel = accel or Acceleration()
         self.dist = dist or DistContext()
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
         self.batch_size = per_rank_batch(cfg.batch_size, self.dist.world_size)  # this rank's share
-        seed_everything(cfg.seed + self.dist.rank)  # each rank its own z, y; rank 0 = the single-process run
         k, c, size = teacher_meta["num_classes"], teacher_meta["channels"], teacher_meta["img_size"]
         self.num_classes, self.channels, self.img_size = k, c, size
         self.teacher = teacher.to(self.device).eval()
@@ -345,7 +309,7 @@ class Distiller:
         if cfg.input_source == "data" and train_set is None:
             raise CpscError("input_source 'data' (the 'data' baseline) needs the training split; "
                             "pass train_set (the dataset has none, or it was not given).")
-        self.train_set = _with_normalization(train_set, teacher_meta["mean"], teacher_meta["std"]) \
+        self.train_set = with_normalization(train_set, teacher_meta["mean"], teacher_meta["std"]) \
             if train_set is not None else None
         self.augment = augment
         # The contrast compares teacher and student features; if their sizes differ, a
@@ -377,7 +341,7 @@ class Distiller:
         self.bn_loss = bn_loss_type(self.teacher) if cfg.use_bn and (self.uses_generator or self.inverts) else None
         if self.bn_loss is not None:  # recording only inside generator steps, not in e.g. evaluate(teacher)
             self.bn_loss.enabled = False
-        self.test_set = _with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
+        self.test_set = with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
             if test_set is not None else None
         self._real_feats = None
         self.iteration = 0
@@ -405,22 +369,9 @@ class Distiller:
         self.scaler_s = grad_scaler(self.device, self.amp_dtype)
         student_train, generator_train = self.student, self.generator
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = dict(device_ids=[self.device.index]) if self.device.type == "cuda" else {}
-            student_train, generator_train = DDP(self.student, **ids), DDP(self.generator, **ids)
+            student_train, generator_train = engine.data_parallel((self.student, self.generator), self.device)
             self.dist.broadcast_module(self.projection)  # not wrapped: start from rank 0's copy too
-        mode = self.accel.compile
-        if mode and mode != "off":
-            # Teacher and student often share one forward (CifarResNet.forward); each is compiled for
-            # grad / no-grad / frozen-parameter calls, which can exceed dynamo's default of 8 variants.
-            import torch._dynamo
-            dynamo, name = torch._dynamo.config, "recompile_limit"
-            name = name if hasattr(dynamo, name) else "cache_size_limit"  # its name before torch 2.6
-            setattr(dynamo, name, max(getattr(dynamo, name), 32))
-            options = dict(backend=self.accel.compile_backend, mode=None if mode == "default" else mode)
-            wrap = lambda net: torch.compile(net, **options)  # noqa: E731
-        else:
-            wrap = lambda net: net  # noqa: E731
+        wrap = engine.compiler(self.accel)
         self._teacher_net = wrap(self.teacher)
         self._student_net = wrap(self.student)      # generator step: S only passes gradients on to x
         self._generator_net = wrap(self.generator)  # student step: images without gradients
@@ -448,25 +399,13 @@ class Distiller:
         return autocast(self.device, self.amp_dtype)
 
     def _schedule(self, scheduler) -> None:
-        if self.scaler_g is None:
-            scheduler.step()
-            return
-        with warnings.catch_warnings():  # fp16: the GradScaler skips the steps whose gradients overflow,
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            scheduler.step()  # and the schedule still advances once per iteration, as intended
+        engine.step_scheduler(scheduler, self.scaler_g)
 
     def _update(self, optimizer, scaler, loss, unwrapped_params=(), also=()) -> None:
-        """zero_grad, backward, step (of ``optimizer`` and the optimisers in ``also``); fp16 scales the
-        loss, and gradients outside DDP are averaged."""
-        optimizers = (optimizer, *also)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        self.dist.average_gradients(unwrapped_params)
-        for opt in optimizers:
-            opt.step() if scaler is None else scaler.step(opt)
-        if scaler is not None:
-            scaler.update()
+        """One optimiser update (:func:`engine.update`) of ``optimizer`` and those in ``also``; gradients of
+        ``unwrapped_params`` (outside DDP) are averaged over processes before the step."""
+        engine.update((optimizer, *also), loss, scaler,
+                      before_step=lambda: self.dist.average_gradients(unwrapped_params))
 
     def _pseudo_labels(self, y, t_logits):
         """The conditioning label; an unconditional generator's images get the teacher's argmax instead."""
@@ -602,7 +541,6 @@ class Distiller:
             x = torch.randn(batch_size, self.channels, self.img_size, self.img_size, device=self.device)
             return x, None
         if self.cfg.input_source == "data":
-            from .utils import augment_batch
             idx = torch.randint(0, len(self.train_set), (batch_size,))
             x, y = self.train_set.batch(idx) if hasattr(self.train_set, "batch") else \
                 tuple(torch.utils.data.default_collate([self.train_set[int(i)] for i in idx]))
@@ -657,7 +595,6 @@ class Distiller:
     def diagnostics(self, per_class: int = 32) -> dict:
         """Diversity, class balance, teacher confidence and FID of the student's current inputs."""
         from .diagnostics import real_features, synthetic_diagnostics
-        from .viz import generate_per_class
         if self.bn_loss is not None:
             self.bn_loss.enabled = False
         if self.test_set is not None and self._real_feats is None:
@@ -739,124 +676,10 @@ class Distiller:
                     mean=list(self.meta["mean"]), std=list(self.meta["std"]), dataset=self.meta.get("dataset"),
                     method=self.cfg.method, iteration=self.iteration)
 
-    def save(self, out_dir: str) -> None:
-        """Write state.pt (everything to resume), student.pt and generator.pt, each atomically.
-
-        With several processes every rank must call it (their random states are gathered);
-        rank 0 writes, the others wait.
-        """
-        bad = (checkpoint.diverged_weights(self.student.state_dict(), "student")
-               + checkpoint.diverged_weights(self.generator.state_dict(), "generator"))
-        if bad:  # the previous checkpoint is the last good one; never replace it with these
-            raise NonFiniteLossError(
-                f"Weights diverged by iteration {self.iteration} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
-                f" are NaN, infinite or beyond 1e12); training stopped without saving them. "
-                + (f"The previous checkpoint in {out_dir} was kept. " if os.path.exists(os.path.join(out_dir, STATE_FILE))
-                   else "")
-                + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) and "
-                "--overwrite (or another --out).")
-        self.sessions.update(self.iteration)
-        state = self.state_dict()
-        if self.dist.enabled:
-            state["rng_per_rank"] = self.dist.all_gather_object(state["rng"])
-        if self.dist.is_main:
-            checkpoint.save(checkpoint.make("resume", {}, {"method": self.cfg.method}, state=state),
-                            os.path.join(out_dir, STATE_FILE))
-            checkpoint.save(checkpoint.make("student", self.student.state_dict(), self.student_meta()),
-                            os.path.join(out_dir, "student.pt"))
-            if not self.inverts:  # DeepInversion trains no generator; its images are in transfer_set.npz
-                checkpoint.save(checkpoint.make("generator", self.generator.state_dict(), self.generator_meta()),
-                                os.path.join(out_dir, "generator.pt"))
-        self.dist.barrier()
-
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BN running statistics (each rank updates its own between DDP forwards)."""
         self.dist.broadcast_module(self.student, buffers_only=True)
         self.dist.broadcast_module(self.generator, buffers_only=True)
-
-    # ------------------------------------------------------------------ run
-    def run(self, progress: bool = True, stop_after: Optional[int] = None,
-            callback: Optional[Callable[["Distiller", dict], None]] = None) -> dict:
-        """Train until ``cfg.iters`` (or ``stop_after`` more iterations), logging and checkpointing.
-
-        ``callback(distiller, record)`` is called after every logged iteration
-        (the book uses it to keep generator snapshots).
-        """
-        cfg = self.cfg
-        out = self.out_dir
-        main = self.dist.is_main  # with several processes only rank 0 evaluates and writes
-        log_path = os.path.join(out, "log.jsonl") if out and main else None
-        if out and main:
-            os.makedirs(out, exist_ok=True)
-            _truncate_log(log_path, self.iteration)
-        end = cfg.iters if stop_after is None else min(cfg.iters, self.iteration + stop_after)
-        sums: dict[str, torch.Tensor] = {}
-        n_sum = 0
-        bar = tqdm(total=cfg.iters, initial=self.iteration, desc=f"distill {cfg.method}",
-                   disable=not (progress and main), leave=False)
-        t0 = time.time() - self.elapsed
-        while self.iteration < end:
-            terms = self.iterate()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0) + v
-            n_sum += 1
-            it = self.iteration
-            do_eval = self.test_set is not None and (it % cfg.eval_every == 0 or it in self.budget_marks())
-            if it % cfg.log_every == 0 or do_eval or it == end or it % cfg.ckpt_every == 0:
-                # The only place loss tensors reach the host (one sync per log line, not per step).
-                record = self._mean_over_ranks(sums, n_sum)
-                bad = sorted(k for k, v in record.items() if not math.isfinite(v))
-                if bad:
-                    raise NonFiniteLossError(
-                        f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
-                        + (f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
-                           if out and os.path.exists(os.path.join(out, STATE_FILE)) else "")
-                        + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) or "
-                        "a lower weight of that term, and --overwrite (or another --out): --resume would continue "
-                        "with the stored settings. Check also that the teacher's own outputs are finite.")
-                sums, n_sum = {}, 0
-                self.elapsed = time.time() - t0
-                record = dict(iter=it, lr_student=self.opt_s.param_groups[0]["lr"],
-                              lr_generator=self.opt_g.param_groups[0]["lr"], seconds=round(self.elapsed, 3),
-                              **{k: round(v, 6) for k, v in record.items()})
-                if do_eval and main:
-                    self.last_student_acc = evaluate(self.student, self.test_set, self.device)
-                    self.best_student_acc = max(self.best_student_acc or 0.0, self.last_student_acc)
-                    self.acc_history = [h for h in self.acc_history if h[0] < it] + [[it, self.last_student_acc]]
-                    record["student_acc"] = self.last_student_acc
-                    bar.set_postfix(acc=f"{self.last_student_acc:.3f}")
-                    if cfg.diagnostics:
-                        diag = self.diagnostics()
-                        record.update({k: round(v, 5) for k, v in diag.items()
-                                       if isinstance(v, float) and math.isfinite(v)})
-                        warning = collapse_warning(diag, self.meta["class_names"])
-                        if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
-                            record["collapsed_classes"] = diag["collapsed_classes"]
-                            tqdm.write(f"iteration {it}: {warning}")
-                if log_path:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                if do_eval:
-                    self.dist.barrier()  # the other ranks wait while rank 0 evaluates
-                if callback is not None:
-                    callback(self, record)
-            saved = bool(out) and (it % cfg.ckpt_every == 0 or it == end)
-            if saved:
-                self.elapsed = time.time() - t0
-                self.save(out)
-            bar.update(1)
-            if self._termination_requested(it):
-                if out and not saved:
-                    self.elapsed = time.time() - t0
-                    self.save(out)
-                bar.close()
-                raise Terminated(f"Stopped by SIGTERM after iteration {it} of {cfg.iters}"
-                                 + (f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
-                                    "--resume to continue from it." if out else " (no --out, so nothing was saved)."))
-        bar.close()
-        self.elapsed = time.time() - t0
-        self.sync_buffers()
-        return dict(iters=self.iteration, seconds=round(self.elapsed, 2), student_acc=self.last_student_acc)
 
     #: Fractions of the budget at which the student is always evaluated (time to accuracy, chapter 7).
     BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
@@ -875,231 +698,8 @@ class Distiller:
         """``{"0.25": acc, "0.5": acc, "1.0": acc}``: test accuracy at those fractions of the budget."""
         return {str(f): self.accuracy_at(f) for f in self.BUDGET_FRACTIONS}
 
-    def _termination_requested(self, iteration: int) -> bool:
-        """SIGTERM arrived (see :func:`checkpoint.stop_on_sigterm`). With several processes the ranks
-        agree at log points (one all-reduce they do anyway), so all stop and save together."""
-        if not self.dist.enabled:
-            return checkpoint.termination_requested()
-        if iteration % self.cfg.log_every and iteration != self.cfg.iters:
-            return False
-        flag = torch.tensor([float(checkpoint.termination_requested())], device=self.device)
-        return bool(self.dist.all_reduce_mean(flag).item() > 0)
-
-    def _mean_over_ranks(self, sums: dict, n: int) -> dict:
-        """Per-iteration means of the summed loss terms, averaged over ranks (one all-reduce)."""
-        keys = sorted(sums)
-        if not self.dist.enabled:
-            return {k: float(sums[k]) / n for k in sums}
-        means = self.dist.all_reduce_mean(torch.stack([torch.as_tensor(sums[k]).float() for k in keys]))
-        return {k: v / n for k, v in zip(keys, means.tolist())}
-
     def close(self) -> None:
         if self.bn_loss is not None:
             self.bn_loss.remove()
 
 
-def _truncate_log(path: str, iteration: int) -> None:
-    """Keep only log lines up to ``iteration`` (a resumed run rewrites what came after)."""
-    if not os.path.exists(path):
-        return
-    keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                if json.loads(line)["iter"] <= iteration:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue
-    checkpoint.atomic_write_bytes(path, lambda fh: fh.write("".join(keep).encode()))
-
-
-def read_log(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-# ---------------------------------------------------------------------- runs
-def _config_differences(a: DistillConfig, b: DistillConfig, ignore=("device", "eval_every", "log_every",
-                                                                     "ckpt_every")) -> list[str]:
-    da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if k not in ignore and da[k] != db[k]]
-
-
-def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_dir: str, resume: bool = False,
-                overwrite: bool = False, stop_after: Optional[int] = None, progress: bool = True,
-                sample_per_class: int = 8, say: Callable[[str], None] = print, teacher_model: Optional[str] = None,
-                accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None,
-                command: Optional[str] = None) -> dict:
-    """Data-free distillation from a teacher checkpoint into ``out_dir``; returns the metrics.
-
-    Writes student.pt, generator.pt (deepinv: transfer_set.npz instead), state.pt (resume), metrics.json, log.jsonl,
-    samples.png and curves.png. ``bundle`` is used only for its test split (and, with
-    ``teacher_model``, for the shape and normalisation of a community teacher file).
-    ``accel`` and ``dist`` choose how it runs (GPU speed-ups, several processes), never what.
-    ``command`` (the command line, as typed) is recorded with the session in metrics.json.
-    """
-    from .teacher import check_compatible, load_teacher
-
-    dist = dist or DistContext()
-    if not dist.is_main:
-        say, progress = (lambda *_: None), False
-    if dist.is_main:
-        checkpoint.check_output_dir(out_dir)  # before any work: a bad --out must not cost a run
-    teacher, meta = load_teacher(teacher_path, bundle, teacher_model, say=say)
-    check_compatible(meta, bundle, teacher_path)
-    state_path = os.path.join(out_dir, STATE_FILE)
-    state = None
-    if os.path.exists(state_path) and resume:
-        state = checkpoint.load(state_path, kind="resume", what="resume state")["state"]
-        stored = DistillConfig.from_saved(state["config"])
-        changed = _config_differences(stored, cfg)
-        if changed:
-            say(f"note: resuming with the settings stored in {state_path}; ignoring changed "
-                f"{', '.join(changed)}")
-        cfg = stored.replace(device=cfg.device)
-    elif os.path.exists(state_path) and not overwrite:
-        raise CpscError(f"{out_dir} already holds a distillation run (state.pt). Pass --resume to continue it, "
-                        "--overwrite to start over and replace it, or choose another --out directory.")
-    elif resume:
-        say(f"note: nothing to resume in {out_dir}; starting a new run")
-    if state is None and not overwrite:
-        owner = checkpoint.metrics_owner(os.path.join(out_dir, "metrics.json"))
-        if owner not in (None, "distillation"):
-            foreign = {"teacher": "a teacher training's"}.get(owner, "not a distillation's")
-            raise CpscError(f"{out_dir} holds another command's metrics.json ({foreign}), which a new distillation "
-                            "would replace. Choose another --out directory (e.g. a sub-folder), or pass --overwrite "
-                            "to replace it.")
-    dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
-    if dist.is_main:
-        os.makedirs(out_dir, exist_ok=True)
-        checkpoint.remove_stale_temporaries(out_dir)  # half-written files of a killed run
-        if state is None:
-            for name in ("log.jsonl", "metrics.json"):
-                if os.path.exists(os.path.join(out_dir, name)):
-                    os.remove(os.path.join(out_dir, name))
-
-    data_baseline = cfg.input_source == "data"  # the upper-bound baseline trains on the real images
-    distiller = Distiller(teacher, meta, cfg, bundle.test, out_dir, accel=accel, dist=dist,
-                          train_set=bundle.train if data_baseline else None,
-                          augment=(bundle.augment_pad, bundle.augment_flip))
-    inputs = dict(teacher=checkpoint.fingerprint(teacher.state_dict()),
-                  test_data=checkpoint.fingerprint({"x": getattr(bundle.test, "images", None),
-                                                    "y": getattr(bundle.test, "labels", None)}))
-    try:
-        if state is not None:
-            for key, what, flag in (("teacher", "teacher", "--teacher"), ("test_data", "evaluation data", "--dataset")):
-                stored_print = (state.get("inputs") or {}).get(key)
-                if stored_print is not None and stored_print != inputs[key] and not overwrite:
-                    raise CpscError(f"The run in {out_dir} was started with another {what} than the one given now "
-                                    f"({flag}), so resuming would mix two experiments. Pass the {what} it was "
-                                    "started with, or --overwrite (or another --out) to start a new run.")
-            distiller.load_state_dict(state)
-            say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
-        distiller.inputs = inputs
-        launcher = (launch_environment() or {}).get("launcher") if dist.enabled else None
-        distiller.sessions.begin(command, distiller.device, dist.world_size, launcher, distiller.iteration)
-        teacher_acc = evaluate(distiller.teacher, distiller.test_set, distiller.device) if dist.is_main else None
-        if distiller.iteration < cfg.iters:
-            distiller.run(progress=progress, stop_after=stop_after)
-        metrics = None
-        if dist.is_main:
-            metrics = _finish(distiller, bundle, meta, teacher_acc, out_dir, sample_per_class)
-        return dist.broadcast_object(metrics)
-    finally:
-        distiller.close()
-
-
-def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: float, out_dir: str,
-            sample_per_class: int) -> dict:
-    """Rank 0's end of a run: final accuracy, metrics.json, samples.png, curves.png."""
-    from .viz import generate_per_class, plot_curves, plot_samples
-    cfg = distiller.cfg
-    student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
-    best_acc = max(distiller.best_student_acc or 0.0, student_acc)
-    complete = distiller.iteration >= cfg.iters
-    distiller.sessions.update(distiller.iteration)
-    final = final_diagnostics(distiller, bundle)
-    metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, best_student_acc=best_acc,
-                   reported_acc=best_acc if cfg.report_best else student_acc,
-                   accuracy_at=distiller.time_to_accuracy(), **final, iters=distiller.iteration,
-                   seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
-                   student=cfg.student, teacher=meta["model"], dataset=bundle.name,
-                   device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),
-                   wall_seconds=distiller.sessions.wall_seconds(), sessions=distiller.sessions.sessions)
-    checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
-    if distiller.inverts:
-        from .data import save_transfer_set
-        # The optimised images are the method's product: kept as a transfer set (--dataset npz:FILE).
-        save_transfer_set(os.path.join(out_dir, "transfer_set.npz"), *distiller.pool.latest(distiller.pool.size),
-                          meta["mean"], meta["std"], meta["class_names"])
-        images, labels = _pool_per_class(distiller.pool, distiller.num_classes, sample_per_class)
-    else:
-        images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
-    from .viz import teacher_predictions
-    fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
-                       title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
-                             f"iteration {distiller.iteration}",
-                       path=os.path.join(out_dir, "samples.png"),
-                       predictions=teacher_predictions(distiller.teacher, images.to(distiller.device))
-                       if distiller.inverts or cfg.conditional else None,
-                       xlabel=f"{len(images) // distiller.num_classes} optimised images per target class"
-                       if distiller.inverts else None)
-    _close(fig)
-    records = read_log(os.path.join(out_dir, "log.jsonl")) if os.path.exists(
-        os.path.join(out_dir, "log.jsonl")) else []
-    if records:
-        _close(plot_curves(records, os.path.join(out_dir, "curves.png"), teacher_acc=teacher_acc,
-                           title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"))
-    return metrics
-
-
-def _pool_per_class(pool: SamplePool, num_classes: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png).
-
-    With random target labels (CMI) a class may have fewer: its images are then repeated, and a class
-    with none gets blank images, so that the grid stays ``num_classes`` rows of ``per_class``."""
-    x, y = pool.latest(pool.size)
-    images = []
-    for c in range(num_classes):
-        idx = torch.nonzero(y == c).flatten()[-per_class:]
-        if len(idx):
-            images.append(x[idx[torch.arange(per_class, device=idx.device) % len(idx)]])
-        else:
-            images.append(torch.zeros((per_class,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device))
-    labels = torch.arange(num_classes, device=y.device).repeat_interleave(per_class)
-    return torch.cat(images), labels
-
-
-def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int = 50) -> dict:
-    """End-of-run measures of the synthetic images (metrics.json; book chapter 7).
-
-    ``teacher_agreement``: share of class-wise samples the teacher assigns to their conditioning
-    class. ``pixel_recognition``: the same share for an independent judge, a 5-nearest-neighbour
-    classifier on raw pixels fitted to the real training split (present only when the data set has
-    one; it judges the samples and never trains anything). Both are None for inputs without a
-    conditioning label (noise, real data, an unconditional generator).
-    """
-    from .diagnostics import PixelJudge, teacher_view
-    from .viz import generate_per_class
-    out = dict(teacher_agreement=None, pixel_recognition=None)
-    if not ((distiller.uses_generator and distiller.cfg.conditional) or distiller.inverts):
-        return out
-    if distiller.bn_loss is not None:
-        distiller.bn_loss.enabled = False
-    per_class = max(1, min(per_class, 2000 // distiller.num_classes))  # about 2000 images at most, any K
-    if distiller.inverts:  # DeepInversion: the newest optimised images and their target labels
-        x, y = distiller.pool.latest(per_class * distiller.num_classes)
-    else:  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
-        x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321, batch_size=256)
-    distiller.teacher.eval()
-    pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
-    out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
-    if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
-        judge = PixelJudge(bundle.train)
-        out["pixel_recognition"] = round(judge.recognition(x, y, distiller.meta["mean"], distiller.meta["std"]), 4)
-    return out
-
-
-def _close(fig) -> None:
-    import matplotlib.pyplot as plt
-    plt.close(fig)

@@ -162,7 +162,7 @@ def init_distributed(device: str = "auto", required: bool = False,
     torchrun's variables switch distributed mode on by themselves; SLURM's only with ``required``
     (an ``srun`` job step may run several independent commands). NCCL on CUDA, Gloo on CPU.
     """
-    from .utils import pick_device
+    from .engine import pick_device
     info = launch_environment(env)
     if info is not None and info["launcher"] == "slurm" and not required:
         info = None

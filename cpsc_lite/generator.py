@@ -10,6 +10,7 @@ statistics are shared by all classes; only the scale and shift are per class.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -102,3 +103,27 @@ class ConditionalGenerator(nn.Module):
         """Plain-data constructor arguments, stored in checkpoints."""
         return dict(num_classes=self.num_classes, img_size=self.img_size, channels=self.channels,
                     nz=self.nz, ngf=self.ngf, conditional=self.conditional)
+
+
+@torch.no_grad()
+def generate_per_class(generator, per_class: int, device=None, z: Optional[torch.Tensor] = None,
+                       seed: Optional[int] = 0, batch_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` images for every class, class-major: returns ``(images, labels)``.
+
+    The generator runs in eval mode (running BN statistics), so the images of a
+    class do not depend on what else is in the batch; ``batch_size`` generates them
+    in chunks of that size (same images, less memory). ``seed`` fixes the noise
+    without touching the global random state.
+    """
+    device = device or next(generator.parameters()).device
+    k = generator.num_classes
+    labels = torch.arange(k, device=device).repeat_interleave(per_class)
+    if z is None:
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(k * per_class, generator.nz, generator=g).to(device)
+    was_training = generator.training
+    generator.eval()
+    step = batch_size or len(labels)
+    images = torch.cat([generator(z[i:i + step], labels[i:i + step]) for i in range(0, len(labels), step)])
+    generator.train(was_training)
+    return images, labels

@@ -9,53 +9,28 @@ layer): CPSC-DFKD's contrastive term uses it as a "view" of the image
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import CpscError
+from . import cifar_models  # noqa: F401  (registers the CIFAR-scale families; an import error surfaces)
+from .registry import MODELS
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-
-
-def register_model(name: str, description: str = ""):
-    """Decorator: make ``fn(num_classes, in_channels, img_size) -> nn.Module`` creatable by name."""
-
-    def wrap(fn):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = fn
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
-
-    return wrap
+#: Decorator: make ``fn(num_classes, in_channels, img_size) -> nn.Module`` creatable by name.
+register_model = MODELS.register
 
 
 def available_models() -> dict[str, str]:
     """Registered model names with a one-line description each."""
-    _load_optional_families()
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return MODELS.describe()
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     """Build a registered classifier; unknown names raise a :class:`CpscError` listing the choices."""
-    _load_optional_families()
-    if name not in _MODELS:
-        choices = ", ".join(sorted(_MODELS))
-        raise CpscError(f"Unknown model {name!r}. Choose one of: {choices}. "
-                        "Run `cpsc-lite models` to see what each one is.")
-    model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, img_size=img_size)
+    build, _ = MODELS.resolve(name)
+    model = build(num_classes=num_classes, in_channels=in_channels, img_size=img_size)
     model.model_name = name
     return model
-
-
-def _load_optional_families() -> None:
-    # CIFAR-scale families live in their own module; importing it registers them. A failing import
-    # is a real error (a missing dependency, a bug) and must surface as such, not as "Unknown model".
-    from . import cifar_models  # noqa: F401
 
 
 def feature_dim(model: nn.Module, in_channels: int, img_size: int) -> int:

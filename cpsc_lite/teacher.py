@@ -27,8 +27,10 @@ from . import CpscError, Terminated, checkpoint
 from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
-from .utils import (Acceleration, augment_batch, autocast, configure_backends, evaluate, fused_optimizer_kwargs,
-                    grad_scaler, pick_device, resolve_amp, rng_state, seed_everything, set_rng_state, warmup_cosine)
+from . import engine
+from .engine import (Acceleration, autocast, configure_backends, fused_optimizer_kwargs, grad_scaler, pick_device,
+                     resolve_amp, rng_state, seed_everything, set_rng_state)
+from .utils import augment_batch, evaluate, warmup_cosine
 
 #: Per-dataset recipes: changes to TeacherConfig's defaults (which stay the recipe for digits,
 #: MNIST-like and user datasets). CIFAR follows METHOD.md / the CMI-DataFree teachers (SGD 0.1,
@@ -129,14 +131,7 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
             with autocast(device, amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            engine.update((opt,), loss, scaler)
             sched.step()
             running += loss.detach().double() * len(y)
             n += len(y)
@@ -171,18 +166,22 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
 def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: bool = True,
                 metrics_name: str = "metrics.json", resume: bool = False, eval_every: int = 5,
                 ckpt_every: int = 5, accel: Optional[Acceleration] = None,
-                say: Callable[[str], None] = print) -> dict:
+                say: Callable[[str], None] = print, overwrite: bool = False) -> dict:
     """Train, then write ``out_dir/teacher.pt`` and ``out_dir/<metrics_name>``.
 
     With ``resume`` an interrupted training (``teacher_state.pt``) continues with its stored
     settings (``cfg.device`` may change); the state file is removed once teacher.pt is written.
+    An existing teacher.pt, state or another command's metrics file is replaced only with
+    ``overwrite`` (:func:`checkpoint.prepare_output_dir`).
     """
     start = time.time()
-    checkpoint.check_output_dir(out_dir)  # before the training: a bad --out must not cost it
-    checkpoint.remove_stale_temporaries(out_dir)
+    resuming = checkpoint.prepare_output_dir(out_dir, state_file=STATE_FILE, owner="teacher",
+                                             what="an interrupted teacher training", resume=resume,
+                                             overwrite=overwrite, products=("teacher.pt",),
+                                             metrics_file=metrics_name, say=say)
     state_path = os.path.join(out_dir, STATE_FILE)
     state = None
-    if resume and os.path.exists(state_path):
+    if resuming:
         state = checkpoint.load(state_path, kind="teacher_resume", what="teacher resume state")["state"]
         stored = TeacherConfig(**dict(state["config"], device=cfg.device))
         changed = [k for k, v in stored.to_dict().items() if k != "device" and v != cfg.to_dict()[k]]
@@ -190,11 +189,8 @@ def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: 
             say(f"note: resuming with the settings stored in {state_path}; ignoring changed {', '.join(changed)}")
         cfg = stored
         start -= state["elapsed"]
-    else:
-        if resume:
-            say(f"note: nothing to resume in {out_dir}; starting a new teacher training")
-        if os.path.exists(state_path):
-            os.remove(state_path)  # a fresh start must not leave an older run's state to resume later
+    elif os.path.exists(state_path):
+        os.remove(state_path)  # --overwrite: a fresh start must not leave an older run's state to resume later
     model, acc, history = train_teacher(bundle, cfg, progress, out_dir=out_dir, state=state, eval_every=eval_every,
                                         ckpt_every=ckpt_every, accel=accel, say=say)
     meta = checkpoint.model_meta(cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict())
@@ -222,23 +218,6 @@ def load_classifier(path: str, kind: str = "teacher", device: Optional[torch.dev
     return model, meta
 
 
-def _read_torch_file(path: str):
-    """``torch.load(weights_only=True)`` with the same clear errors as :func:`checkpoint.load`."""
-    if not os.path.isfile(path):
-        checkpoint.load(path, what="teacher checkpoint")  # raises the "does not exist" message
-    try:
-        return checkpoint.safe_torch_load(path)
-    except Exception as exc:
-        text = str(exc)
-        if checkpoint.is_pickled_objects_error(text):
-            raise CpscError(f"{path} holds Python objects besides tensors, which cpsc_lite does not unpickle "
-                            "(loading could run code from the file). If you trust the file, re-save just the "
-                            "weights: python -c \"import torch; o = torch.load('IN.pth', weights_only=False); "
-                            "torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.") from None
-        checkpoint.load(path, what="teacher checkpoint")  # raises the "truncated or corrupt" message
-        raise
-
-
 def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Optional[str] = None,
                  device: Optional[torch.device] = None, say: Callable[[str], None] = print):
     """A teacher ``(model, meta)`` from a cpsc_lite teacher.pt, or from a community state dict.
@@ -251,7 +230,7 @@ def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Opt
     """
     if model_name is None:
         return load_classifier(path, "teacher", device)
-    obj = _read_torch_file(path)
+    obj = checkpoint.read_weights_file(path)
     if isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT:
         model, meta = load_classifier(path, "teacher", device)
         if meta["model"] != model_name:

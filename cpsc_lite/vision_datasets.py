@@ -1,6 +1,6 @@
 """Image datasets beyond the built-in digits: CIFAR, SVHN, MNIST, Tiny-ImageNet, image folders.
 
-Importing this module registers (see :func:`cpsc_lite.data.register_dataset`):
+Importing this module registers (in :data:`cpsc_lite.registry.DATASETS`):
 
 ``cifar10``, ``cifar100``, ``svhn``, ``mnist``, ``fashion-mnist``
     Read (and, only with ``download=True``, fetched) by torchvision's dataset
@@ -34,7 +34,10 @@ import numpy as np
 import torch
 
 from . import CpscError
-from .data import ArrayDataset, DataBundle, channel_stats, register_dataset
+from .bundle import ArrayDataset, DataBundle, channel_stats
+from .registry import DATASETS
+
+register_dataset = DATASETS.register
 
 DATA_ENV_VAR = "CPSC_LITE_DATA"
 DEFAULT_DATA_ROOT = os.path.join("~", ".cache", "cpsc_lite", "data")
@@ -585,8 +588,6 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
     )
 
 
-@register_dataset("folder:", "folder:PATH - your own images, one subfolder per class: PATH/train/<class>/ and "
-                             "PATH/test/<class>/ (or PATH/val/), or just PATH/<class>/ as the test split")
-def _load_folder_spec(path: str, download: bool = False) -> DataBundle:
-    """``folder:PATH`` (``load_dataset`` passes PATH where other loaders get the data root)."""
-    return load_image_folder(path)
+register_dataset("folder", "your own images, one subfolder per class: PATH/train/<class>/ and PATH/test/<class>/ "
+                 "(or PATH/val/), or just PATH/<class>/ as the test split", takes_path=True)(
+    lambda path: load_image_folder(path))

@@ -39,30 +39,6 @@ def _in_notebook() -> bool:
         return False
 
 
-@torch.no_grad()
-def generate_per_class(generator, per_class: int, device=None, z: Optional[torch.Tensor] = None,
-                       seed: Optional[int] = 0, batch_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` images for every class, class-major: returns ``(images, labels)``.
-
-    The generator runs in eval mode (running BN statistics), so the images of a
-    class do not depend on what else is in the batch; ``batch_size`` generates them
-    in chunks of that size (same images, less memory). ``seed`` fixes the noise
-    without touching the global random state.
-    """
-    device = device or next(generator.parameters()).device
-    k = generator.num_classes
-    labels = torch.arange(k, device=device).repeat_interleave(per_class)
-    if z is None:
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = torch.randn(k * per_class, generator.nz, generator=g).to(device)
-    was_training = generator.training
-    generator.eval()
-    step = batch_size or len(labels)
-    images = torch.cat([generator(z[i:i + step], labels[i:i + step]) for i in range(0, len(labels), step)])
-    generator.train(was_training)
-    return images, labels
-
-
 def image_grid(images: torch.Tensor, rows: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Tile normalised images ``[rows*cols, C, H, W]`` into one ``[H', W', C]`` array in [0, 1]."""
     from torchvision.utils import make_grid
@@ -87,7 +63,7 @@ def teacher_predictions(teacher: torch.nn.Module, images: torch.Tensor, batch_si
 def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], mean, std,
                  title: str = "Synthetic images, one row per class", path: Optional[str] = None, ax=None,
                  predictions: Optional[torch.Tensor] = None, xlabel: Optional[str] = None):
-    """Class-wise grid (rows = classes, as produced by :func:`generate_per_class`), rows labelled by name.
+    """Class-wise grid (rows = classes, as produced by :func:`cpsc_lite.generator.generate_per_class`), rows labelled by name.
 
     With the teacher's ``predictions`` for the images, the right edge of each row shows the share of
     that row the teacher assigns to the row's class (whether the row is class-specific)."""

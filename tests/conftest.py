@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -10,6 +9,14 @@ torch.set_num_threads(1)
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_random_state():
+    """Every test starts from the same random state, whatever ran before it (constructing a Distiller
+    does not seed; runs seed themselves, and tests that compare two models seed explicitly)."""
+    from cpsc_lite.engine import seed_everything
+    seed_everything(0)
 
 
 @pytest.fixture(scope="session")

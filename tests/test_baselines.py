@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cpsc_lite import CpscError
-from cpsc_lite.config import BASELINE_SETTINGS, DistillConfig, make_config
-from cpsc_lite.distill import Distiller, generator_loss, load_preset, lr_factor
+from cpsc_lite.config import BASELINE_SETTINGS, DistillConfig, load_preset, make_config
+from cpsc_lite.distill import Distiller, generator_loss, lr_factor
 from cpsc_lite.teacher import load_teacher
 
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
@@ -92,7 +92,7 @@ def test_methods_section_forms_and_errors():
 
 def _order(cfg, digits_teacher):
     teacher, meta = load_teacher(digits_teacher)
-    d = Distiller(teacher, meta, cfg, test_set=None, out_dir=None)
+    d = Distiller(teacher, meta, cfg)
     calls = []
     d.generator_step = lambda: calls.append("G") or {}
     d.student_step = lambda: calls.append("S") or {}
@@ -111,7 +111,7 @@ def test_step_order(digits_teacher):
 def test_student_optimizer_choice(digits_teacher):
     teacher, meta = load_teacher(digits_teacher)
     cfg = make_config("dafl", batch_size=8, ngf=8, student_optimizer="adam", lr_student=2e-3)
-    d = Distiller(teacher, meta, cfg, test_set=None, out_dir=None)
+    d = Distiller(teacher, meta, cfg)
     assert isinstance(d.opt_s, torch.optim.Adam) and d.opt_s.param_groups[0]["initial_lr"] == pytest.approx(2e-3)
     d.close()
 

@@ -11,7 +11,7 @@ from cpsc_lite import CpscError
 from cpsc_lite.cli import main
 from cpsc_lite.config import METHODS, make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.diagnostics import (class_balance, collapsed_classes, frechet_distance, per_class_diversity,
+from cpsc_lite.diagnostics import (class_balance, frechet_distance, per_class_diversity,
                                    synthetic_diagnostics)
 from cpsc_lite.distill import Distiller
 from cpsc_lite.teacher import load_classifier

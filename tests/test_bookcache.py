@@ -52,8 +52,8 @@ def test_cpsc_run_keeps_snapshots_and_is_cached(cache, monkeypatch):
     final = run.generator.state_dict()
     assert all(torch.equal(last.state_dict()[k], final[k]) for k in final)
     assert not all(torch.equal(first.state_dict()[k], final[k]) for k in final)
-    import cpsc_lite.distill
-    _forbid(monkeypatch, cpsc_lite.distill.Distiller, "run")
+    import cpsc_lite.runner
+    _forbid(monkeypatch, cpsc_lite.runner, "train")
     assert bc.cpsc_run().metrics == run.metrics
     # A different setting is a different artefact (and would train).
     with pytest.raises(AssertionError, match="cached"):

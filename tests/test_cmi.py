@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from cpsc_lite import checkpoint
 from cpsc_lite.config import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import Distiller, local_views, reinitialise, run_distill
+from cpsc_lite.distill import Distiller, local_views, reinitialise
+from cpsc_lite.runner import run_distill
 from cpsc_lite.generator import ConditionalGenerator
 from cpsc_lite.losses import agreeing_kl, instance_contrast
 from cpsc_lite.teacher import load_classifier
@@ -72,7 +73,7 @@ SMALL = dict(batch_size=16, ngf=8, nz=16, inversion_steps=3, inversion_every=2, 
 
 def test_cmi_iteration_fills_pool_and_bank_and_keeps_the_head(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, make_config("cmi", iters=4, **SMALL), test_set=None, out_dir=None)
+    d = Distiller(teacher, meta, make_config("cmi", iters=4, **SMALL))
     head_before = [p.clone() for p in d.cmi_head.parameters()]
     terms = d.iterate()
     assert {"g/cmi_contrast", "g/cmi_adv", "g/bn", "g/ce_teacher", "s/kd"} <= set(terms)

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from cpsc_lite.data import ArrayDataset, SCENE_CLASSES, denormalize, load_dataset, make_scenes, make_shapes

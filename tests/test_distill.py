@@ -1,7 +1,6 @@
 """End-to-end behaviour of the distillation loop: learning, resume exactness, NaN safety, generality."""
 
 import json
-import math
 import os
 import signal
 
@@ -12,7 +11,9 @@ from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
 from cpsc_lite.config import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import Distiller, NonFiniteLossError, run_distill
+from cpsc_lite.distill import Distiller
+from cpsc_lite.engine import seed_everything
+from cpsc_lite.runner import NonFiniteLossError, run_distill, train
 from cpsc_lite.teacher import load_classifier
 
 from conftest import make_colour_npz
@@ -64,8 +65,9 @@ def test_resume_after_a_crash_between_checkpoints(tmp_path, digits_teacher):
     bundle = load_dataset("digits")
     cfg = make_config("cpsc", iters=10, **SMALL)
     teacher, meta = load_classifier(digits_teacher)
-    clean = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "clean"))
-    clean.run(progress=False)
+    seed_everything(cfg.seed)
+    clean = Distiller(teacher, meta, cfg, bundle.test)
+    train(clean, str(tmp_path / "clean"), progress=False)
 
     class Crash(Exception):
         pass
@@ -75,16 +77,18 @@ def test_resume_after_a_crash_between_checkpoints(tmp_path, digits_teacher):
             raise Crash()
 
     teacher, meta = load_classifier(digits_teacher)
-    crashed = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "crash"))
+    seed_everything(cfg.seed)
+    crashed = Distiller(teacher, meta, cfg, bundle.test)
     with pytest.raises(Crash):
-        crashed.run(progress=False, callback=crash)
+        train(crashed, str(tmp_path / "crash"), progress=False, callback=crash)
     crashed.close()
     state = checkpoint.load(str(tmp_path / "crash" / "state.pt"), "resume")["state"]
     assert state["iteration"] == 4
     teacher, meta = load_classifier(digits_teacher)
-    again = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "crash"))
+    seed_everything(cfg.seed)
+    again = Distiller(teacher, meta, cfg, bundle.test)
     again.load_state_dict(state)
-    again.run(progress=False)
+    train(again, str(tmp_path / "crash"), progress=False)
     for k, v in clean.student.state_dict().items():
         assert torch.equal(v, again.student.state_dict()[k]), k
     iters = [json.loads(x)["iter"] for x in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()]
@@ -95,7 +99,8 @@ def test_nan_keeps_last_good_checkpoint(tmp_path, digits_teacher):
     bundle = load_dataset("digits")
     cfg = make_config("cpsc", iters=10, **dict(SMALL, log_every=1))
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path))
+    seed_everything(cfg.seed)
+    d = Distiller(teacher, meta, cfg, bundle.test)
 
     def poison(dd, record):
         if record["iter"] == 5:  # after the checkpoint at 4
@@ -103,7 +108,7 @@ def test_nan_keeps_last_good_checkpoint(tmp_path, digits_teacher):
                 dd.teacher.classifier.weight.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLossError, match="kept"):
-        d.run(progress=False, callback=poison)
+        train(d, str(tmp_path), progress=False, callback=poison)
     state = checkpoint.load(str(tmp_path / "state.pt"), "resume")["state"]
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
@@ -140,11 +145,12 @@ def test_checkpoints_load_with_weights_only(tmp_path, digits_teacher):
 def test_seeded_runs_are_reproducible(tmp_path, digits_teacher):
     bundle = load_dataset("digits")
     cfg = make_config("cpsc", iters=3, **SMALL)
-    a = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "a"), progress=False)
-    b = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "b"), progress=False)
+    torch.manual_seed(123)  # the global state before a run does not matter: the run seeds itself
+    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "a"), progress=False)
+    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "b"), progress=False)
     wa, wb = _weights(str(tmp_path / "a" / "student.pt")), _weights(str(tmp_path / "b" / "student.pt"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = run_distill(digits_teacher, bundle, cfg.replace(seed=1), str(tmp_path / "c"), progress=False)
+    run_distill(digits_teacher, bundle, cfg.replace(seed=1), str(tmp_path / "c"), progress=False)
     wc = _weights(str(tmp_path / "c" / "student.pt"))
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
@@ -178,10 +184,11 @@ def test_sigterm_checkpoints_the_current_iteration_and_resume_is_exact(tmp_path,
             os.kill(os.getpid(), signal.SIGTERM)
 
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path / "cut"))
+    seed_everything(cfg.seed)
+    d = Distiller(teacher, meta, cfg, bundle.test)
     with checkpoint.stop_on_sigterm():
         with pytest.raises(Terminated, match="after iteration 6 of 10.*--resume"):
-            d.run(progress=False, callback=term)
+            train(d, str(tmp_path / "cut"), progress=False, callback=term)
     d.close()
     assert checkpoint.load(str(tmp_path / "cut" / "state.pt"), "resume")["state"]["iteration"] == 6
     resumed = run_distill(digits_teacher, bundle, cfg, str(tmp_path / "cut"), resume=True, progress=False)
@@ -191,14 +198,15 @@ def test_sigterm_checkpoints_the_current_iteration_and_resume_is_exact(tmp_path,
 
 
 def test_sigterm_through_the_cli_exits_143_with_the_resume_advice(tmp_path, digits_teacher, capsys, monkeypatch):
-    real_run = Distiller.run
+    from cpsc_lite import runner
+    real_train = runner.train
 
-    def run_then_term(self, *args, **kwargs):
+    def train_then_term(*args, **kwargs):
         def term(d, record):
             if record["iter"] == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
-        return real_run(self, *args, **dict(kwargs, callback=term))
-    monkeypatch.setattr(Distiller, "run", run_then_term)
+        return real_train(*args, **dict(kwargs, callback=term))
+    monkeypatch.setattr(runner, "train", train_then_term)
     code = main(["distill", "--teacher", str(digits_teacher), "--out", str(tmp_path / "r"), "--iters", "6",
                  "--batch-size", "16", "--set", "ngf=8", "--set", "nz=8", "--set", "log_every=1", "--no-progress"])
     err = capsys.readouterr().err
@@ -212,7 +220,8 @@ def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path, digits_teach
     bundle = load_dataset("digits")
     cfg = make_config("cpsc", iters=10, **SMALL)
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, cfg, bundle.test, str(tmp_path))
+    seed_everything(cfg.seed)
+    d = Distiller(teacher, meta, cfg, bundle.test)
 
     def blow_up(dd, record):  # finite losses can hide weights of 1e28 for an iteration or two
         if record["iter"] == 6:
@@ -220,7 +229,7 @@ def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path, digits_teach
                 next(dd.student.parameters()).fill_(1e28)
 
     with pytest.raises(NonFiniteLossError, match="Weights diverged by iteration 8.*student.*previous checkpoint"):
-        d.run(progress=False, callback=blow_up)
+        train(d, str(tmp_path), progress=False, callback=blow_up)
     state = checkpoint.load(str(tmp_path / "state.pt"), "resume")["state"]
     assert state["iteration"] == 4
 

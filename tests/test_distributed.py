@@ -21,8 +21,11 @@ from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
 from cpsc_lite.config import make_config
 from cpsc_lite.distill import Distiller
+from cpsc_lite.engine import seed_everything
+from cpsc_lite.runner import train
 from cpsc_lite.distributed import DistContext, init_distributed, launch_environment, per_rank_batch
-from cpsc_lite.models import _DESCRIPTIONS, _MODELS, create_model, register_model
+from cpsc_lite.models import create_model, register_model
+from cpsc_lite.registry import MODELS
 
 TINY = ["--set", "ngf=8", "--set", "nz=16", "--set", "eval_every=2", "--set", "log_every=1", "--set",
         "ckpt_every=2"]
@@ -51,8 +54,7 @@ def no_bn_student():
     try:
         yield "test_nobn"
     finally:
-        _MODELS.pop("test_nobn", None)
-        _DESCRIPTIONS.pop("test_nobn", None)
+        MODELS.unregister("test_nobn")
 
 
 def random_teacher(path):
@@ -78,6 +80,7 @@ def first_student_step(teacher_path, student, dist):
     """One student step on the fixed global batch, this rank's slice of it; returns loss and gradients."""
     from cpsc_lite.teacher import load_classifier
     teacher, meta = load_classifier(teacher_path)
+    seed_everything(equivalence_config(student).seed + dist.rank)  # what run_distill does per rank
     d = Distiller(teacher, meta, equivalence_config(student), dist=dist)
     x, y = fixed_batch()
     b = d.batch_size
@@ -107,8 +110,9 @@ def _worker(teacher_path, tmp):
         from cpsc_lite.teacher import load_classifier
         teacher, meta = load_classifier(teacher_path)
         cfg = make_config("cpsc", batch_size=GLOBAL_BATCH, ngf=8, nz=16, iters=3, log_every=1, device="cpu")
+        seed_everything(cfg.seed + ctx.rank)
         d = Distiller(teacher, meta, cfg, dist=ctx)
-        d.run(progress=False)
+        train(d, progress=False)
         torch.save(dict(student=d.student.state_dict(), generator=d.generator.state_dict()),
                    f"{tmp}/sync_rank{rank}.pt")
         d.close()

@@ -15,12 +15,12 @@ import torch
 
 from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
-from cpsc_lite.config import TeacherConfig, make_config
+from cpsc_lite.config import TeacherConfig, load_preset, make_config
 from cpsc_lite.data import available_datasets, load_dataset
-from cpsc_lite.distill import Distiller, _Float32BNStatsLoss, load_preset
+from cpsc_lite.distill import Distiller, _Float32BNStatsLoss
+from cpsc_lite.engine import Acceleration, pick_device, resolve_amp, seed_everything
 from cpsc_lite.models import available_models, create_model
 from cpsc_lite.teacher import TEACHER_RECIPES, load_classifier, run_teacher, teacher_recipe
-from cpsc_lite.utils import Acceleration, pick_device, resolve_amp
 
 from conftest import make_colour_npz
 
@@ -312,6 +312,7 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
     """channels_last and torch.compile (the aot_eager backend: traces like inductor, compiles in seconds)."""
     cfg = make_config("cpsc", device="cpu", **TINY)
     teacher, meta = load_classifier(digits_teacher)
+    seed_everything(cfg.seed)
     eager = Distiller(teacher, meta, cfg)
     eager_terms = eager.iterate()
     teacher, meta = load_classifier(digits_teacher)
@@ -321,6 +322,7 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
     assert fast._generate(z, y).is_contiguous(memory_format=torch.channels_last)
     fast.close()
     teacher, meta = load_classifier(digits_teacher)  # a fresh one: the same random stream as the eager run
+    seed_everything(cfg.seed)
     fast = Distiller(teacher, meta, cfg, accel=Acceleration(channels_last=True, compile="default",
                                                             compile_backend="aot_eager"))
     fast_terms = fast.iterate()

@@ -202,7 +202,7 @@ def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
 
 
 def test_report_best_chooses_the_reported_accuracy(tmp_path, digits_teacher):
-    from cpsc_lite.distill import run_distill
+    from cpsc_lite.runner import run_distill
     bundle = load_dataset("digits")
     small = dict(iters=6, batch_size=32, ngf=8, nz=16, eval_every=2, log_every=2, ckpt_every=6)
     for best in (False, True):
@@ -226,8 +226,8 @@ def test_augment_views_shift_and_flip():
 def test_sample_npz_is_a_transfer_set_the_teacher_can_be_evaluated_on(tmp_path, digits_teacher, capsys):
     import numpy as np
     from cpsc_lite.cli import main
-    from cpsc_lite.distill import run_distill
-    from cpsc_lite.viz import generate_per_class
+    from cpsc_lite.runner import run_distill
+    from cpsc_lite.generator import generate_per_class
     from cpsc_lite import checkpoint
     from cpsc_lite.generator import ConditionalGenerator
     bundle = load_dataset("digits")

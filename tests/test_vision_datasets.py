@@ -149,7 +149,7 @@ def as_uint8(images: torch.Tensor) -> np.ndarray:
 
 def test_all_datasets_are_registered():
     names = cdata.available_datasets()
-    for name in ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist", "tiny-imagenet", "folder:"):
+    for name in ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist", "tiny-imagenet", "folder:PATH", "npz:PATH"):
         assert name in names, name
 
 

@@ -1,0 +1,226 @@
+"""How a run executes, never what it computes: device, precision, memory layout, compile and
+DDP wrapping, the optimiser update, seeding and random state (book chapter 8).
+
+The method (:mod:`cpsc_lite.distill`) and teacher training (:mod:`cpsc_lite.teacher`) call these;
+on a CPU, by default, none of the speed-ups is active, so runs are bit-identical to plain float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import CpscError
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit name is used as given, if it exists here."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CpscError(f"--device {name!r} is not a device name. Use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CpscError(f"--device {name} was requested, but PyTorch sees no CUDA GPU here "
+                            f"(torch {torch.__version__}, torch.cuda.is_available() is False). Use --device cpu "
+                            "(or auto), or install a CUDA build of PyTorch on a machine with an NVIDIA GPU.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CpscError(f"--device {name} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if device.type == "mps" and not _mps_available():
+        raise CpscError(f"--device {name} was requested, but Apple's MPS backend is not available here. "
+                        "Use --device cpu (or auto).")
+    return device
+
+
+# --------------------------------------------------------------- precision
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``amp`` on ``device``, or None for full float32.
+
+    ``auto`` is bf16 on a CUDA GPU that supports it, else fp16 (with gradient
+    scaling), and off on every other device, so CPU runs stay bit-identical to
+    float32 ones. ``bf16``/``fp16`` are honoured on CUDA and CPU when asked for
+    explicitly; on Apple MPS they fall back to float32 with a warning.
+    """
+    if amp not in AMP_CHOICES:
+        raise CpscError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}.")
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise CpscError("--amp bf16 needs a GPU with bfloat16 support (NVIDIA Ampere or newer); "
+                            "use --amp fp16 or --amp auto on this GPU.")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "auto":
+        return None
+    if device.type == "mps":
+        warnings.warn(f"--amp {amp} is not supported on Apple MPS here; running in float32.", stacklevel=2)
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+@dataclass
+class Acceleration:
+    """How to run fast on a GPU. None of it changes the method; on CPU, by default, none of it is active.
+
+    * ``amp``: mixed precision (see :func:`resolve_amp`); losses are still computed in float32.
+    * ``compile``: ``torch.compile`` mode for the forward passes (``"default"``, ``"max-autotune"``, ...),
+      or None for eager; ``compile_backend`` is torch.compile's backend (tests use ``"aot_eager"``).
+    * ``channels_last``: NHWC memory layout for the networks and generated images; None = on for CUDA.
+    * ``sync_bn``: with several CUDA processes, SyncBatchNorm in the generator and the student
+      (batch statistics over the global batch instead of each GPU's share).
+    """
+
+    amp: str = "auto"
+    compile: Optional[str] = None
+    compile_backend: str = "inductor"
+    channels_last: Optional[bool] = None
+    sync_bn: bool = False
+
+    def use_channels_last(self, device: torch.device) -> bool:
+        return device.type == "cuda" if self.channels_last is None else bool(self.channels_last)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` for ``dtype``, or a context that does nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: Optional[torch.dtype]):
+    """A GradScaler for fp16 (whose small range needs loss scaling); None for bf16 and float32."""
+    return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+
+
+def fused_optimizer_kwargs(device: torch.device) -> dict:
+    """``fused=True`` on CUDA (one kernel per optimiser step); nothing elsewhere, so CPU stays unchanged."""
+    return dict(fused=True) if device.type == "cuda" else {}
+
+
+def configure_backends(device: torch.device) -> None:
+    """CUDA-only global switches: cuDNN autotuning (fixed shapes here) and TF32 matmuls."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every random state a run draws from, as plain tensors/lists (checkpoint-safe)."""
+    state = dict(torch=torch.get_rng_state(), python=_py_state_to_list(random.getstate()),
+                 numpy=_np_state_to_list(np.random.get_state()))
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_list_to_py_state(state["python"]))
+    np.random.set_state(_list_to_np_state(state["numpy"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _py_state_to_list(s):
+    return [s[0], list(s[1]), s[2]]
+
+
+def _list_to_py_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def _np_state_to_list(s):
+    return [s[0], torch.from_numpy(s[1].astype(np.int64)), int(s[2]), int(s[3]), float(s[4])]
+
+
+def _list_to_np_state(s):
+    return (s[0], s[1].numpy().astype(np.uint32), s[2], s[3], s[4])
+
+
+
+
+# ------------------------------------------------------------ one update
+def update(optimizers: Sequence[torch.optim.Optimizer], loss: torch.Tensor, scaler=None,
+           before_step: Optional[Callable[[], None]] = None) -> None:
+    """zero_grad, backward, step: the one optimiser update of teacher training and both distillation steps.
+
+    With fp16 the ``scaler`` scales the loss and skips steps whose gradients overflow; ``before_step``
+    runs between backward and step (e.g. averaging gradients over processes outside DDP).
+    """
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if before_step is not None:
+        before_step()
+    for opt in optimizers:
+        opt.step() if scaler is None else scaler.step(opt)
+    if scaler is not None:
+        scaler.update()
+
+
+def step_scheduler(scheduler, scaler=None) -> None:
+    """Advance a learning-rate schedule once. With fp16 the GradScaler may have skipped the optimiser step
+    (overflow); the schedule still advances once per iteration, as intended, so torch's warning is silenced."""
+    if scaler is None:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        scheduler.step()
+
+
+# ------------------------------------------------------------- wrapping
+def compiler(accel: Acceleration) -> Callable[[nn.Module], nn.Module]:
+    """``net -> torch.compile(net)`` for ``accel.compile`` (identity when it is off).
+
+    Teacher and student often share one forward (``CifarResNet.forward``); each is compiled for
+    grad / no-grad / frozen-parameter calls, which can exceed dynamo's default of 8 variants.
+    """
+    mode = accel.compile
+    if not mode or mode == "off":
+        return lambda net: net
+    import torch._dynamo
+    dynamo, name = torch._dynamo.config, "recompile_limit"
+    name = name if hasattr(dynamo, name) else "cache_size_limit"  # its name before torch 2.6
+    setattr(dynamo, name, max(getattr(dynamo, name), 32))
+    options = dict(backend=accel.compile_backend, mode=None if mode == "default" else mode)
+    return lambda net: torch.compile(net, **options)
+
+
+def data_parallel(nets: Iterable[nn.Module], device: torch.device) -> list[nn.Module]:
+    """Each module wrapped in DistributedDataParallel (the process group must be initialised)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    ids = dict(device_ids=[device.index]) if device.type == "cuda" else {}
+    return [DDP(net, **ids) for net in nets]
