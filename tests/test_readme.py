@@ -25,3 +25,22 @@ def test_demo_command_exists():
     from cpsc_lite.cli import build_parser
     args = build_parser().parse_args(["demo", "--out", "x"])
     assert args.command == "demo"
+
+
+def test_python_api_imports_exist():
+    """Every name the README's Python API block imports is where it says (the block follows the modules)."""
+    import importlib
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    imports = re.findall(r"^from (cpsc_lite[\w.]*) import (.+?)(?:\s+#.*)?$", block, flags=re.M)
+    assert len(imports) >= 6, block
+    for module, names in imports:
+        mod = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(",")):
+            assert hasattr(mod, name), f"README: {module} has no {name}"
+
+
+def test_layout_block_names_every_module():
+    block = re.search(r"## Layout\n.*?```\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    modules = {p.name for p in (ROOT / "cpsc_lite").glob("*.py")} - {"__init__.py", "__main__.py"}
+    missing = sorted(m for m in modules if m not in block)
+    assert not missing, f"README's layout block does not mention {missing}"
