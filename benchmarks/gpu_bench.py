@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -58,25 +57,20 @@ def parse_args(argv=None):
 
 
 def machine() -> dict:
-    import torch
-    info = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
-                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                host=platform.node(), cpus=os.cpu_count())
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
-                    capability=f"{props.major}.{props.minor}", bf16=torch.cuda.is_bf16_supported())
-    return info
+    sys.path.insert(0, REPO)
+    from cpsc_lite.engine import machine_info
+    return machine_info()
 
 
 def run_single(args) -> dict:
     """Time one configuration in this process; returns a JSON-able dict."""
     import torch
     sys.path.insert(0, REPO)
+    from cpsc_lite.checkpoint import untrained_meta
     from cpsc_lite.config import make_config
     from cpsc_lite.distill import Distiller
     from cpsc_lite.models import create_model
-    from cpsc_lite.engine import Acceleration
+    from cpsc_lite.engine import Acceleration, timed
 
     name = args.single
     precision, _, compiled = name.partition("+")
@@ -87,8 +81,7 @@ def run_single(args) -> dict:
     torch.manual_seed(0)
     k, size = args.num_classes, args.img_size
     teacher = create_model(args.teacher, k, 3, size)
-    meta = dict(model=args.teacher, num_classes=k, channels=3, img_size=size, mean=[0.5] * 3, std=[0.25] * 3,
-                class_names=[str(i) for i in range(k)])
+    meta = untrained_meta(args.teacher, k, 3, size)
     cfg = make_config("cpsc", student=args.student, batch_size=args.batch_size, g_steps=args.g_steps,
                       s_steps=args.s_steps, ngf=args.ngf, nz=256, iters=30000, device=device)
     accel = Acceleration(amp=amp, compile="default" if compiled == "compile" else None)
@@ -101,11 +94,8 @@ def run_single(args) -> dict:
         terms = d.iterate()
     sync()
     warm = time.perf_counter() - start
-    t0 = time.perf_counter()
-    for _ in range(args.iters):
-        terms = d.iterate()
-    sync()
-    seconds = time.perf_counter() - t0
+    per_iter, terms = timed(d.iterate, args.iters, warmup=0, statistic="mean")
+    seconds = per_iter * args.iters
     finite = all(math.isfinite(float(v)) for v in terms.values())
     out = dict(name=name, status="ok", amp=d.runtime()["amp"], compile=compiled == "compile",
                channels_last=d.channels_last, device=str(d.device), batch_size=cfg.batch_size,

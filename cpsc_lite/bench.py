@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Optional, Sequence
@@ -21,18 +20,10 @@ from . import CpscError, __version__, checkpoint
 from .config import METHOD_HELP, METHODS, TeacherConfig, make_config
 from .data import DataBundle, load_dataset
 from .distill import Distiller
-from .engine import seed_everything
+from .engine import describe_machine, seed_everything, timed
 from .runner import final_diagnostics, train
 from .teacher import check_compatible, load_classifier, run_teacher
 from .utils import evaluate
-
-
-def _machine() -> str:
-    dev = "cpu"
-    if torch.cuda.is_available():
-        dev = torch.cuda.get_device_name(0)
-    return (f"{platform.machine()} {os.cpu_count()} cpu threads ({torch.get_num_threads()} used by torch), "
-            f"torch {torch.__version__}, device {dev}")
 
 
 def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str], teacher_model: str,
@@ -69,7 +60,7 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
     check_compatible(meta, bundle, teacher_path)
     overrides = dict(overrides or {})
     results = dict(command=command, dataset=bundle.name, teacher=dict(model=meta["model"]), iters=iters,
-                   seeds=list(range(seeds)), package_version=__version__, machine=_machine(), methods={})
+                   seeds=list(range(seeds)), package_version=__version__, machine=describe_machine(), methods={})
     if append:
         results = _previous_results(out_dir, results, make_config(methods[0], iters=iters, **overrides), say)
     for method in methods:
@@ -264,25 +255,6 @@ def results_markdown(results: dict) -> str:
 
 
 # ------------------------------------------------------------------ profile
-def _time(fn, repeats: int) -> float:
-    """Median seconds of one call over ``repeats`` timed calls (after a warm-up call).
-
-    The median, not the mean: on a shared CPU a single descheduled call would otherwise move
-    the floor ratio by tens of percent.
-    """
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
     """Seconds per CPSC iteration vs the floor: the same forward/backward passes, measured alone.
 
@@ -294,7 +266,7 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
     d = Distiller(teacher, meta, cfg)
     for _ in range(2):
         d.iterate()
-    per_iter = _time(d.iterate, repeats)
+    per_iter = timed(d.iterate, repeats)[0]
     g, s, t = d.generator, d.student, d.teacher
     if d.bn_loss is not None:
         d.bn_loss.enabled = False
@@ -315,11 +287,11 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
             t(x)
         s(x).sum().backward()
 
-    floor = cfg.g_steps * _time(g_pass, repeats) + cfg.s_steps * _time(s_pass, repeats)
+    floor = cfg.g_steps * timed(g_pass, repeats)[0] + cfg.s_steps * timed(s_pass, repeats)[0]
     d.close()
     return dict(seconds_per_iter=per_iter, floor_seconds=floor, floor_ratio=per_iter / floor,
                 batch_size=b, g_steps=cfg.g_steps, s_steps=cfg.s_steps, teacher=meta["model"],
-                student=cfg.student, img_size=meta["img_size"], device=str(d.device), machine=_machine(),
+                student=cfg.student, img_size=meta["img_size"], device=str(d.device), machine=describe_machine(),
                 threads=torch.get_num_threads())
 
 
@@ -338,8 +310,7 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
     if teacher_model and not teacher_path:
         size = img_size or 32
         teacher = create_model(teacher_model, num_classes, channels, size)
-        meta = dict(model=teacher_model, num_classes=num_classes, channels=channels, img_size=size,
-                    mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(num_classes)])
+        meta = checkpoint.untrained_meta(teacher_model, num_classes, channels, size)
     else:
         bundle = load_dataset(dataset)
         path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model or "cnn_base", 30, False, say)

@@ -44,10 +44,10 @@ from torch import nn
 from . import CpscError, __version__, checkpoint
 from .config import DistillConfig, TeacherConfig, make_config  # noqa: F401 (TeacherConfig: type)
 from .data import DataBundle, load_dataset
-from .generator import ConditionalGenerator
+from .generator import ConditionalGenerator, load_generator
 from .distill import generator_loss
-from .losses import BNStatsLoss, pseudo_ce
-from .engine import pick_device, seed_everything
+from .losses import BNStatsLoss, batch_statistics, pseudo_ce
+from .engine import device_name, pick_device, seed_everything, timed
 
 DATASET = "digits"
 
@@ -123,8 +123,7 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
     except ImportError:  # pragma: no cover
         pass
     if not quiet:
-        gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else "none"
-        print(f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} (GPU: {gpu})\n"
+        print(f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} ({device_name(device)})\n"
               f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {shown_path(cache_dir())}")
     return device
 
@@ -325,10 +324,7 @@ def load_run(path: Path, name: str = "") -> Run:
     from .runner import read_log
     from .teacher import load_classifier
     path = Path(path)
-    obj = checkpoint.load(str(path / "generator.pt"), kind="generator", what="generator checkpoint")
-    gen = ConditionalGenerator(**obj["meta"]["generator"])
-    gen.load_state_dict(obj["state_dict"])
-    gen.eval()
+    gen, _ = load_generator(str(path / "generator.pt"))
     student, _ = load_classifier(str(path / "student.pt"), "student")
     student.eval()
     metrics = json.loads((path / "metrics.json").read_text())
@@ -388,12 +384,10 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
                             str(tmp / "generator.pt"))
             checkpoint.write_json(dict(losses=losses, seconds=time.time() - start, spec=spec),
                                   str(tmp / "metrics.json"))
-    obj = checkpoint.load(str(out / "generator.pt"), kind="generator")
-    gen = ConditionalGenerator(**obj["meta"]["generator"])
-    gen.load_state_dict(obj["state_dict"])
+    gen, _ = load_generator(str(out / "generator.pt"))
     info = json.loads((out / "metrics.json").read_text())
     _record_cost(out.name, info["seconds"])
-    return dict(generator=gen.eval(), losses=info["losses"], seconds=info["seconds"])
+    return dict(generator=gen, losses=info["losses"], seconds=info["seconds"])
 
 
 @torch.no_grad()
@@ -478,14 +472,9 @@ def samples(generator: ConditionalGenerator, per_class: Optional[int] = None, se
 
 @torch.no_grad()
 def teacher_features(model: nn.Module, images: torch.Tensor, batch_size: int = 512):
-    """Teacher ``(logits, penultimate features)`` for a stack of images (chapters 4-6)."""
-    model = model.cpu().eval()
-    logits, feats = [], []
-    for i in range(0, len(images), batch_size):
-        out = model(images[i:i + batch_size].cpu(), return_features=True)
-        logits.append(out[0])
-        feats.append(out[1])
-    return torch.cat(logits), torch.cat(feats)
+    """Teacher ``(logits, penultimate features)`` for a stack of images, on the CPU (chapters 4-6)."""
+    from .diagnostics import teacher_view
+    return teacher_view(model.cpu().eval(), images.cpu(), batch_size)
 
 
 @torch.no_grad()
@@ -529,8 +518,8 @@ def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
     stats = []
 
     def hook(module, inputs, output):
-        x = inputs[0]
-        stats.append(dict(batch_mean=x.mean(dim=(0, 2, 3)).numpy(), batch_var=x.var(dim=(0, 2, 3), unbiased=False).numpy(),
+        mean, var = batch_statistics(inputs[0])  # what the BN prior (losses.BNStatsLoss) compares
+        stats.append(dict(batch_mean=mean.numpy(), batch_var=var.numpy(),
                           running_mean=module.running_mean.numpy().copy(), running_var=module.running_var.numpy().copy()))
 
     model = model.cpu().eval()
@@ -721,17 +710,8 @@ def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def _seconds_per_iteration(d, repeats: int) -> float:
     """Mean seconds of ``repeats`` iterations of Distiller ``d`` after one warm-up iteration
-    (cuDNN autotuning, first allocations); waits for the GPU before reading the clock."""
-    def sync():
-        if d.device.type == "cuda":
-            torch.cuda.synchronize()
-    d.iterate()
-    sync()
-    start = time.time()
-    for _ in range(repeats):
-        d.iterate()
-    sync()
-    return (time.time() - start) / repeats
+    (cuDNN autotuning, first allocations)."""
+    return timed(d.iterate, repeats, statistic="mean")[0]
 
 
 def estimate_full_cost(repeats: int = 2) -> dict:
@@ -1061,8 +1041,7 @@ def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
     classes, channels, size, n_train = PRESET_DATA[run["dataset"]]
     small = 4
     teacher = create_model(run["teacher_model"], classes, channels, size)
-    meta = dict(model=run["teacher_model"], num_classes=classes, channels=channels, img_size=size,
-                mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(classes)])
+    meta = checkpoint.untrained_meta(run["teacher_model"], classes, channels, size)
     key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
     if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
         seed_everything(cfg.seed)

@@ -338,6 +338,13 @@ def model_meta(model_name: str, bundle, **extra) -> dict:
                 class_names=list(bundle.class_names), dataset=bundle.name, **extra)
 
 
+def untrained_meta(model_name: str, num_classes: int, channels: int, img_size: int) -> dict:
+    """The facts :class:`~cpsc_lite.distill.Distiller` needs about a teacher that was never trained:
+    timing and FLOP counts (``bench --profile``, book chapter 8, ``benchmarks/gpu_bench.py``)."""
+    return dict(model=model_name, num_classes=num_classes, channels=channels, img_size=img_size,
+                mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(num_classes)])
+
+
 def metrics_owner(path: str) -> Optional[str]:
     """Which command wrote the metrics.json at ``path``: "distillation", "teacher", "unknown", or None if
     there is none. Commands check it before writing into a folder, so that none replaces another's file."""

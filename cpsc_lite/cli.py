@@ -410,8 +410,7 @@ def make_default_iters() -> int:
 def cmd_sample(args) -> int:
     import torch
     from . import checkpoint
-    from .generator import ConditionalGenerator
-    from .generator import generate_per_class
+    from .generator import generate_per_class, load_generator
     from .viz import plot_samples
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
@@ -422,17 +421,10 @@ def cmd_sample(args) -> int:
     if os.path.isdir(args.out):
         raise CpscError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'samples.png')}.")
     checkpoint.check_output_dir(os.path.dirname(os.path.abspath(args.out)), flag="the folder of --out")
-    obj = checkpoint.load(args.generator, kind="generator", what="generator checkpoint")
-    meta = obj["meta"]
+    gen, meta = load_generator(args.generator)
     if not all(k in meta for k in ("mean", "std", "class_names")):
         raise CpscError(f"{args.generator} does not record the normalisation and class names of its data, so its "
                         "images cannot be shown. Use the generator.pt a `cpsc-lite distill` run wrote.")
-    gen = ConditionalGenerator(**meta["generator"])
-    try:
-        gen.load_state_dict(obj["state_dict"])
-    except RuntimeError as exc:
-        raise CpscError(f"The weights in {args.generator} do not fit the generator its metadata describes "
-                        f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy.") from None
     images, labels = generate_per_class(gen, args.per_class, torch.device("cpu"), seed=args.seed)
     if ext == ".npz":
         from .data import save_transfer_set

@@ -8,7 +8,11 @@ on a CPU, by default, none of the speed-ups is active, so runs are bit-identical
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
+import statistics
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional, Sequence
@@ -224,3 +228,55 @@ def data_parallel(nets: Iterable[nn.Module], device: torch.device) -> list[nn.Mo
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = dict(device_ids=[device.index]) if device.type == "cuda" else {}
     return [DDP(net, **ids) for net in nets]
+
+
+# ------------------------------------------------------------- timing and the machine
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, statistic: str = "median") -> tuple:
+    """``(seconds per call, the last call's result)`` over ``repeats`` calls after ``warmup`` untimed ones.
+
+    Each timed call waits for the GPU before the clock is read. ``statistic``: ``"median"`` (robust to
+    one descheduled call on a shared CPU) or ``"mean"``.
+    """
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return (statistics.median(times) if statistic == "median" else statistics.fmean(times)), result
+
+
+def device_name(device) -> str:
+    """What a person would call the hardware a run used: the GPU model, or the CPU and its threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_name(index)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({platform.machine() or 'unknown'}, {torch.get_num_threads()} torch threads)"
+
+
+def machine_info() -> dict:
+    """The machine, as benchmarks record it: Python, torch, CUDA, CPU threads and, if there is one, the GPU."""
+    info = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                host=platform.node(), arch=platform.machine(), cpus=os.cpu_count(),
+                torch_threads=torch.get_num_threads())
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
+                    capability=f"{props.major}.{props.minor}", bf16=torch.cuda.is_bf16_supported())
+    return info
+
+
+def describe_machine() -> str:
+    """:func:`machine_info` in one line (results.json of a benchmark, the book's set-up cell)."""
+    info = machine_info()
+    return (f"{info['arch']} {info['cpus']} cpu threads ({info['torch_threads']} used by torch), "
+            f"torch {info['torch']}, device {info.get('gpu', 'cpu')}")

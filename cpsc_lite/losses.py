@@ -121,6 +121,12 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
+def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance of a batch of feature maps ``[B, C, H, W]``: what a BN
+    layer normalises with in training, and what the BN prior matches to its running statistics."""
+    return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+
+
 class BNStatsLoss:
     """DeepInversion's BN-statistics prior over all BatchNorm2d layers of a model.
 
@@ -144,9 +150,7 @@ class BNStatsLoss:
     def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
         if not self.enabled:
             return
-        x = inputs[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)
+        mean, var = batch_statistics(inputs[0])
         self._terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
 
     def loss(self, reduce: str = "sum", first_weight: float = 1.0) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from . import CpscError, __version__
+from . import CpscError, __version__, engine
 
 #: Files copied from a run folder by :func:`record_run` (those marked False may be absent).
 RECORDED_FILES = {"metrics.json": True, "log.jsonl": True, "samples.png": True, "curves.png": False}
@@ -34,17 +34,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def device_name(device) -> str:
-    """What a person would call the hardware a run used: the GPU model, or the CPU and its threads."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return torch.cuda.get_device_name(index)
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return f"CPU ({platform.machine() or 'unknown'}, {torch.get_num_threads()} torch threads)"
 
 
 class SessionLog:
@@ -60,7 +49,7 @@ class SessionLog:
         self.sessions.append(dict(
             command=command or "(called from Python, not from the command line)",
             launcher=launcher or "none", world_size=world_size, device=str(device),
-            device_name=device_name(device), cpsc_lite=__version__, torch=str(torch.__version__),
+            device_name=engine.device_name(device), cpsc_lite=__version__, torch=str(torch.__version__),
             python=platform.python_version(), started_utc=_utc_now(), finished_utc=None,
             wall_seconds=0.0, from_iter=iteration, to_iter=iteration))
 
