@@ -57,7 +57,7 @@ if "$PY" -c 'import pytest' 2>/dev/null; then
     echo "gpu_check: CUDA tests (at most 150 s)"
     t0=$SECONDS
     timeout 150 "$PY" -m pytest -q -m cuda -o "markers=cuda: needs a CUDA GPU" -p no:cacheprovider \
-        tests/test_fullscale.py 2>&1 | tee "$LOG"
+        tests/test_gpu.py 2>&1 | tee "$LOG"
     tests_rc=${PIPESTATUS[0]}
     tests_s=$((SECONDS - t0))
 else

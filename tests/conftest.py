@@ -1,3 +1,4 @@
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,27 @@ torch.set_num_threads(1)
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: A run of two iterations on tiny networks: enough to exercise a code path, in about a second.
+TINY = dict(iters=2, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1, ckpt_every=2)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# `pytest -m cuda` selects the GPU tests (gpu_check.sh registers the marker with -o markers=...).
+# Applied only where CUDA exists, so CPU runs do not warn about an unregistered marker.
+cuda_marker = pytest.mark.cuda if torch.cuda.is_available() else (lambda test: test)
+
+
+def run_cli(capsys, *argv):
+    """``cpsc-lite ARGV`` in-process: ``(exit code, stdout, stderr)``."""
+    from cpsc_lite.cli import main
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def flat(text):
+    """Whitespace-normalised, lower-case: for matching wrapped error messages."""
+    return " ".join(text.split()).lower()
 
 
 @pytest.fixture(autouse=True)

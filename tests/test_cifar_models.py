@@ -6,6 +6,13 @@ import torch
 from cpsc_lite import CpscError
 from cpsc_lite.models import available_models, create_model
 from cpsc_lite.cifar_models import guess_community_model, load_community_state_dict
+import json
+
+
+from cpsc_lite import checkpoint
+from cpsc_lite.data import load_dataset
+
+from conftest import flat, make_colour_npz, run_cli
 
 ALL = ["resnet18", "resnet34", "resnet18_64", "resnet34_64",
        "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2", "vgg11_bn"]
@@ -224,3 +231,77 @@ def test_not_a_state_dict():
         load_community_state_dict(model, {"epoch": 3, "best_acc1": 0.9})
     with pytest.raises(CpscError, match="not a state dict"):
         load_community_state_dict(model, [1, 2, 3])
+
+
+# ------------------------------------------------------------ community teachers
+@pytest.fixture(scope="module")
+def colour32(tmp_path_factory):
+    """A 10-class, 3-channel 32x32 dataset (CIFAR's shape) that needs no download."""
+    return make_colour_npz(tmp_path_factory.mktemp("c32") / "shapes32.npz", num_classes=10, size=32,
+                           n_train=40, n_test=40)
+
+
+def save_community(path, model_name, num_classes=10, prefix="module.", wrap=True):
+    """A randomly initialised model saved the way CMI/DataFree publish teachers: DataParallel keys, wrapped."""
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes, 3, 32)
+    sd = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "best_acc": 0.1, "epoch": 200} if wrap else sd, path)
+    return str(path), model
+
+
+def test_community_teacher_distils_and_evaluates(tmp_path, capsys, colour32):
+    path, model = save_community(tmp_path / "wrn16_1.pth", "wrn16_1")
+    code, out, err = run_cli(capsys, "evaluate", path, "--teacher-model", "wrn16_1", "--dataset", f"npz:{colour32}")
+    assert code == 0, err
+    assert "wrn16_1" in out and "accuracy" in out
+    code, out, err = run_cli(capsys, "distill", "--teacher", path, "--teacher-model", "wrn16_1", "--dataset",
+                             f"npz:{colour32}", "--out", tmp_path / "run", "--iters", "2", "--batch-size", "16",
+                             "--no-progress", "--set", "ngf=8", "--set", "nz=16", "--set", "diagnostics=false")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["teacher"] == "wrn16_1" and metrics["iters"] == 2
+    # The student checkpoint carries the dataset's normalisation (it came from the bundle, not the file).
+    bundle = load_dataset(f"npz:{colour32}")
+    meta = checkpoint.load(str(tmp_path / "run" / "student.pt"), "student")["meta"]
+    assert meta["mean"] == list(bundle.mean) and meta["num_classes"] == 10 and "source_file" not in meta
+
+
+def test_community_teacher_loads_the_exact_weights(tmp_path, colour32):
+    from cpsc_lite.teacher import load_teacher
+    path, model = save_community(tmp_path / "bare.pth", "wrn16_1", prefix="module.", wrap=False)
+    loaded, meta = load_teacher(path, load_dataset(f"npz:{colour32}"), "wrn16_1")
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    assert meta["model"] == "wrn16_1" and meta["img_size"] == 32
+
+
+def test_community_teacher_errors(tmp_path, capsys, colour32):
+    path, _ = save_community(tmp_path / "wrn16_1.pth", "wrn16_1")
+    # Without --teacher-model: today's message, which names the flag.
+    code, _, err = run_cli(capsys, "distill", "--teacher", path, "--dataset", f"npz:{colour32}", "--out",
+                           tmp_path / "o")
+    assert code == 2 and "not a cpsc_lite" in flat(err) and "--teacher-model" in flat(err)
+    # The wrong architecture: a strict load that names the right one.
+    code, _, err = run_cli(capsys, "distill", "--teacher", path, "--teacher-model", "wrn16_2", "--dataset",
+                           f"npz:{colour32}", "--out", tmp_path / "o")
+    assert code == 2 and "Traceback" not in err and "--teacher-model wrn16_1" in flat(err)
+    # The wrong dataset (class count): the shapes say so.
+    four = make_colour_npz(tmp_path / "four.npz", num_classes=4, size=32, n_train=32, n_test=8)
+    code, _, err = run_cli(capsys, "evaluate", path, "--teacher-model", "wrn16_1", "--dataset", f"npz:{four}")
+    assert code == 2 and "10 classes" in flat(err)
+    # evaluate needs the dataset to build a community teacher.
+    code, _, err = run_cli(capsys, "evaluate", path, "--teacher-model", "wrn16_1")
+    assert code == 2 and "--dataset" in flat(err)
+    # A file that needs full unpickling is refused, with the way out.
+    import numpy as np
+    torch.save({"state_dict": {}, "best_acc": np.float64(0.9)}, tmp_path / "pickled.pth")
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "pickled.pth", "--teacher-model", "wrn16_1", "--dataset",
+                           f"npz:{colour32}")
+    assert code == 2 and "weights_only=false" in flat(err)
+
+
+def test_cpsc_teacher_with_teacher_model_still_loads(tmp_path, capsys, digits_teacher):
+    code, out, err = run_cli(capsys, "evaluate", digits_teacher, "--teacher-model", "cnn_base")
+    assert code == 0, err
+    assert "accuracy" in out

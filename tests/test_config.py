@@ -5,6 +5,16 @@ import pytest
 from cpsc_lite import CpscError
 from cpsc_lite.cli import main
 from cpsc_lite.config import DistillConfig, TeacherConfig, make_config, parse_value
+import glob
+import json
+import os
+
+
+from cpsc_lite.config import load_preset
+from cpsc_lite.data import available_datasets
+from cpsc_lite.models import available_models
+
+from conftest import REPO, flat, run_cli
 
 
 def test_yaml_style_numbers_are_numbers():
@@ -92,3 +102,77 @@ def test_binary_config_file_is_refused(tmp_path, capsys):
 def test_lr_as_yaml_string_works_end_to_end(tmp_path, digits_teacher):
     assert main(["distill", "--teacher", digits_teacher, "--out", str(tmp_path / "o"), "--iters", "2",
                  "--set", "lr_generator=1e-4", "--set", "eval_every=2", "--no-progress"]) == 0
+
+
+# ------------------------------------------------------------------ presets
+PAIRS = ["c10_resnet34_resnet18", "c10_wrn40_2_wrn16_2", "c100_resnet34_resnet18", "c100_wrn40_2_wrn16_2",
+         "svhn_resnet34_resnet18", "tiny_imagenet_resnet34_64_resnet18_64"]
+
+
+def test_every_preset_has_the_papers_schedule():
+    paths = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+    names = {os.path.basename(p)[:-5] for p in paths}
+    assert names == set(PAIRS) | {p + "_fast" for p in PAIRS}
+    datasets, models = available_datasets(), available_models()
+    for path in paths:
+        settings, run = load_preset(path)
+        cfg = make_config("cpsc", settings)
+        fast = path.endswith("_fast.yaml")
+        assert cfg.iters == (3000 if fast else 30000), path  # 50 iterations x 600 epochs (fast: a tenth)
+        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), path  # 10 of 600 epochs
+        assert (cfg.batch_size, cfg.g_steps, cfg.s_steps) == (512, 6, 5), path
+        assert (cfg.lr_student, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4), path
+        assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), path
+        assert (cfg.ngf, cfg.nz, cfg.conditional) == (64, 256, True), path
+        assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (5, 1, 0.7, 0.7, 0.07), path
+        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.use_ce, cfg.student_ce)), path
+        assert cfg.adv_warmup == 0.0, path
+        assert set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets, path
+        assert run["teacher_model"] in models and cfg.student in models, path
+        assert cfg.iters % cfg.eval_every == 0 and cfg.iters % cfg.ckpt_every == 0, path
+
+
+def test_preset_supplies_dataset_and_student_and_flags_override(tmp_path, capsys, digits_teacher, monkeypatch):
+    preset = os.path.join(REPO, "configs", "c10_resnet34_resnet18_fast.yaml")
+    # Without --dataset the preset's (cifar10) is used: here it is not downloaded, which the error shows.
+    monkeypatch.setenv("CPSC_LITE_DATA", str(tmp_path / "no_data"))
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--config", preset, "--out", tmp_path / "a")
+    assert code == 2 and "cifar-10" in flat(err)
+    # Flags override the preset: dataset, student, budget and any --set.
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--config", preset, "--dataset", "digits",
+                           "--student", "cnn_small", "--iters", "2", "--batch-size", "16", "--g-steps", "1",
+                           "--s-steps", "1", "--set", "ngf=8", "--set", "nz=16", "--set", "diagnostics=false",
+                           "--out", tmp_path / "b", "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits" and metrics["student"] == "cnn_small"
+    cfg = metrics["config"]
+    assert (cfg["iters"], cfg["batch_size"], cfg["g_steps"], cfg["ngf"]) == (2, 16, 1, 8)
+    assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (0.1, 16, 250)  # the rest from the preset
+
+
+def test_config_takes_a_shipped_preset_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from cpsc_lite.config import available_presets, resolve_config
+    shipped = os.path.join(REPO, "configs", "c10_wrn40_2_wrn16_2_fast.yaml")
+    assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS}
+    monkeypatch.chdir(tmp_path)  # outside the checkout, as after `pip install`
+    assert os.path.samefile(resolve_config("c10_wrn40_2_wrn16_2_fast"), shipped)
+    assert os.path.samefile(resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml"), shipped)  # README's spelling
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c10_wrn40_2_wrn16_2_fast.yaml").write_text("iters: 7\n")
+    assert resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml") == "configs/c10_wrn40_2_wrn16_2_fast.yaml"
+    assert load_preset("configs/c10_wrn40_2_wrn16_2_fast.yaml") == ({"iters": 7}, {})  # a real file wins
+    with pytest.raises(CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18_fast"):
+        resolve_config("c10_resnet34_resnet19")
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and all(name in out for name in available_presets())
+    assert "CIFAR-10: WRN-40-2 teacher -> WRN-16-2 student, FAST preset." in out
+
+
+def test_presets_are_packaged_with_the_wheel():
+    """pyproject installs configs/ as cpsc_lite/presets (where presets_dir looks after a plain pip install)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    assert "cpsc_lite.presets" in tool["packages"] and tool["package-dir"]["cpsc_lite.presets"] == "configs"
+    assert tool["package-data"]["cpsc_lite.presets"] == ["*.yaml"]

@@ -9,6 +9,16 @@ from torch import nn
 
 from cpsc_lite import engine
 
+import pytest
+
+from cpsc_lite import CpscError
+from cpsc_lite.config import make_config
+from cpsc_lite.distill import Distiller, _Float32BNStatsLoss
+from cpsc_lite.engine import Acceleration, pick_device, resolve_amp, seed_everything
+from cpsc_lite.teacher import load_classifier
+
+from conftest import TINY, flat, run_cli
+
 
 def _problem():
     torch.manual_seed(0)
@@ -84,3 +94,85 @@ def test_seed_everything_and_rng_state_round_trip():
     assert a == b
     engine.seed_everything(7)
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
+
+
+# --------------------------------------------------- precision, layout, compile
+def test_defaults_on_cpu_change_nothing(digits_teacher):
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY))
+    assert d.amp_dtype is None and d.scaler_g is None and d.scaler_s is None and not d.channels_last
+    assert type(d.bn_loss).__name__ == "BNStatsLoss"
+    assert not d.opt_s.defaults.get("fused") and not d.opt_g.defaults.get("fused")
+    assert d._student_train is d.student and d._generator_train is d.generator  # no wrappers at all
+    assert d.runtime()["amp"] == "off"
+    d.close()
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_explicit_mixed_precision_on_cpu_keeps_losses_in_float32(amp, digits_teacher):
+    teacher, meta = load_classifier(digits_teacher)
+    d = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY), accel=Acceleration(amp=amp))
+    assert isinstance(d.bn_loss, _Float32BNStatsLoss)
+    assert (d.scaler_g is not None) == (amp == "fp16") and (d.scaler_s is not None) == (amp == "fp16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no scheduler-order warning when fp16 skips a step
+        terms = d.iterate()
+        terms = d.iterate()
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()), terms
+    state = d.state_dict()
+    assert ("scaler_g" in state) == (amp == "fp16")
+    teacher, meta = load_classifier(digits_teacher)
+    again = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY), accel=Acceleration(amp=amp))
+    again.load_state_dict(state)
+    if amp == "fp16":
+        assert again.scaler_s.get_scale() == d.scaler_s.get_scale()
+    d.close()
+    again.close()
+
+
+def test_channels_last_and_compile_on_cpu(digits_teacher):
+    """channels_last and torch.compile (the aot_eager backend: traces like inductor, compiles in seconds)."""
+    cfg = make_config("cpsc", device="cpu", **TINY)
+    teacher, meta = load_classifier(digits_teacher)
+    seed_everything(cfg.seed)
+    eager = Distiller(teacher, meta, cfg)
+    eager_terms = eager.iterate()
+    teacher, meta = load_classifier(digits_teacher)
+    fast = Distiller(teacher, meta, cfg, accel=Acceleration(channels_last=True, compile="default",
+                                                            compile_backend="aot_eager"))
+    z, y = fast.generator.sample_inputs(4)
+    assert fast._generate(z, y).is_contiguous(memory_format=torch.channels_last)
+    fast.close()
+    teacher, meta = load_classifier(digits_teacher)  # a fresh one: the same random stream as the eager run
+    seed_everything(cfg.seed)
+    fast = Distiller(teacher, meta, cfg, accel=Acceleration(channels_last=True, compile="default",
+                                                            compile_backend="aot_eager"))
+    fast_terms = fast.iterate()
+    assert fast.runtime()["compile"] == "default" and fast.runtime()["channels_last"]
+    for k, v in eager_terms.items():
+        torch.testing.assert_close(fast_terms[k], v, rtol=1e-4, atol=1e-5)
+    # The checkpoint holds the plain modules' weights (no '_orig_mod.' or 'module.' prefixes).
+    assert set(fast.state_dict()["student"]) == set(eager.student.state_dict())
+    eager.close()
+    fast.close()
+
+
+def test_amp_resolution_per_device():
+    cpu, mps = torch.device("cpu"), torch.device("mps")
+    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    assert resolve_amp("bf16", cpu) == torch.bfloat16 and resolve_amp("fp16", cpu) == torch.float16
+    assert resolve_amp("auto", mps) is None
+    with pytest.warns(UserWarning, match="MPS"):
+        assert resolve_amp("fp16", mps) is None  # falls back to float32 instead of crashing
+    with pytest.raises(CpscError, match="--amp"):
+        resolve_amp("fp8", cpu)
+    assert not Acceleration().use_channels_last(cpu) and Acceleration().use_channels_last(torch.device("cuda"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_unavailable_device_is_a_clear_error(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--out", tmp_path / "o", "--device", "cuda")
+    assert code == 2 and "Traceback" not in err and "no cuda gpu" in flat(err) and "--device cpu" in flat(err)
+    code, _, err = run_cli(capsys, "evaluate", digits_teacher, "--device", "tpu:3")
+    assert code == 2 and "not a device name" in flat(err)
+    assert pick_device("cpu").type == "cpu" and pick_device("auto").type in ("cpu", "mps")
