@@ -12,12 +12,13 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from . import CpscError, __version__, checkpoint
-from .config import METHOD_HELP, METHODS, TeacherConfig, make_config
+from .config import METHOD_HELP, METHODS, DistillConfig, TeacherConfig, make_config
 from .data import DataBundle, load_dataset
 from .distill import Distiller
 from .engine import describe_machine, seed_everything, timed
@@ -326,3 +327,197 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
         f"({result['threads']} threads): {result['seconds_per_iter']:.4f} s/iter, floor "
         f"{result['floor_seconds']:.4f} s, ratio {result['floor_ratio']:.3f}")
     return result
+
+
+# ------------------------------------------------------------ reports (book chapter 7)
+_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "ablation": "C1", "earlier method": "C0",
+                  "bound": "gray"}
+
+
+def method_group(name: str) -> str:
+    """Chapter 7: which kind of entry a benchmark method is (for colours and the table)."""
+    if name == "cpsc":
+        return "CPSC-DFKD"
+    if name == "cpsc_paper":
+        return "CPSC-DFKD, paper settings"
+    if name in ("noise", "data"):
+        return "bound"
+    return "ablation" if name.startswith("cpsc_no_") or name == "bn_ce" else "earlier method"
+
+
+def bench_table(results: dict):
+    """Chapter 7: the benchmark results as a formatted table (a pandas Styler)."""
+    import pandas as pd
+    rows = []
+    for name, m in results["methods"].items():
+        d = m.get("diagnostics", {})
+        rows.append({"method": name, "kind": method_group(name),
+                     "student acc. (%)": f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
+                     "diversity": d.get("diversity"), "class balance": d.get("class_balance"),
+                     "teacher conf.": d.get("teacher_confidence"), "FID (teacher feats)": d.get("fid"),
+                     "seconds / run": m.get("seconds_mean")})
+    formats = {"diversity": "{:.3f}", "class balance": "{:.3f}", "teacher conf.": "{:.3f}",
+               "FID (teacher feats)": "{:.2f}", "seconds / run": "{:.0f}"}
+    return pd.DataFrame(rows).style.hide(axis="index").format(formats, na_rep="–")
+
+
+def plot_bench(results: dict):
+    """Chapter 7: mean student accuracy per method with the standard deviation over seeds as error bars."""
+    import matplotlib.pyplot as plt
+    names = list(results["methods"])
+    means = [100 * results["methods"][n]["student_acc_mean"] for n in names]
+    stds = [100 * results["methods"][n]["student_acc_std"] for n in names]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    ax.bar(names, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
+    ax.axhline(100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher")
+    for label, colour in _GROUP_COLOURS.items():
+        if any(method_group(n) == label for n in names):
+            ax.bar([names[0]], [0], color=colour, label=label)  # legend entries only
+    ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
+                 f"{results['iters']} iterations, {len(results['seeds'])} seeds (error bars: std over seeds)",
+           xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_summary(results: Optional[dict]) -> str:
+    """Chapter 7: one Markdown line per variant of CPSC (ablations ``cpsc_no_*`` and ``cpsc_paper``):
+    change in mean accuracy vs. ``cpsc`` and whether it exceeds the seed spread."""
+    if results is None:
+        return "(no results)"
+    base = results["methods"].get("cpsc")
+    if base is None:
+        return "(the file has no `cpsc` entry)"
+    lines = []
+    for name, m in results["methods"].items():
+        if not name.startswith("cpsc_"):
+            continue
+        paired = m.get("diff_vs_cpsc", {}).get("student_acc")
+        if paired is not None:  # files with per-seed values: the paired difference and its 95 % CI
+            lo, hi = 100 * paired["ci95"][0], 100 * paired["ci95"][1]
+            verdict = ("worse" if hi < 0 else "better") if paired["real"] else "not distinguishable"
+            lines.append(f"* `{name}`: {100 * paired['mean']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}] "
+                         f"({verdict})")
+            continue
+        diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
+        spread = 100 * max(m["student_acc_std"], base["student_acc_std"])
+        verdict = "within the seed-to-seed spread" if abs(diff) <= spread else ("worse" if diff < 0 else "better")
+        lines.append(f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})")
+    return "\n".join(lines) or "(no ablations in the file)"
+
+
+ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
+                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
+                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+#: The same for the other methods, with time to accuracy (agreement and pixel judge: where images have target labels).
+BASELINE_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
+                     ("acc_at_25", "accuracy at 25 %", 100.0), ("acc_at_50", "accuracy at 50 %", 100.0),
+                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
+                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+
+
+def ablation_effects(results: Optional[dict], baselines: bool = False):
+    """Chapter 7: per ablation (``baselines``: per other method) and measure, the paired difference to
+    ``cpsc`` (that row minus cpsc, percentage points for the shares, raw for separation and diversity)
+    with its 95 % CI; a ``*`` marks an interval that excludes 0. Returns ``(table, statements)``; None
+    for files without per-seed values."""
+    import pandas as pd
+    chosen = (lambda n: n != "cpsc" and not n.startswith("cpsc_")) if baselines else \
+        (lambda n: n.startswith("cpsc_no_"))  # noqa: E731
+    if results is None or "diff_vs_cpsc" not in next(
+            (m for n, m in results["methods"].items() if chosen(n)), {}):
+        return None, "(no per-seed results to compare with cpsc)"
+    label_of_row = "method" if baselines else "ablation"
+    rows, lines = [], []
+    for name, m in results["methods"].items():
+        if not chosen(name):
+            continue
+        row, real = {label_of_row: name}, []
+        for key, label, scale in (BASELINE_MEASURES if baselines else ABLATION_MEASURES):
+            d = m["diff_vs_cpsc"].get(key)
+            if d is None:
+                row[label] = "–"
+                continue
+            digits = 2 if scale > 1 else 3
+            row[label] = (f"{scale * d['mean']:+.{digits}f} [{scale * d['ci95'][0]:+.{digits}f}, "
+                          f"{scale * d['ci95'][1]:+.{digits}f}]" + (" *" if d["real"] else ""))
+            if d["real"]:
+                real.append(f"{label} {scale * d['mean']:+.{digits}f}")
+        rows.append(row)
+        lines.append(f"* `{name}`: " + ("changes " + ", ".join(real) + " (95 % CI excludes 0)" if real
+                                          else "no effect beyond its 95 % CI on any measure"))
+    return pd.DataFrame(rows).set_index(label_of_row), "\n".join(lines)
+
+
+# ------------------------------------------------------------ cost estimates (book chapter 8)
+#: Classes, channels, image size and training-set size of the data sets the presets use (for cost estimates).
+PRESET_DATA = {"cifar10": (10, 3, 32, 50000), "cifar100": (100, 3, 32, 50000), "svhn": (10, 3, 32, 73257),
+               "tiny-imagenet": (200, 3, 64, 100000)}
+
+
+def preset_file(name: str) -> Path:
+    """A shipped preset's YAML file by name (``cpsc-lite presets``), or the path of a YAML file."""
+    from .config import resolve_config
+    return Path(resolve_config(name))
+
+
+def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:
+    """A preset's DistillConfig (``iters`` overrides its length) and its run settings (dataset, teacher_model)."""
+    from .config import load_preset
+    base, run = load_preset(str(preset_file(name)))
+    return make_config("cpsc", base, iters=iters), run
+
+
+_FLOPS_PER_SAMPLE: dict = {}
+
+
+def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
+                tflops=(5.0, 10.0)) -> dict:
+    """Chapter 8: floating-point operations of a preset's distillation and of its teacher's training,
+    and the hours they take at each assumed sustained throughput in ``tflops`` (an *estimate*).
+
+    The operations are counted (``torch.utils.flop_counter``) on one real iteration of the
+    package's own loop at a small batch, scaled linearly to the preset's batch; the teacher
+    epoch is counted as forward plus backward (3x a forward) over the training set. Only
+    convolutions and matrix products are counted, so the figures are slight underestimates.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    from .models import create_model
+    cfg, run = preset_config(name, iters)
+    classes, channels, size, n_train = PRESET_DATA[run["dataset"]]
+    small = 4
+    teacher = create_model(run["teacher_model"], classes, channels, size)
+    meta = checkpoint.untrained_meta(run["teacher_model"], classes, channels, size)
+    key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
+    if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
+        seed_everything(cfg.seed)
+        d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
+        with FlopCounterMode(display=False) as counter:
+            d.iterate()
+        d.close()
+        _FLOPS_PER_SAMPLE[key] = counter.get_total_flops() / small
+    per_iter = _FLOPS_PER_SAMPLE[key] * cfg.batch_size
+    with FlopCounterMode(display=False) as counter:
+        teacher.eval()(torch.zeros(1, channels, size, size))
+    per_epoch = 3 * counter.get_total_flops() * n_train
+    distill, teach = per_iter * cfg.iters, per_epoch * teacher_epochs
+    return dict(preset=name, dataset=run["dataset"], teacher=run["teacher_model"], student=cfg.student,
+                iters=cfg.iters, batch_size=cfg.batch_size, g_steps=cfg.g_steps, s_steps=cfg.s_steps,
+                teacher_epochs=teacher_epochs, tflop_per_iter=per_iter / 1e12, distill_pflop=distill / 1e15,
+                teacher_pflop=teach / 1e15,
+                hours={t: dict(teacher=teach / (t * 1e12) / 3600, distill=distill / (t * 1e12) / 3600)
+                       for t in tflops})
+
+
+def preset_cost_table(plan, tflops=(5.0, 10.0)):
+    """Chapter 8: :func:`preset_cost` for each ``(preset, teacher_epochs)`` in ``plan``; returns the
+    cost dicts and a table of them (hours include the teacher's training)."""
+    import pandas as pd
+    costs = [preset_cost(name, teacher_epochs=epochs, tflops=tflops) for name, epochs in plan]
+    rows = [{"preset": c["preset"], "iterations": c["iters"], "TFLOP / iteration": c["tflop_per_iter"],
+             "teacher epochs": c["teacher_epochs"],
+             **{f"hours at {t:g} TFLOP/s": sum(c["hours"][t].values()) for t in tflops}} for c in costs]
+    formats = {"TFLOP / iteration": "{:.1f}", **{f"hours at {t:g} TFLOP/s": "{:.1f}" for t in tflops}}
+    return costs, pd.DataFrame(rows).style.hide(axis="index").format(formats)

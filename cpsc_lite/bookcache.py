@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +45,7 @@ from .config import DistillConfig, TeacherConfig, make_config  # noqa: F401 (Tea
 from .data import DataBundle, load_dataset
 from .generator import ConditionalGenerator, load_generator
 from .distill import generator_loss
-from .losses import BNStatsLoss, batch_statistics, pseudo_ce
+from .losses import BNStatsLoss, pseudo_ce
 from .engine import device_name, pick_device, seed_everything, timed
 
 DATASET = "digits"
@@ -417,43 +416,36 @@ def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGener
 def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, seed: int = 0) -> dict:
     """Chapter 2: a student distilled by KL from the teacher on ``real`` training images or on Gaussian ``noise``.
 
-    Returns ``dict(student_acc, accs, seconds)``; ``accs`` is the test accuracy every 25 steps.
+    The engine's own ``data`` and ``noise`` methods (the rows of chapter 7's table), run for ``steps``
+    student steps: ``steps / s_steps`` iterations. Returns ``dict(student_acc, accs, seconds)``;
+    ``accs`` holds the test accuracy every 25 steps.
     """
-    from .losses import kl_divergence
-    from .models import create_model
-    from .utils import augment_batch, evaluate
+    from .distill import Distiller
+    from .runner import train
     if source not in ("real", "noise"):
         raise CpscError("source must be 'real' or 'noise'")
-    cfg = distill_config()
+    method = "data" if source == "real" else "noise"
+    s_steps = make_config(method).s_steps
+    if steps % 25 or 25 % s_steps:
+        raise CpscError(f"steps must be a multiple of 25 (accuracy is measured every 25 steps), not {steps}")
+    base = distill_config()
+    cfg = make_config(method, student=base.student, batch_size=batch_size, iters=steps // s_steps, seed=seed,
+                      eval_every=25 // s_steps, log_every=25 // s_steps, diagnostics=False)
     t_dir = _teacher_dir()
-    spec = dict(source=source, steps=steps, batch=batch_size, seed=seed, student=cfg.student, lr=cfg.lr_student)
-    out = cache_dir() / f"kd-{source}-{_key(spec, t_dir.name)}"
+    out = cache_dir() / f"kd-{source}-{_key(cfg.to_dict(), t_dir.name)}"
     if not (out / "metrics.json").exists():
         t_model, meta = teacher(torch.device("cpu"))
         b = bundle()
         with _building(out) as tmp:
             seed_everything(seed)
-            student = create_model(cfg.student, b.num_classes, b.channels, b.img_size)
-            opt = torch.optim.SGD(student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-            accs, start = [], time.time()
-            for step in range(1, steps + 1):
-                if source == "real":
-                    idx = torch.randint(0, len(b.train), (batch_size,))
-                    x = augment_batch(b.train.batch(idx)[0], b.augment_pad, b.augment_flip)  # labels unused
-                else:
-                    x = torch.randn(batch_size, b.channels, b.img_size, b.img_size)
-                with torch.no_grad():
-                    t_logits = t_model(x)
-                loss = kl_divergence(t_logits, student(x))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if step % 25 == 0:
-                    accs.append(dict(step=step, student_acc=evaluate(student, b.test, torch.device("cpu"))))
-            checkpoint.write_json(dict(source=source, student_acc=accs[-1]["student_acc"], accs=accs,
+            d = Distiller(t_model, meta, cfg.replace(device="cpu"), b.test, train_set=b.train if method == "data"
+                          else None, augment=(b.augment_pad, b.augment_flip))
+            start = time.time()
+            train(d, progress=False)
+            d.close()
+            accs = [dict(step=it * s_steps, student_acc=acc) for it, acc in d.acc_history
+                    if it % cfg.eval_every == 0]
+            checkpoint.write_json(dict(source=source, method=method, student_acc=accs[-1]["student_acc"], accs=accs,
                                        seconds=time.time() - start), str(tmp / "metrics.json"))
     result = json.loads((out / "metrics.json").read_text())
     _record_cost(out.name, result["seconds"])
@@ -490,18 +482,6 @@ def teacher_confidence(model: nn.Module, images: torch.Tensor, labels: torch.Ten
 
 
 @torch.no_grad()
-def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list:
-    """Chapter 5: per class, the mean cosine distance (1 - cos) between different samples of that class."""
-    from .diagnostics import per_class_diversity
-    return per_class_diversity(features, labels, num_classes)
-
-
-def class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Chapter 5: mean cosine distance between the centroids of different classes (normalised features)."""
-    from .diagnostics import class_separation as separation
-    return separation(features, labels, num_classes)
-
-
 def real_per_class(per_class: int = 8):
     """Chapter 1: the first ``per_class`` real test images of every class, class-major ``(images, labels)``."""
     x, y = real_test_images()
@@ -509,27 +489,11 @@ def real_per_class(per_class: int = 8):
     return x[idx], y[idx]
 
 
-@torch.no_grad()
-def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
-    """Chapter 3: per BN layer of ``model``, the batch mean/variance that ``images`` induce and the running ones.
-
-    Returns a list of dicts with numpy arrays ``batch_mean, batch_var, running_mean, running_var``.
-    """
-    stats = []
-
-    def hook(module, inputs, output):
-        mean, var = batch_statistics(inputs[0])  # what the BN prior (losses.BNStatsLoss) compares
-        stats.append(dict(batch_mean=mean.numpy(), batch_var=var.numpy(),
-                          running_mean=module.running_mean.numpy().copy(), running_var=module.running_var.numpy().copy()))
-
-    model = model.cpu().eval()
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    try:
-        model(images.cpu())
-    finally:
-        for h in handles:
-            h.remove()
-    return stats
+def same_noise_grid(generator: ConditionalGenerator, n_noise: int = 6, seed: int = 0, title: str = "", ax=None):
+    """Chapter 3: :func:`cpsc_lite.viz.same_noise_grid` for the book's data set."""
+    from .viz import same_noise_grid as grid
+    b = bundle()
+    return grid(generator, b.mean, b.std, b.class_names, n_noise=n_noise, seed=seed, title=title, ax=ax)
 
 
 def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, width: float = 5.0):
@@ -554,158 +518,11 @@ def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, w
     return fig
 
 
-@torch.no_grad()
-def same_noise_grid(generator: ConditionalGenerator, n_noise: int = 6, seed: int = 0, title: str = "", ax=None):
-    """Chapter 3: one row per noise vector z, one column per class y: shows what the label alone changes."""
-    import matplotlib.pyplot as plt
-    from .viz import image_grid
-    b = bundle()
-    k = generator.num_classes
-    z = torch.randn(n_noise, generator.nz, generator=torch.Generator().manual_seed(seed)).repeat_interleave(k, 0)
-    y = torch.arange(k).repeat(n_noise)
-    generator = generator.cpu().eval()
-    images = generator(z, y)
-    grid = image_grid(images, n_noise, b.mean, b.std)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.5 * k + 1.2, 0.5 * n_noise + 1.0))
-    ax.imshow(grid, interpolation="nearest")
-    cell_w, cell_h = grid.shape[1] / k, grid.shape[0] / n_noise
-    ax.set_xticks([cell_w * (i + 0.5) for i in range(k)])
-    ax.set_xticklabels(b.class_names[:k])
-    ax.set_yticks([cell_h * (i + 0.5) for i in range(n_noise)])
-    ax.set_yticklabels([f"z{i + 1}" for i in range(n_noise)])
-    ax.set_xlabel("conditioning class y")
-    ax.set_ylabel("noise vector")
-    ax.set_title(title)
-    return images
-
-
-def supcon_toy_views(spread_deg: float = 15.0, view_deg: float = 5.0):
-    """Chapter 5: two samples for each of three classes, two views each, as unit vectors in 2-D.
-
-    Classes sit at 90, 210 and 330 degrees; the samples of a class are ``spread_deg`` either side of
-    its centre and the two views of a sample ``view_deg`` apart. Returns ``(features [6, 2, 2], labels [6])``.
-    """
-    angles, labels = [], []
-    for c, centre in enumerate((90.0, 210.0, 330.0)):
-        for side in (-1, 1):
-            a = centre + side * spread_deg
-            angles.append([a - view_deg / 2, a + view_deg / 2])
-            labels.append(c)
-    rad = torch.deg2rad(torch.tensor(angles))
-    return torch.stack([rad.cos(), rad.sin()], dim=-1), torch.tensor(labels)
-
-
-def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float, taus=None):
-    """Chapter 5: the toy views on the circle, each anchor's softmax over the others, and loss vs temperature."""
-    import matplotlib.pyplot as plt
-    from .losses import supcon_loss
-    b, v, _ = features.shape
-    flat = features.transpose(0, 1).reshape(b * v, -1)  # same order as supcon_loss: view-major
-    lab = labels.repeat(v)
-    names = [f"{'TS'[i // b]}{i % b}" for i in range(b * v)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw=dict(width_ratios=[1, 1.25, 1.2]))
-    ax = axes[0]
-    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="lightgray"))
-    for i, (x, y) in enumerate(flat.tolist()):
-        ax.scatter(x, y, color=f"C{int(lab[i])}", marker="o" if i < b else "^", s=60)
-        ax.annotate(names[i], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="teacher view (T)"),
-               plt.Line2D([], [], ls="", marker="^", color="gray", label="student view (S)")]
-    handles += [plt.Line2D([], [], ls="", marker="s", color=f"C{c}", label=f"class {c}") for c in range(int(labels.max()) + 1)]
-    ax.legend(handles=handles, fontsize=7, loc="center")
-    ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal", title="normalised features (2-D toy)",
-           xlabel="feature 1", ylabel="feature 2")
-    sim = flat @ flat.T / temperature
-    sim.fill_diagonal_(float("-inf"))
-    prob = sim.softmax(dim=1).numpy()
-    ax = axes[1]
-    im = ax.imshow(prob, cmap="viridis", vmin=0, vmax=1)
-    positives = (lab[:, None] == lab[None, :]) & ~torch.eye(b * v, dtype=torch.bool)
-    for i, j in positives.nonzero().tolist():
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
-    ax.set(xticks=range(b * v), yticks=range(b * v), title=f"softmax over the others, tau = {temperature:.3g}\n(white boxes: positives)",
-           xlabel="other vector a", ylabel="anchor i")
-    ax.set_xticklabels(names, fontsize=7, rotation=90)
-    ax.set_yticklabels(names, fontsize=7)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax = axes[2]
-    taus = taus if taus is not None else np.logspace(-2, 0.7, 60)
-    losses = [float(supcon_loss(features, labels, float(t))) for t in taus]
-    ax.plot(taus, losses, label="SupCon loss")
-    ax.scatter([temperature], [float(supcon_loss(features, labels, temperature))], color="C3", zorder=3,
-               label=f"tau = {temperature:.3g}")
-    ax.set(xscale="log", title="loss against temperature", xlabel="temperature tau", ylabel="loss")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
-def plot_snapshots(run: Run, per_class: int = 2, seed: int = 0):
-    """Chapter 6: one row per generator snapshot, ``per_class`` samples of every class along the row."""
-    import matplotlib.pyplot as plt
-    from .viz import image_grid
-    b = bundle()
-    k = b.num_classes
-    acc_at = {r["iter"]: r["student_acc"] for r in run.records if "student_acc" in r}
-    rows = []
-    for it in run.snapshot_iters:
-        images, _ = samples(run.generator_at(it), per_class, seed=seed)
-        rows.append(images)
-    grid = image_grid(torch.cat(rows), len(rows), b.mean, b.std)
-    fig, ax = plt.subplots(figsize=(0.26 * per_class * k + 2.5, 0.5 * len(rows) + 1.2))
-    ax.imshow(grid, interpolation="nearest")
-    cell_h, cell_w = grid.shape[0] / len(rows), grid.shape[1] / (k * per_class)
-    ax.set_yticks([cell_h * (i + 0.5) for i in range(len(rows))])
-    ax.set_yticklabels([f"iter {it}: " + (f"student {acc_at[it]:.0%}" if it in acc_at else "untrained")
-                        for it in run.snapshot_iters])
-    ax.set_xticks([cell_w * per_class * (c + 0.5) for c in range(k)])
-    ax.set_xticklabels(b.class_names[:k])
-    ax.set_xlabel(f"conditioning class y ({per_class} samples each, same noise in every row)")
-    ax.set_title("The generator during training (one row per snapshot)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_bn_statistics(model: nn.Module, image_sets: dict, layers=((0, "first"), (-1, "last"))):
-    """Chapter 3: per channel, batch mean vs. running mean in some BN layers, for several image sets.
-
-    ``image_sets`` maps a name to a stack of images. Returns ``(figure, gaps)`` where ``gaps[name]``
-    is the mean absolute difference between batch and running means over all layers and channels.
-    """
-    import matplotlib.pyplot as plt
-    stats = {name: bn_statistics(model, images) for name, images in image_sets.items()}
-    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.6), squeeze=False)
-    for ax, (index, where) in zip(axes[0], layers):
-        for j, (name, st) in enumerate(stats.items()):
-            real = name.startswith("real")
-            ax.scatter(st[index]["running_mean"], st[index]["batch_mean"], s=16 if real else 14,
-                       marker="x" if real else "o", color="k" if real else f"C{j}", label=name)
-        lo, hi = ax.get_xlim()
-        ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
-        ax.set(title=f"{where} BN layer of the teacher", xlabel="running mean (training data)",
-               ylabel="batch mean of the image set")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    gaps = {name: float(np.mean([np.abs(s["batch_mean"] - s["running_mean"]).mean() for s in st]))
-            for name, st in stats.items()}
-    return fig, gaps
-
-
 def real_test_images(limit: Optional[int] = None):
     """Normalised real test images and labels (used only for evaluation and reference plots)."""
     test = bundle().test
     n = len(test) if limit is None else min(limit, len(test))
     return test.batch(slice(0, n))
-
-
-def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Chapter 6: 2-D UMAP of feature vectors, with UMAP's chatter silenced."""
-    from .viz import umap_embedding
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return umap_embedding(np.asarray(features, dtype=np.float32), seed=seed)
 
 
 def _seconds_per_iteration(d, repeats: int) -> float:
@@ -775,58 +592,6 @@ def bench_results(dataset: str) -> Optional[dict]:
     return with_current_names(json.loads(Path(where).read_text())) if os.path.exists(where) else None
 
 
-_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "ablation": "C1", "earlier method": "C0",
-                  "bound": "gray"}
-
-
-def method_group(name: str) -> str:
-    """Chapter 7: which kind of entry a benchmark method is (for colours and the table)."""
-    if name == "cpsc":
-        return "CPSC-DFKD"
-    if name == "cpsc_paper":
-        return "CPSC-DFKD, paper settings"
-    if name in ("noise", "data"):
-        return "bound"
-    return "ablation" if name.startswith("cpsc_no_") or name == "bn_ce" else "earlier method"
-
-
-def bench_table(results: dict):
-    """Chapter 7: the benchmark results as a formatted table (a pandas Styler)."""
-    import pandas as pd
-    rows = []
-    for name, m in results["methods"].items():
-        d = m.get("diagnostics", {})
-        rows.append({"method": name, "kind": method_group(name),
-                     "student acc. (%)": f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
-                     "diversity": d.get("diversity"), "class balance": d.get("class_balance"),
-                     "teacher conf.": d.get("teacher_confidence"), "FID (teacher feats)": d.get("fid"),
-                     "seconds / run": m.get("seconds_mean")})
-    formats = {"diversity": "{:.3f}", "class balance": "{:.3f}", "teacher conf.": "{:.3f}",
-               "FID (teacher feats)": "{:.2f}", "seconds / run": "{:.0f}"}
-    return pd.DataFrame(rows).style.hide(axis="index").format(formats, na_rep="–")
-
-
-def plot_bench(results: dict):
-    """Chapter 7: mean student accuracy per method with the standard deviation over seeds as error bars."""
-    import matplotlib.pyplot as plt
-    names = list(results["methods"])
-    means = [100 * results["methods"][n]["student_acc_mean"] for n in names]
-    stds = [100 * results["methods"][n]["student_acc_std"] for n in names]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    ax.bar(names, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
-    ax.axhline(100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher")
-    for label, colour in _GROUP_COLOURS.items():
-        if any(method_group(n) == label for n in names):
-            ax.bar([names[0]], [0], color=colour, label=label)  # legend entries only
-    ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
-                 f"{results['iters']} iterations, {len(results['seeds'])} seeds (error bars: std over seeds)",
-           xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
-    fig.tight_layout()
-    return fig
-
-
 def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
     """Chapter 7: show where a benchmark file came from, its table and chart; or say plainly that it is missing."""
     import matplotlib.pyplot as plt
@@ -852,6 +617,7 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
         + "".join(f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
                   "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
                   for old, new in results.get("renamed", {}).items())))
+    from .bench import bench_table, plot_bench
     display(bench_table(results))
     plot_bench(results)
     plt.show()
@@ -926,75 +692,6 @@ def recorded_runs_report() -> list:
     return runs
 
 
-def ablation_summary(results: Optional[dict]) -> str:
-    """Chapter 7: one Markdown line per variant of CPSC (ablations ``cpsc_no_*`` and ``cpsc_paper``):
-    change in mean accuracy vs. ``cpsc`` and whether it exceeds the seed spread."""
-    if results is None:
-        return "(no results)"
-    base = results["methods"].get("cpsc")
-    if base is None:
-        return "(the file has no `cpsc` entry)"
-    lines = []
-    for name, m in results["methods"].items():
-        if not name.startswith("cpsc_"):
-            continue
-        paired = m.get("diff_vs_cpsc", {}).get("student_acc")
-        if paired is not None:  # files with per-seed values: the paired difference and its 95 % CI
-            lo, hi = 100 * paired["ci95"][0], 100 * paired["ci95"][1]
-            verdict = ("worse" if hi < 0 else "better") if paired["real"] else "not distinguishable"
-            lines.append(f"* `{name}`: {100 * paired['mean']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}] "
-                         f"({verdict})")
-            continue
-        diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
-        spread = 100 * max(m["student_acc_std"], base["student_acc_std"])
-        verdict = "within the seed-to-seed spread" if abs(diff) <= spread else ("worse" if diff < 0 else "better")
-        lines.append(f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})")
-    return "\n".join(lines) or "(no ablations in the file)"
-
-
-ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
-                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
-                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
-#: The same for the other methods, with time to accuracy (agreement and pixel judge: where images have target labels).
-BASELINE_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
-                     ("acc_at_25", "accuracy at 25 %", 100.0), ("acc_at_50", "accuracy at 50 %", 100.0),
-                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
-                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
-
-
-def ablation_effects(results: Optional[dict], baselines: bool = False):
-    """Chapter 7: per ablation (``baselines``: per other method) and measure, the paired difference to
-    ``cpsc`` (that row minus cpsc, percentage points for the shares, raw for separation and diversity)
-    with its 95 % CI; a ``*`` marks an interval that excludes 0. Returns ``(table, statements)``; None
-    for files without per-seed values."""
-    import pandas as pd
-    chosen = (lambda n: n != "cpsc" and not n.startswith("cpsc_")) if baselines else \
-        (lambda n: n.startswith("cpsc_no_"))  # noqa: E731
-    if results is None or "diff_vs_cpsc" not in next(
-            (m for n, m in results["methods"].items() if chosen(n)), {}):
-        return None, "(no per-seed results to compare with cpsc)"
-    label_of_row = "method" if baselines else "ablation"
-    rows, lines = [], []
-    for name, m in results["methods"].items():
-        if not chosen(name):
-            continue
-        row, real = {label_of_row: name}, []
-        for key, label, scale in (BASELINE_MEASURES if baselines else ABLATION_MEASURES):
-            d = m["diff_vs_cpsc"].get(key)
-            if d is None:
-                row[label] = "–"
-                continue
-            digits = 2 if scale > 1 else 3
-            row[label] = (f"{scale * d['mean']:+.{digits}f} [{scale * d['ci95'][0]:+.{digits}f}, "
-                          f"{scale * d['ci95'][1]:+.{digits}f}]" + (" *" if d["real"] else ""))
-            if d["real"]:
-                real.append(f"{label} {scale * d['mean']:+.{digits}f}")
-        rows.append(row)
-        lines.append(f"* `{name}`: " + ("changes " + ", ".join(real) + " (95 % CI excludes 0)" if real
-                                          else "no effect beyond its 95 % CI on any measure"))
-    return pd.DataFrame(rows).set_index(label_of_row), "\n".join(lines)
-
-
 def published_results():
     """Chapter 7: ``data/published_results.csv`` (numbers from the literature, not ours) as a DataFrame."""
     import pandas as pd
@@ -1003,78 +700,6 @@ def published_results():
 
 
 # ------------------------------------------------------------- chapter 8
-#: Classes, channels, image size and training-set size of the data sets the presets use (for cost estimates).
-PRESET_DATA = {"cifar10": (10, 3, 32, 50000), "cifar100": (100, 3, 32, 50000), "svhn": (10, 3, 32, 73257),
-               "tiny-imagenet": (200, 3, 64, 100000)}
-
-
-def preset_file(name: str) -> Path:
-    """A shipped preset's YAML file by name (``cpsc-lite presets``), or the path of a YAML file."""
-    from .config import resolve_config
-    return Path(resolve_config(name))
-
-
-def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:
-    """A preset's DistillConfig (``iters`` overrides its length) and its run settings (dataset, teacher_model)."""
-    from .config import load_preset
-    base, run = load_preset(str(preset_file(name)))
-    return make_config("cpsc", base, iters=iters), run
-
-
-_FLOPS_PER_SAMPLE: dict = {}
-
-
-def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
-                tflops=(5.0, 10.0)) -> dict:
-    """Chapter 8: floating-point operations of a preset's distillation and of its teacher's training,
-    and the hours they take at each assumed sustained throughput in ``tflops`` (an *estimate*).
-
-    The operations are counted (``torch.utils.flop_counter``) on one real iteration of the
-    package's own loop at a small batch, scaled linearly to the preset's batch; the teacher
-    epoch is counted as forward plus backward (3x a forward) over the training set. Only
-    convolutions and matrix products are counted, so the figures are slight underestimates.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-    from .distill import Distiller
-    from .models import create_model
-    cfg, run = preset_config(name, iters)
-    classes, channels, size, n_train = PRESET_DATA[run["dataset"]]
-    small = 4
-    teacher = create_model(run["teacher_model"], classes, channels, size)
-    meta = checkpoint.untrained_meta(run["teacher_model"], classes, channels, size)
-    key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
-    if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
-        seed_everything(cfg.seed)
-        d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
-        with FlopCounterMode(display=False) as counter:
-            d.iterate()
-        d.close()
-        _FLOPS_PER_SAMPLE[key] = counter.get_total_flops() / small
-    per_iter = _FLOPS_PER_SAMPLE[key] * cfg.batch_size
-    with FlopCounterMode(display=False) as counter:
-        teacher.eval()(torch.zeros(1, channels, size, size))
-    per_epoch = 3 * counter.get_total_flops() * n_train
-    distill, teach = per_iter * cfg.iters, per_epoch * teacher_epochs
-    return dict(preset=name, dataset=run["dataset"], teacher=run["teacher_model"], student=cfg.student,
-                iters=cfg.iters, batch_size=cfg.batch_size, g_steps=cfg.g_steps, s_steps=cfg.s_steps,
-                teacher_epochs=teacher_epochs, tflop_per_iter=per_iter / 1e12, distill_pflop=distill / 1e15,
-                teacher_pflop=teach / 1e15,
-                hours={t: dict(teacher=teach / (t * 1e12) / 3600, distill=distill / (t * 1e12) / 3600)
-                       for t in tflops})
-
-
-def preset_cost_table(plan, tflops=(5.0, 10.0)):
-    """Chapter 8: :func:`preset_cost` for each ``(preset, teacher_epochs)`` in ``plan``; returns the
-    cost dicts and a table of them (hours include the teacher's training)."""
-    import pandas as pd
-    costs = [preset_cost(name, teacher_epochs=epochs, tflops=tflops) for name, epochs in plan]
-    rows = [{"preset": c["preset"], "iterations": c["iters"], "TFLOP / iteration": c["tflop_per_iter"],
-             "teacher epochs": c["teacher_epochs"],
-             **{f"hours at {t:g} TFLOP/s": sum(c["hours"][t].values()) for t in tflops}} for c in costs]
-    formats = {"TFLOP / iteration": "{:.1f}", **{f"hours at {t:g} TFLOP/s": "{:.1f}" for t in tflops}}
-    return costs, pd.DataFrame(rows).style.hide(axis="index").format(formats)
-
-
 def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 40, iters: Optional[int] = None,
                data_root: Optional[str] = None, out: Optional[str] = None, progress: bool = True,
                timing_iters: int = 3) -> dict:
@@ -1091,6 +716,7 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
     from .runner import run_distill
     from .teacher import load_teacher, run_teacher, teacher_recipe
     from .engine import Acceleration
+    from .bench import preset_config
     cfg, run = preset_config(name, iters)
     cfg = cfg.replace(device=str(current_device()))
     folder = Path(out) if out else cache_dir() / "ch8" / Path(name).stem

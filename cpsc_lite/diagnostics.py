@@ -23,8 +23,10 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch import nn
 import torch.nn.functional as F
 
+from .losses import batch_statistics
 from .utils import batches
 
 
@@ -189,3 +191,26 @@ class PixelJudge:
     def recognition(self, images: torch.Tensor, labels: torch.Tensor, mean, std) -> float:
         """Share of ``images`` the judge assigns to ``labels`` (their conditioning classes)."""
         return float((self.predict(images, mean, std) == labels.cpu().numpy()).mean())
+
+
+@torch.no_grad()
+def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
+    """Chapter 3: per BN layer of ``model``, the batch mean/variance that ``images`` induce and the running ones.
+
+    Returns a list of dicts with numpy arrays ``batch_mean, batch_var, running_mean, running_var``.
+    """
+    stats = []
+
+    def hook(module, inputs, output):
+        mean, var = batch_statistics(inputs[0])  # what the BN prior (losses.BNStatsLoss) compares
+        stats.append(dict(batch_mean=mean.numpy(), batch_var=var.numpy(),
+                          running_mean=module.running_mean.numpy().copy(), running_var=module.running_var.numpy().copy()))
+
+    model = model.cpu().eval()
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        model(images.cpu())
+    finally:
+        for h in handles:
+            h.remove()
+    return stats

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .data import denormalize
 
@@ -131,14 +132,17 @@ def plot_curves(records: list[dict], path: Optional[str] = None, teacher_acc: Op
 
 
 def umap_embedding(features: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
-    """2-D UMAP of feature vectors (needs the ``umap-learn`` extra)."""
+    """2-D UMAP of feature vectors (needs the ``umap-learn`` extra; book chapter 6), its chatter silenced."""
+    import warnings
     try:
         import umap
     except ImportError:
         from . import CpscError
         raise CpscError("UMAP plots need the umap-learn package: pip install 'cpsc-lite[viz]'") from None
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
-    return reducer.fit_transform(features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reducer.fit_transform(np.asarray(features, dtype=np.float32))
 
 
 def plot_embedding(points: np.ndarray, labels: np.ndarray, sources: np.ndarray, class_names: Sequence[str],
@@ -192,4 +196,101 @@ def plot_differences(tables: dict, measure: str = "student_acc", reference: str 
     fig.tight_layout()
     if path:
         save_figure(fig, path)
+    return fig
+
+
+@torch.no_grad()
+def same_noise_grid(generator, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str],
+                    n_noise: int = 6, seed: int = 0, title: str = "", ax=None):
+    """One row per noise vector z, one column per class y: what the label alone changes (book chapter 3).
+    Returns the images, row-major."""
+    import matplotlib.pyplot as plt
+    k = generator.num_classes
+    z = torch.randn(n_noise, generator.nz, generator=torch.Generator().manual_seed(seed)).repeat_interleave(k, 0)
+    y = torch.arange(k).repeat(n_noise)
+    generator = generator.cpu().eval()
+    images = generator(z, y)
+    grid = image_grid(images, n_noise, mean, std)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.5 * k + 1.2, 0.5 * n_noise + 1.0))
+    ax.imshow(grid, interpolation="nearest")
+    cell_w, cell_h = grid.shape[1] / k, grid.shape[0] / n_noise
+    ax.set_xticks([cell_w * (i + 0.5) for i in range(k)])
+    ax.set_xticklabels(list(class_names)[:k])
+    ax.set_yticks([cell_h * (i + 0.5) for i in range(n_noise)])
+    ax.set_yticklabels([f"z{i + 1}" for i in range(n_noise)])
+    ax.set_xlabel("conditioning class y")
+    ax.set_ylabel("noise vector")
+    ax.set_title(title)
+    return images
+
+
+def plot_bn_statistics(model: nn.Module, image_sets: dict, layers=((0, "first"), (-1, "last"))):
+    """Book chapter 3: per channel, batch mean vs. running mean in some BN layers, for several image sets.
+
+    ``image_sets`` maps a name to a stack of images. Returns ``(figure, gaps)`` where ``gaps[name]``
+    is the mean absolute difference between batch and running means over all layers and channels.
+    """
+    import matplotlib.pyplot as plt
+    from .diagnostics import bn_statistics
+    stats = {name: bn_statistics(model, images) for name, images in image_sets.items()}
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.6), squeeze=False)
+    for ax, (index, where) in zip(axes[0], layers):
+        for j, (name, st) in enumerate(stats.items()):
+            real = name.startswith("real")
+            ax.scatter(st[index]["running_mean"], st[index]["batch_mean"], s=16 if real else 14,
+                       marker="x" if real else "o", color="k" if real else f"C{j}", label=name)
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+        ax.set(title=f"{where} BN layer of the teacher", xlabel="running mean (training data)",
+               ylabel="batch mean of the image set")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    gaps = {name: float(np.mean([np.abs(s["batch_mean"] - s["running_mean"]).mean() for s in st]))
+            for name, st in stats.items()}
+    return fig, gaps
+
+
+def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float, taus=None):
+    """Book chapter 5: the toy views on the circle, each anchor's softmax over the others, and loss vs temperature."""
+    import matplotlib.pyplot as plt
+    from .losses import supcon_loss
+    b, v, _ = features.shape
+    flat = features.transpose(0, 1).reshape(b * v, -1)  # same order as supcon_loss: view-major
+    lab = labels.repeat(v)
+    names = [f"{'TS'[i // b]}{i % b}" for i in range(b * v)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw=dict(width_ratios=[1, 1.25, 1.2]))
+    ax = axes[0]
+    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="lightgray"))
+    for i, (x, y) in enumerate(flat.tolist()):
+        ax.scatter(x, y, color=f"C{int(lab[i])}", marker="o" if i < b else "^", s=60)
+        ax.annotate(names[i], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="teacher view (T)"),
+               plt.Line2D([], [], ls="", marker="^", color="gray", label="student view (S)")]
+    handles += [plt.Line2D([], [], ls="", marker="s", color=f"C{c}", label=f"class {c}") for c in range(int(labels.max()) + 1)]
+    ax.legend(handles=handles, fontsize=7, loc="center")
+    ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal", title="normalised features (2-D toy)",
+           xlabel="feature 1", ylabel="feature 2")
+    sim = flat @ flat.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    prob = sim.softmax(dim=1).numpy()
+    ax = axes[1]
+    im = ax.imshow(prob, cmap="viridis", vmin=0, vmax=1)
+    positives = (lab[:, None] == lab[None, :]) & ~torch.eye(b * v, dtype=torch.bool)
+    for i, j in positives.nonzero().tolist():
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
+    ax.set(xticks=range(b * v), yticks=range(b * v), title=f"softmax over the others, tau = {temperature:.3g}\n(white boxes: positives)",
+           xlabel="other vector a", ylabel="anchor i")
+    ax.set_xticklabels(names, fontsize=7, rotation=90)
+    ax.set_yticklabels(names, fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[2]
+    taus = taus if taus is not None else np.logspace(-2, 0.7, 60)
+    losses = [float(supcon_loss(features, labels, float(t))) for t in taus]
+    ax.plot(taus, losses, label="SupCon loss")
+    ax.scatter([temperature], [float(supcon_loss(features, labels, temperature))], color="C3", zorder=3,
+               label=f"tau = {temperature:.3g}")
+    ax.set(xscale="log", title="loss against temperature", xlabel="temperature tau", ylabel="loss")
+    ax.legend()
+    fig.tight_layout()
     return fig

@@ -195,7 +195,7 @@ def test_paired_differences_call_a_difference_real_only_when_the_ci_excludes_zer
 
 def test_bench_reports_cis_agreement_and_the_pixel_judge(tmp_path, digits_teacher):
     from cpsc_lite.bench import run_bench
-    from cpsc_lite.bookcache import ablation_effects
+    from cpsc_lite.bench import ablation_effects
     res = run_bench("digits", ["cpsc", "cpsc_no_ce"], 2, 3, str(tmp_path), teacher_path=digits_teacher,
                     overrides=dict(batch_size=32, ngf=8, nz=16, eval_every=3, log_every=3), progress=False,
                     say=lambda *_: None)

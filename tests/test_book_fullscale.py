@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 import torchvision.datasets as tvd  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from cpsc_lite import CpscError  # noqa: E402
+from cpsc_lite import CpscError, bench  # noqa: E402
 from cpsc_lite import bookcache as bc  # noqa: E402
 from cpsc_lite.models import create_model  # noqa: E402
 
@@ -51,10 +51,10 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
-    monkeypatch.setattr(bc, "_FLOPS_PER_SAMPLE", {})
-    a = bc.preset_cost(_preset(tmp_path / "a.yaml"), teacher_epochs=2, tflops=(4.0,))
-    b = bc.preset_cost(_preset(tmp_path / "b.yaml", batch=16), teacher_epochs=4, tflops=(4.0,))
-    c = bc.preset_cost(_preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,))
+    monkeypatch.setattr(bench, "_FLOPS_PER_SAMPLE", {})
+    a = bench.preset_cost(_preset(tmp_path / "a.yaml"), teacher_epochs=2, tflops=(4.0,))
+    b = bench.preset_cost(_preset(tmp_path / "b.yaml", batch=16), teacher_epochs=4, tflops=(4.0,))
+    c = bench.preset_cost(_preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,))
     assert b["tflop_per_iter"] == pytest.approx(2 * a["tflop_per_iter"])
     assert c["tflop_per_iter"] > 1.3 * a["tflop_per_iter"]  # a generator step is more work than a student step
     with FlopCounterMode(display=False) as counter:
@@ -66,11 +66,11 @@ def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
 
 
 def test_preset_file_names_the_known_presets():
-    assert bc.preset_file("c10_wrn40_2_wrn16_2_fast").name == "c10_wrn40_2_wrn16_2_fast.yaml"
+    assert bench.preset_file("c10_wrn40_2_wrn16_2_fast").name == "c10_wrn40_2_wrn16_2_fast.yaml"
     with pytest.raises(CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18"):
-        bc.preset_file("c10_nope")
+        bench.preset_file("c10_nope")
     with pytest.raises(CpscError, match="does not exist"):
-        bc.preset_file("/nowhere/x.yaml")
+        bench.preset_file("/nowhere/x.yaml")
 
 
 def test_preset_run_end_to_end_then_resumes_without_retraining(tmp_path, monkeypatch, cache, capsys):
@@ -99,7 +99,7 @@ def test_preset_run_end_to_end_then_resumes_without_retraining(tmp_path, monkeyp
 def test_preset_cost_table_adds_the_teacher_to_the_hours(tmp_path):
     pytest.importorskip("pandas")  # the book's extra
     rate = 1e-6  # TFLOP/s: slow enough that the tiny preset's hours are large numbers
-    costs, table = bc.preset_cost_table([(_preset(tmp_path / "a.yaml"), 3)], tflops=(rate,))
+    costs, table = bench.preset_cost_table([(_preset(tmp_path / "a.yaml"), 3)], tflops=(rate,))
     [c] = costs
     teacher, distill = c["hours"][rate]["teacher"], c["hours"][rate]["distill"]
     assert teacher > 1 and distill > 1

@@ -188,3 +188,13 @@ def test_install_cells_pin_the_release_and_the_extras_bring_every_import():
     colab = core | names(extras["viz"]) | {"ipykernel"}  # a notebook runs in a kernel already
     assert imported <= colab, f"the install cell's cpsc-lite[viz] lacks {sorted(imported - colab)}"
     assert imported <= core | names(extras["book"]), f"the [book] extra lacks {sorted(imported - core)}"
+
+
+@pytest.mark.parametrize("path", [*CHAPTERS, ROOT / "book" / "status.ipynb"], ids=lambda p: p.name)
+def test_every_book_runtime_name_a_page_uses_exists(path):
+    """``bc.NAME`` in a page's code or prose (exercises included) is in the book runtime; moved
+    helpers must not leave a chapter calling a name that is gone."""
+    from cpsc_lite import bookcache as bc
+    text = "\n".join(source(c) for c in load(path)["cells"])
+    missing = sorted({n for n in re.findall(r"\bbc\.([A-Za-z_]\w*)", text) if not hasattr(bc, n)})
+    assert not missing, f"{path.name} uses bc.{', bc.'.join(missing)}, which cpsc_lite.bookcache does not have"

@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 
+from cpsc_lite import CpscError, bench
+from cpsc_lite.diagnostics import class_separation, per_class_diversity
 from cpsc_lite import bookcache as bc
 
 
@@ -82,16 +84,20 @@ def test_generator_only_and_kd_baseline(cache):
     conf = bc.teacher_confidence(bc.teacher()[0], images, labels, 10)
     assert len(conf["confidence"]) == 10 and 0 <= conf["mean_agreement"] <= 1
     kd = bc.kd_baseline("noise", steps=25, batch_size=16)
-    assert len(kd["accs"]) == 1 and 0 <= kd["student_acc"] <= 1
+    assert kd["accs"] == [dict(step=25, student_acc=kd["student_acc"])] and 0 <= kd["student_acc"] <= 1
+    real = bc.kd_baseline("real", steps=50, batch_size=16)  # the engine's `data` method: reads the training split
+    assert real["method"] == "data" and [a["step"] for a in real["accs"]] == [25, 50]
+    with pytest.raises(CpscError, match="multiple of 25"):
+        bc.kd_baseline("noise", steps=30)
 
 
 def test_measures_on_hand_made_features():
     feats = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-3.0, 0.0]])
     labels = torch.tensor([0, 0, 1, 1])
     # class 0: identical directions; class 1: orthogonal directions (cosine distance 1)
-    assert bc.intra_class_diversity(feats, labels, 2) == pytest.approx([0.0, 1.0])
+    assert per_class_diversity(feats, labels, 2) == pytest.approx([0.0, 1.0])
     # centroids (1, 0) and (-1/2, 1/2) after normalising: cosine -1/sqrt(2)
-    assert bc.class_separation(feats, labels, 2) == pytest.approx(1 + 2 ** -0.5)
+    assert class_separation(feats, labels, 2) == pytest.approx(1 + 2 ** -0.5)
 
 
 def test_bench_results_absent_or_read_from_env(tmp_path, monkeypatch):
@@ -113,13 +119,13 @@ def test_ablation_summary_compares_each_variant_with_its_spread():
         return dict(student_acc_mean=mean, student_acc_std=std)
     results = dict(methods=dict(cpsc=row(0.95, 0.01), dfad=row(0.5, 0.0), cpsc_no_bn=row(0.90, 0.02),
                                 cpsc_no_scl=row(0.955, 0.01), cpsc_paper=row(0.97, 0.005)))
-    text = bc.ablation_summary(results)
+    text = bench.ablation_summary(results)
     assert "dfad" not in text
     assert "`cpsc_no_bn`: -5.00 points (worse; larger std 2.00)" in text
     assert "`cpsc_no_scl`: +0.50 points (within the seed-to-seed spread" in text
     assert "`cpsc_paper`: +2.00 points (better" in text
-    assert bc.ablation_summary(None) == "(no results)"
-    assert "no `cpsc` entry" in bc.ablation_summary(dict(methods=dict(dfad=row(0.5, 0))))
+    assert bench.ablation_summary(None) == "(no results)"
+    assert "no `cpsc` entry" in bench.ablation_summary(dict(methods=dict(dfad=row(0.5, 0))))
 
 
 def test_profile_report_reads_profile_files(tmp_path, monkeypatch):
