@@ -194,24 +194,8 @@ def load(path: str, kind: Optional[str] = None, what: str = "checkpoint") -> dic
 
     Never unpickles code (``weights_only=True``); checks the marker, the kind, the metadata the
     kind needs (types and ranges) and that every weight is finite."""
-    if os.path.isdir(path):
-        raise CpscError(f"The {what} {path} is a folder, not a file. Pass the file inside it (for a teacher: "
-                        f"{os.path.join(path, 'teacher.pt')}).")
-    if not os.path.isfile(path):
-        raise CpscError(f"The {what} {path} does not exist. Check the path; a teacher is made with "
-                        "`cpsc-lite teacher ... --out DIR` (it writes DIR/teacher.pt).")
-    try:
-        obj = safe_torch_load(path)
-    except Exception as exc:
-        text = str(exc)
-        if is_pickled_objects_error(text):
-            raise CpscError(f"The {what} {path} holds pickled Python objects besides tensors and plain data. "
-                            "cpsc_lite refuses to unpickle them, because loading such a file can run code from "
-                            "it; cpsc_lite's own files never contain any. Use a file cpsc_lite wrote, or re-save "
-                            "only the weights from a copy you trust.") from None
-        raise CpscError(f"Cannot read the {what} {path}: it is truncated, corrupt, or not a PyTorch file "
-                        f"({exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}). "
-                        "Re-create it (for a teacher: `cpsc-lite teacher ...`) or restore a good copy.") from None
+    obj = read_weights_file(path, what, pickled_advice="cpsc_lite's own files never contain any. Use a file "
+                            "cpsc_lite wrote, or re-save only the weights from a copy you trust.")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CpscError(f"{path} is not a cpsc_lite {what} (no 'format: cpsc_lite' marker). cpsc_lite reads the "
                         "files it writes itself; to use a community teacher (a bare state dict), pass "
@@ -360,22 +344,30 @@ def metrics_owner(path: str) -> Optional[str]:
     return "teacher" if isinstance(saved, dict) and "history" in saved else "unknown"
 
 
-def read_weights_file(path: str, what: str = "teacher checkpoint"):
-    """Any torch file (ours or a community ``.pth``) read with ``torch.load(weights_only=True)``, with the
-    same clear errors as :func:`load` (missing, truncated, or holding Python objects)."""
+def read_weights_file(path: str, what: str = "teacher checkpoint", pickled_advice: Optional[str] = None):
+    """Any torch file (ours or a community ``.pth``) read with ``torch.load(weights_only=True)``: one clear
+    error for a folder, a missing file, a truncated or foreign file, or one holding pickled Python objects
+    (never unpickled: loading those can run code); ``pickled_advice`` says what to do about the last."""
+    if os.path.isdir(path):
+        raise CpscError(f"The {what} {path} is a folder, not a file. Pass the file inside it (for a teacher: "
+                        f"{os.path.join(path, 'teacher.pt')}).")
     if not os.path.isfile(path):
-        load(path, what=what)  # raises the "does not exist" message
+        raise CpscError(f"The {what} {path} does not exist. Check the path; a teacher is made with "
+                        "`cpsc-lite teacher ... --out DIR` (it writes DIR/teacher.pt).")
     try:
         return safe_torch_load(path)
     except Exception as exc:
         text = str(exc)
         if is_pickled_objects_error(text):
-            raise CpscError(f"{path} holds Python objects besides tensors, which cpsc_lite does not unpickle "
-                            "(loading could run code from the file). If you trust the file, re-save just the "
-                            "weights: python -c \"import torch; o = torch.load('IN.pth', weights_only=False); "
-                            "torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.") from None
-        load(path, what=what)  # raises the "truncated or corrupt" message
-        raise
+            advice = pickled_advice or (
+                "If you trust the file, re-save just the weights: python -c \"import torch; o = torch.load('IN.pth', "
+                "weights_only=False); torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.")
+            raise CpscError(f"The {what} {path} holds pickled Python objects besides tensors and plain data. "
+                            "cpsc_lite refuses to unpickle them, because loading such a file can run code from "
+                            f"it. {advice}") from None
+        raise CpscError(f"Cannot read the {what} {path}: it is truncated, corrupt, or not a PyTorch file "
+                        f"({exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}). "
+                        "Re-create it (for a teacher: `cpsc-lite teacher ...`) or restore a good copy.") from None
 
 
 _OWNER_NAMES = {"teacher": "a teacher training", "distillation": "a distillation run"}
