@@ -322,7 +322,8 @@ def cases(w: str, teacher: str) -> list[tuple[str, list, str, list]]:
               [done]))
     c.append(("demo into a finished run", ["demo", "--out", done, "--no-progress"], BAD, [done]))
     other = os.path.join(ck, "other_teacher.pt")
-    shifted = dict(base, state_dict={k: v + 0.01 if v.is_floating_point() else v for k, v in base["state_dict"].items()})
+    shifted = dict(base, state_dict={k: v + 0.01 if v.is_floating_point() else v
+                                     for k, v in base["state_dict"].items()})
     torch.save(shifted, other)
     c.append(("--resume with another teacher", ["distill", "--teacher", other, "--out", os.path.join(w, "run_part"),
                                                  "--resume", *tiny[:-1]], BAD, [os.path.join(w, "run_part")]))

@@ -221,7 +221,8 @@ def results_markdown(results: dict) -> str:
     """The benchmark table as Markdown (also used by the book)."""
     n = len(results["seeds"])
     lines = [f"# Benchmark on {results['dataset']}", "",
-             f"Teacher {results['teacher']['model']} (test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
+             f"Teacher {results['teacher']['model']} "
+             f"(test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
              f"student {results.get('student')}, {results['iters']} iterations x batch {results.get('batch_size')}, "
              f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
              "", f"Command: `{results['command']}`", "",

@@ -419,7 +419,8 @@ def cmd_sample(args) -> int:
         raise CpscError(f"--out {args.out!r} must be a file name ending in .png (a grid of images) or .npz (the "
                         "images and their labels as arrays).")
     if os.path.isdir(args.out):
-        raise CpscError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'samples.png')}.")
+        raise CpscError(f"--out {args.out} is a folder; give a file name such as "
+                        f"{os.path.join(args.out, 'samples.png')}.")
     checkpoint.check_output_dir(os.path.dirname(os.path.abspath(args.out)), flag="the folder of --out")
     gen, meta = load_generator(args.generator)
     if not all(k in meta for k in ("mean", "std", "class_names")):

@@ -41,7 +41,8 @@ def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) 
     return load(path) if path is not None else load(root, download)
 
 
-@register_dataset("digits", "scikit-learn's handwritten digits: 1797 grey 8x8 images, 10 classes (built in, no download)")
+@register_dataset("digits", "scikit-learn's handwritten digits: 1797 grey 8x8 images, 10 classes "
+                            "(built in, no download)")
 def load_digits(root: Optional[str] = None, download: bool = False) -> DataBundle:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split

@@ -204,7 +204,8 @@ def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
     def hook(module, inputs, output):
         mean, var = batch_statistics(inputs[0])  # what the BN prior (losses.BNStatsLoss) compares
         stats.append(dict(batch_mean=mean.numpy(), batch_var=var.numpy(),
-                          running_mean=module.running_mean.numpy().copy(), running_var=module.running_var.numpy().copy()))
+                          running_mean=module.running_mean.numpy().copy(),
+                          running_var=module.running_var.numpy().copy()))
 
     model = model.cpu().eval()
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]

@@ -267,11 +267,16 @@ def _register_torchvision(name: str, description: str) -> None:
     globals()[loader.__name__] = loader
 
 
-_register_torchvision("cifar10", "CIFAR-10: 60000 colour 32x32 images, 10 classes (torchvision; --download fetches ~170 MB)")
-_register_torchvision("cifar100", "CIFAR-100: 60000 colour 32x32 images, 100 classes (torchvision; --download fetches ~170 MB)")
-_register_torchvision("svhn", "SVHN: 99289 colour 32x32 house-number digits, 10 classes (torchvision + scipy; --download fetches ~250 MB)")
-_register_torchvision("mnist", "MNIST: 70000 grey 28x28 handwritten digits, 10 classes (torchvision; --download fetches ~12 MB)")
-_register_torchvision("fashion-mnist", "Fashion-MNIST: 70000 grey 28x28 clothing images, 10 classes (torchvision; --download fetches ~30 MB)")
+_register_torchvision("cifar10", "CIFAR-10: 60000 colour 32x32 images, 10 classes "
+                      "(torchvision; --download fetches ~170 MB)")
+_register_torchvision("cifar100", "CIFAR-100: 60000 colour 32x32 images, 100 classes "
+                      "(torchvision; --download fetches ~170 MB)")
+_register_torchvision("svhn", "SVHN: 99289 colour 32x32 house-number digits, 10 classes "
+                      "(torchvision + scipy; --download fetches ~250 MB)")
+_register_torchvision("mnist", "MNIST: 70000 grey 28x28 handwritten digits, 10 classes "
+                      "(torchvision; --download fetches ~12 MB)")
+_register_torchvision("fashion-mnist", "Fashion-MNIST: 70000 grey 28x28 clothing images, 10 classes "
+                      "(torchvision; --download fetches ~30 MB)")
 
 
 # --------------------------------------------------------------------------------------------------

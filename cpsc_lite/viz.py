@@ -64,7 +64,8 @@ def teacher_predictions(teacher: torch.nn.Module, images: torch.Tensor, batch_si
 def plot_samples(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], mean, std,
                  title: str = "Synthetic images, one row per class", path: Optional[str] = None, ax=None,
                  predictions: Optional[torch.Tensor] = None, xlabel: Optional[str] = None):
-    """Class-wise grid (rows = classes, as produced by :func:`cpsc_lite.generator.generate_per_class`), rows labelled by name.
+    """Class-wise grid (rows = classes, as :func:`cpsc_lite.generator.generate_per_class` makes them), rows labelled
+    by name.
 
     With the teacher's ``predictions`` for the images, the right edge of each row shows the share of
     that row the teacher assigns to the row's class (whether the row is class-specific)."""
@@ -267,7 +268,8 @@ def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float
         ax.annotate(names[i], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="teacher view (T)"),
                plt.Line2D([], [], ls="", marker="^", color="gray", label="student view (S)")]
-    handles += [plt.Line2D([], [], ls="", marker="s", color=f"C{c}", label=f"class {c}") for c in range(int(labels.max()) + 1)]
+    handles += [plt.Line2D([], [], ls="", marker="s", color=f"C{c}", label=f"class {c}")
+                for c in range(int(labels.max()) + 1)]
     ax.legend(handles=handles, fontsize=7, loc="center")
     ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal", title="normalised features (2-D toy)",
            xlabel="feature 1", ylabel="feature 2")
@@ -279,7 +281,8 @@ def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float
     positives = (lab[:, None] == lab[None, :]) & ~torch.eye(b * v, dtype=torch.bool)
     for i, j in positives.nonzero().tolist():
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
-    ax.set(xticks=range(b * v), yticks=range(b * v), title=f"softmax over the others, tau = {temperature:.3g}\n(white boxes: positives)",
+    ax.set(xticks=range(b * v), yticks=range(b * v), title=f"softmax over the others, tau = {temperature:.3g}\n"
+                                                             "(white boxes: positives)",
            xlabel="other vector a", ylabel="anchor i")
     ax.set_xticklabels(names, fontsize=7, rotation=90)
     ax.set_yticklabels(names, fontsize=7)

@@ -58,7 +58,8 @@ def test_presets_are_what_their_names_say():
     paper = {k for k, v in make_config("cpsc_paper").to_dict().items() if v != base[k]} - {"method"}
     assert paper == {"alpha", "gamma", "eta", "student_ce", "adv_warmup", "lr_generator", "bn_reduce"}
     p = make_config("cpsc_paper")  # METHOD.md's reference weights, adversarial from the first step
-    assert (p.alpha, p.beta, p.gamma, p.eta, p.temperature, p.adv_warmup, p.student_ce) == (5, 1, 0.7, 0.7, 0.07, 0, True)
+    assert (p.alpha, p.beta, p.gamma, p.eta, p.temperature, p.adv_warmup, p.student_ce) == \
+        (5, 1, 0.7, 0.7, 0.07, 0, True)
     assert (p.lr_generator, p.bn_reduce) == (1e-3, "sum")
     assert make_config("dfad").adv_warmup == 0.0  # DFAD is adversarial from the start
 

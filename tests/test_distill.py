@@ -92,7 +92,8 @@ def test_resume_after_a_crash_between_checkpoints(tmp_path, digits_teacher):
     for k, v in clean.student.state_dict().items():
         assert torch.equal(v, again.student.state_dict()[k]), k
     iters = [json.loads(x)["iter"] for x in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()]
-    assert iters == [2, 4, 5, 6, 8, 10]  # (5: half the budget) the log lines written after the checkpoint were replaced, not doubled
+    # (5: half the budget) the log lines written after the checkpoint were replaced, not doubled
+    assert iters == [2, 4, 5, 6, 8, 10]
 
 
 def test_nan_keeps_last_good_checkpoint(tmp_path, digits_teacher):
