@@ -43,12 +43,12 @@ class DistillConfig:
     nz: int = 256
     ngf: int = 32                  # the paper uses 64 at 32x32; 32 is ample for tiny images and 4x cheaper
     conditional: bool = True
-    # Loss switches and weights. The paper's reference weights (METHOD.md) are alpha=5, beta=1,
-    # gamma=0.7, eta=0.7 with student CE on; configs/*.yaml use exactly those. For the quick CPU
-    # profile (a few hundred iterations) seven defaults differ, because measured runs were better
-    # that way (book chapter 7 and data/bench/README.md): alpha=1, gamma=0.2, eta=0.5, no student
-    # CE, the adversarial terms off for the first 30 % of the run (adv_warmup), generator lr 1e-2
-    # and the BN prior averaged over layers (bn_reduce="mean").
+    # Loss switches and weights. The reference weights (the command in the authors' README; book
+    # chapter 7) are alpha=5, beta=1, gamma=0.7, eta=0.7 with student CE on; configs/*.yaml use
+    # exactly those. For the quick CPU profile (a few hundred iterations) seven defaults differ,
+    # because measured runs were better that way (book chapter 7 and data/bench/README.md):
+    # alpha=1, gamma=0.2, eta=0.5, no student CE, the adversarial terms off for the first 30 % of
+    # the run (adv_warmup), generator lr 1e-2 and the BN prior averaged over layers (bn_reduce="mean").
     use_adv: bool = True        # generator maximises the teacher/student disagreement (-KL)
     # Fraction of the run before the adversarial terms switch on (paper: 0). Early on the student
     # knows nothing, so maximising its disagreement with the teacher only slows the start.
@@ -72,7 +72,7 @@ class DistillConfig:
     dafl_entropy: float = 5.0
     dafl_log10: bool = False         # DAFL's published code takes the information entropy with log10
     kd_temperature: float = 1.0
-    scl_for_student: bool = False  # authors' code: the contrast trains G only
+    student_scl: bool = False  # authors' code: the contrast trains G only
     # Student also learns CE(S(x), y) (paper: on). Off for short runs: the teacher then agrees
     # with the conditioning label y on only 20-50 % of generated images, and CE(S(x), y)
     # trains the student against the teacher it is distilling.
@@ -145,6 +145,7 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        d = renamed_settings(d)
         unknown = sorted(set(d) - names)
         if unknown:
             raise CpscError(f"Unknown config keys: {', '.join(unknown)}. Valid keys: {', '.join(sorted(names))}.")
@@ -161,6 +162,23 @@ class DistillConfig:
         for key, old_value in SETTINGS_ADDED_LATER.items():
             d.setdefault(key, old_value)
         return cls.from_dict(d)
+
+
+#: Settings whose name changed: old name -> new name. Saved runs, YAML files and ``--set`` still accept
+#: the old spelling.
+RENAMED_SETTINGS: dict[str, str] = {"scl_for_student": "student_scl"}
+
+
+def renamed_settings(d: dict) -> dict:
+    """``d`` with old setting names (:data:`RENAMED_SETTINGS`) replaced by today's; both at once is an error."""
+    out = dict(d)
+    for old, new in RENAMED_SETTINGS.items():
+        if old in out:
+            if new in out:
+                raise CpscError(f"The settings {old!r} and {new!r} are one setting (renamed to {new!r}); "
+                                f"give only {new!r}.")
+            out[new] = out.pop(old)
+    return out
 
 
 # Settings introduced after runs could already be saved, with the value that reproduces how
@@ -440,7 +458,7 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
     """
     if method not in METHODS:
         raise CpscError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
-    base = dict(base or {})
+    base, overrides = renamed_settings(dict(base or {})), renamed_settings(overrides)
     per_method = base.pop("methods", None) or {}
     if isinstance(per_method, str):
         if per_method not in BASELINE_SETTINGS:

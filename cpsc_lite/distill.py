@@ -140,7 +140,7 @@ def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillCon
                  s_feat: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """The student's objective L_S for one batch (paper Sec. 3; book chapter 6):
 
-        L_S = KL(t, s) + alpha * IKD(t, s) + eta * CE(s, y)  [+ gamma * L_SCL if ``scl_for_student``]
+        L_S = KL(t, s) + alpha * IKD(t, s) + eta * CE(s, y)  [+ gamma * L_SCL if ``student_scl``]
 
     with IKD = MSE(s, t) (``cfg.ikd_student_log``: log ||t - s||_2 over the whole logit matrix, the
     authors' CIFAR-10 form). The CE term needs ``cfg.student_ce`` and pseudo ``labels`` (None for
@@ -156,7 +156,7 @@ def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillCon
         if cfg.use_ce and cfg.student_ce:
             terms["ce_student"] = pseudo_ce(s_logits, labels, cfg.ce_on_softmax)
             loss = loss + cfg.eta * terms["ce_student"]
-        if cfg.use_scl and cfg.scl_for_student:
+        if cfg.use_scl and cfg.student_scl:
             terms["scl_student"] = contrast(t_feat, s_feat, labels, cfg.temperature)
             loss = loss + cfg.gamma * terms["scl_student"]
     terms["total"] = loss
@@ -276,7 +276,7 @@ class Distiller:
         self.cfg = cfg
         #: what the objectives read: ``cfg`` with the authors' dataset-dependent IKD form resolved
         self.loss_cfg = effective_ikd_forms(cfg, teacher_meta.get("dataset"))
-        self.meta = teacher_meta
+        self.teacher_meta = teacher_meta
         self.accel = accel or Acceleration()
         self.dist = dist or DistContext()
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
@@ -561,7 +561,7 @@ class Distiller:
         labels = self._pseudo_labels(y, t_logits) if y is not None and cfg.input_source in ("generator", "inversion") \
             else None
         loss, terms = student_loss(t_logits, s_logits, self.loss_cfg, labels=labels, t_feat=t_feat,
-                                   s_feat=self.projection(s_feat) if cfg.scl_for_student else s_feat)
+                                   s_feat=self.projection(s_feat) if cfg.student_scl else s_feat)
         self._update(self.opt_s, self.scaler_s, loss)
         return {k: v.detach() for k, v in terms.items()}
 
@@ -667,14 +667,15 @@ class Distiller:
             seed_everything(self.cfg.seed + self.dist.rank + 1_000_003 * self.iteration)
 
     def student_meta(self) -> dict:
-        meta = {k: v for k, v in self.meta.items() if k not in ("test_acc", "train_config", "version",
+        meta = {k: v for k, v in self.teacher_meta.items() if k not in ("test_acc", "train_config", "version",
                                                                  "source_file")}
         return dict(meta, model=self.cfg.student, method=self.cfg.method, iteration=self.iteration)
 
     def generator_meta(self) -> dict:
-        return dict(generator=self.generator.config(), class_names=list(self.meta["class_names"]),
-                    mean=list(self.meta["mean"]), std=list(self.meta["std"]), dataset=self.meta.get("dataset"),
-                    method=self.cfg.method, iteration=self.iteration)
+        meta = self.teacher_meta
+        return dict(generator=self.generator.config(), class_names=list(meta["class_names"]), mean=list(meta["mean"]),
+                    std=list(meta["std"]), dataset=meta.get("dataset"), method=self.cfg.method,
+                    iteration=self.iteration)
 
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BN running statistics (each rank updates its own between DDP forwards)."""

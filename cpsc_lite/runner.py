@@ -88,7 +88,7 @@ def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, st
                     diag = d.diagnostics()
                     record.update({k: round(v, 5) for k, v in diag.items()
                                    if isinstance(v, float) and math.isfinite(v)})
-                    warning = collapse_warning(diag, d.meta["class_names"])
+                    warning = collapse_warning(diag, d.teacher_meta["class_names"])
                     if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
                         record["collapsed_classes"] = diag["collapsed_classes"]
                         tqdm.write(f"iteration {it}: {warning}")
@@ -353,7 +353,8 @@ def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int =
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
     if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
         judge = PixelJudge(bundle.train)
-        out["pixel_recognition"] = round(judge.recognition(x, y, distiller.meta["mean"], distiller.meta["std"]), 4)
+        meta = distiller.teacher_meta
+        out["pixel_recognition"] = round(judge.recognition(x, y, meta["mean"], meta["std"]), 4)
     return out
 
 

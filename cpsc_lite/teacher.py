@@ -1,6 +1,7 @@
 """Supervised teacher training (book chapter 2): the one place real training images are used.
 
-Recipe (METHOD.md): SGD, momentum 0.9, weight decay 5e-4, cosine schedule,
+Recipe (as the CMI/DataFree teachers are trained; book chapter 8): SGD, momentum 0.9, weight decay 5e-4,
+cosine schedule,
 random shifts (+ horizontal flips where the dataset allows them). Per-dataset
 defaults are in :data:`TEACHER_RECIPES`; the built-in digits (and any dataset
 without an entry) use :class:`~cpsc_lite.config.TeacherConfig` as it is.
@@ -33,7 +34,7 @@ from .engine import (Acceleration, autocast, configure_backends, fused_optimizer
 from .utils import augment_batch, evaluate, warmup_cosine
 
 #: Per-dataset recipes: changes to TeacherConfig's defaults (which stay the recipe for digits,
-#: MNIST-like and user datasets). CIFAR follows METHOD.md / the CMI-DataFree teachers (SGD 0.1,
+#: MNIST-like and user datasets). CIFAR follows the CMI/DataFree teachers (SGD 0.1,
 #: batch 128, cosine, 200 epochs). SVHN converges much sooner, so 50 epochs (our choice);
 #: Tiny-ImageNet uses the CIFAR recipe with the 64x64 ResNet. ``--epochs``/``--lr``/
 #: ``--batch-size``/``--model`` override any of them.

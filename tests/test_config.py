@@ -176,3 +176,14 @@ def test_presets_are_packaged_with_the_wheel():
         tool = tomllib.load(f)["tool"]["setuptools"]
     assert "cpsc_lite.presets" in tool["packages"] and tool["package-dir"]["cpsc_lite.presets"] == "configs"
     assert tool["package-data"]["cpsc_lite.presets"] == ["*.yaml"]
+
+
+def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
+    from cpsc_lite.config import RENAMED_SETTINGS
+    assert RENAMED_SETTINGS["scl_for_student"] == "student_scl"
+    assert make_config("cpsc", scl_for_student=True).student_scl is True            # --set / keyword
+    assert make_config("cpsc", {"scl_for_student": True}).student_scl is True       # a YAML file
+    saved = {k: v for k, v in DistillConfig().to_dict().items() if k != "student_scl"}
+    assert DistillConfig.from_saved(dict(saved, scl_for_student=True)).student_scl  # a state.pt of 0.4.0
+    with pytest.raises(CpscError, match="one setting"):
+        make_config("cpsc", scl_for_student=True, student_scl=False)

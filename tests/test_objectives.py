@@ -107,7 +107,7 @@ def test_student_loss_by_hand_and_switches():
     assert set(terms) == {"kd", "ikd", "total"}
     total, terms = student_loss(T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y)
     assert set(terms) == {"kd", "total"} and total.item() == pytest.approx(_kl(T, S), rel=1e-5)
-    total, terms = student_loss(T, S, cfg.replace(scl_for_student=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS)
+    total, terms = student_loss(T, S, cfg.replace(student_scl=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS)
     assert terms["scl_student"].item() == pytest.approx(_supcon(FT, FS, Y, 0.07), rel=1e-5)
     total, terms = student_loss(T, S, cfg.replace(kd_loss="l1", use_ikd=False, student_ce=False))
     assert total.item() == pytest.approx(float((T - S).abs().mean()), rel=1e-6)
