@@ -42,15 +42,38 @@ def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str]
     return path
 
 
-def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_dir: str,
+def calibrate_iters(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, seconds: float,
+                    repeats: int = 3) -> tuple[int, float]:
+    """``(iterations, seconds per iteration)``: how many iterations of ``cfg``'s method fit in ``seconds``
+    on this machine, from the mean time of ``repeats`` iterations after a warm-up one (at least
+    ``inversion_every``, so that a method which synthesises every k-th iteration is timed over a
+    whole cycle). The equal-time budget of :func:`run_bench` (book chapter 7)."""
+    teacher, meta = load_classifier(teacher_path)
+    seed_everything(cfg.seed)
+    d = Distiller(teacher, meta, cfg, train_set=bundle.train if cfg.input_source == "data" else None,
+                  augment=(bundle.augment_pad, bundle.augment_flip))
+    per_iter = timed(d.iterate, max(repeats, cfg.inversion_every), statistic="mean")[0]
+    d.close()
+    return max(1, round(seconds / per_iter)), per_iter
+
+
+def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[int], out_dir: str,
               teacher_path: Optional[str] = None, teacher_model: str = "cnn_base", teacher_epochs: int = 30,
               overrides: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
-              progress: bool = True, command: str = "", append: bool = False, say=print) -> dict:
+              progress: bool = True, command: str = "", append: bool = False, say=print,
+              seconds: Optional[float] = None) -> dict:
     """Run each method for each seed with the same budget; write results.json and results.md.
 
-    With ``append``, methods are added to (or replace their rows in) an existing
-    ``results.json`` of the same budget, and its command becomes both commands.
+    The budget is ``iters`` iterations for every method, or with ``seconds`` the same wall time: each
+    method gets the iteration count that fits ``seconds`` on this machine (:func:`calibrate_iters`,
+    measured once per method before its seeds run, recorded per method), and a complete schedule
+    over those iterations. With ``append``, methods are added to (or replace their rows in) an
+    existing ``results.json`` of the same budget, and its command becomes both commands.
     """
+    if (iters is None) == (seconds is None):
+        raise CpscError("Give the benchmark one budget: a number of iterations or a number of seconds per run.")
+    if seconds is not None and not seconds > 0:
+        raise CpscError(f"--seconds must be a positive number of seconds per run, not {seconds}.")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
@@ -62,12 +85,18 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
     overrides = dict(overrides or {})
     results = dict(command=command, dataset=bundle.name, teacher=dict(model=meta["model"]), iters=iters,
                    seeds=list(range(seeds)), package_version=__version__, machine=describe_machine(), methods={})
+    if seconds is not None:
+        results["budget_seconds"] = seconds
     if append:
-        results = _previous_results(out_dir, results, make_config(methods[0], iters=iters, **overrides), say)
+        results = _previous_results(out_dir, results, make_config(methods[0], iters=iters or 1, **overrides), say)
     for method in methods:
         runs = []
+        method_iters, per_iter = iters, None
+        if seconds is not None:
+            method_iters, per_iter = calibrate_iters(teacher_path, bundle, make_config(method, **overrides), seconds)
+            say(f"{method:<14} {per_iter:.3f} s per iteration here: {method_iters} iterations fit {seconds:g} s")
         for seed in range(seeds):
-            cfg = make_config(method, iters=iters, seed=seed, **overrides)
+            cfg = make_config(method, iters=method_iters, seed=seed, **overrides)
             teacher, meta = load_classifier(teacher_path)
             if method == "data" and bundle.train is None:
                 raise CpscError(f"Method 'data' needs a training split, and {bundle.name} has none.")
@@ -76,7 +105,7 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
                           augment=(bundle.augment_pad, bundle.augment_flip))
             start = time.time()
             train(d, progress=progress)
-            seconds = time.time() - start
+            took = time.time() - start
             acc = evaluate(d.student, d.test_set, d.device)
             diag = d.diagnostics(per_class=64)
             final = final_diagnostics(d, bundle)
@@ -84,11 +113,11 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             d.close()
             at = d.time_to_accuracy()
             runs.append(dict(seed=seed, student_acc=acc, best_student_acc=max(acc, d.best_student_acc or 0.0),
-                             acc_at_25=at["0.25"], acc_at_50=at["0.5"], seconds=seconds, diagnostics=diag,
+                             acc_at_25=at["0.25"], acc_at_50=at["0.5"], seconds=took, diagnostics=diag,
                              **final))
             extra = "" if final["teacher_agreement"] is None else \
                 f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
-            say(f"{method:<14} seed {seed}: student {acc:.4f}  ({seconds:.0f} s, diversity "
+            say(f"{method:<14} seed {seed}: student {acc:.4f}  ({took:.0f} s, diversity "
                 f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})")
         results["teacher"]["test_acc"] = teacher_acc
         results["student"] = cfg.student
@@ -106,7 +135,9 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: int, out_
             student_acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
             student_accs=accs,
             seconds_mean=statistics.mean(secs),
-            iters_per_second=iters / statistics.mean(secs),
+            iters=method_iters,
+            iters_per_second=method_iters / statistics.mean(secs),
+            **({} if per_iter is None else dict(calibrated_seconds_per_iter=per_iter)),
             diagnostics={k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys},
             per_seed=per_seed,
             stats={k: summarize(v) for k, v in per_seed.items()},
@@ -190,10 +221,11 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         return fresh
     with open(path) as f:
         old = json.load(f)
-    new_budget = dict(dataset=fresh["dataset"], iters=fresh["iters"], seeds=fresh["seeds"],
+    new_budget = dict(dataset=fresh["dataset"], iters=fresh["iters"], budget_seconds=fresh.get("budget_seconds"),
+                      seeds=fresh["seeds"],
                       teacher=fresh["teacher"]["model"], student=cfg.student, batch_size=cfg.batch_size,
                       g_steps=cfg.g_steps, s_steps=cfg.s_steps)
-    old_budget = dict(old, teacher=old.get("teacher", {}).get("model"))
+    old_budget = dict(old, teacher=old.get("teacher", {}).get("model"), budget_seconds=old.get("budget_seconds"))
     differ = [f"{k} ({old_budget.get(k)} there, {v} here)" for k, v in new_budget.items()
               if k in old_budget and old_budget[k] != v]
     if differ:
@@ -217,18 +249,25 @@ def _mean(r: dict, key: str, scale: float = 100.0) -> str:
     return "–" if st is None else f"{scale * st['mean']:.1f}"
 
 
+def budget_text(results: dict) -> str:
+    """The budget in words: iterations, or the equal wall time (iterations per method in the table)."""
+    if results.get("budget_seconds") is not None:
+        return f"equal time: about {results['budget_seconds']:g} s of training per run (iterations per method below)"
+    return f"{results['iters']} iterations"
+
+
 def results_markdown(results: dict) -> str:
     """The benchmark table as Markdown (also used by the book)."""
     n = len(results["seeds"])
     lines = [f"# Benchmark on {results['dataset']}", "",
              f"Teacher {results['teacher']['model']} "
              f"(test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
-             f"student {results.get('student')}, {results['iters']} iterations x batch {results.get('batch_size')}, "
+             f"student {results.get('student')}, {budget_text(results)} x batch {results.get('batch_size')}, "
              f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
              "", f"Command: `{results['command']}`", "",
              "| method | student acc | Δ vs cpsc | best acc | acc at 25 % / 50 % | teacher agreement | pixel judge | "
-             "separation | diversity | class balance | FID (teacher feats) | s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "separation | diversity | class balance | FID (teacher feats) | iterations | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["methods"].items():
         d = r["diagnostics"]
         fmt = lambda k, p=3: f"{d[k]:.{p}f}" if k in d else "–"  # noqa: E731
@@ -241,7 +280,7 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | {early} | "
                      f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
                      f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
-                     f"{r['seconds_mean']:.0f} |")
+                     f"{r.get('iters') or results['iters']} | {r['seconds_mean']:.0f} |")
     lines += ["", "Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval "
               f"(Student's t, {n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; "
               "**real** only when the interval excludes 0. Acc at 25 % / 50 %: mean test accuracy after that "
@@ -375,7 +414,7 @@ def plot_bench(results: dict):
         if any(method_group(n) == label for n in names):
             ax.bar([names[0]], [0], color=colour, label=label)  # legend entries only
     ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
-                 f"{results['iters']} iterations, {len(results['seeds'])} seeds (error bars: std over seeds)",
+                 f"{budget_text(results)}, {len(results['seeds'])} seeds (error bars: std over seeds)",
            xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.95)

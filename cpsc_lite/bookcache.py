@@ -594,6 +594,7 @@ def bench_results(dataset: str) -> Optional[dict]:
 
 def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
     """Chapter 7: show where a benchmark file came from, its table and chart; or say plainly that it is missing."""
+    from .bench import bench_table, budget_text, plot_bench
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
     import textwrap
@@ -612,12 +613,11 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
     display(Markdown(
         f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
         f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
-        f"{results['iters']} iterations x batch {results['batch_size']}, seeds {results['seeds']}"
+        f"{budget_text(results)} x batch {results['batch_size']}, seeds {results['seeds']}"
         + (f", on {results['machine']}" if results.get("machine") else "") + "."
         + "".join(f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
                   "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
                   for old, new in results.get("renamed", {}).items())))
-    from .bench import bench_table, plot_bench
     display(bench_table(results))
     plot_bench(results)
     plt.show()

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="cpsc,dfad,dafl,deepinv,cmi,bn_ce,noise,data",
                    help="comma-separated (default: %(default)s); 'all' adds the ablations")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method (default 5: a 95 %% CI needs several)")
+    p.add_argument("--seconds", type=float, default=None, metavar="S",
+                   help="equal-time budget instead of --iters: each method gets the iterations that take about S "
+                        "seconds on this machine (timed before its runs; recorded per method)")
     p.add_argument("--out", required=True)
     p.add_argument("--teacher", default=None, help="teacher.pt (default: train one into --out, or reuse it)")
     p.add_argument("--teacher-model", default=None, help="teacher model to train, or to profile untrained")
@@ -388,15 +391,19 @@ def cmd_bench(args) -> int:
         raise CpscError(f"--methods {args.methods!r} names no method. Give a comma-separated list such as "
                         "cpsc,deepinv, or all.")
     iters = overrides.pop("iters", None)
-    iters = make_default_iters() if iters is None else iters
+    if args.seconds is not None and iters is not None:
+        raise CpscError("Give either --iters (the same iterations for every method) or --seconds (the same wall "
+                        "time), not both.")
+    if args.seconds is None:
+        iters = make_default_iters() if iters is None else iters
     if args.seeds < 1:
         raise CpscError(f"--seeds must be at least 1, not {args.seeds}.")
     for method in methods:  # every setting is checked before the first run starts
-        make_config(method, iters=iters, **overrides)
+        make_config(method, iters=iters or 1, **overrides)
     results = run_bench(args.dataset, methods, args.seeds, iters, args.out, teacher_path=args.teacher,
                         teacher_model=args.teacher_model or "cnn_base", teacher_epochs=args.teacher_epochs,
                         overrides=overrides, data_root=args.data_root, download=args.download,
-                        progress=not args.no_progress, command=command, append=args.append)
+                        progress=not args.no_progress, command=command, append=args.append, seconds=args.seconds)
     from .bench import results_markdown
     print(results_markdown(results))
     return 0

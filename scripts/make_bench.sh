@@ -2,7 +2,8 @@
 # Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
-#   bash scripts/make_bench.sh [digits|shapes|methods_digits|ablations|ablations_digits|ablations_shapes|profile|all]
+#   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|ablations|ablations_digits|
+#                               ablations_shapes|profile|all]
 #   (default: all; "ablations" = both ablation tables)
 # SEEDS (default 5) sets the number of seeds.
 set -euo pipefail
@@ -16,6 +17,10 @@ fi
 if [[ $what == methods_digits ]]; then  # the baselines with their own settings (0.4.0); about 1.5 hours on 2 cores
   cpsc-lite bench --dataset digits --methods cpsc,dfad,dafl,bn_ce,noise,data,cmi,deepinv --seeds "$seeds" --iters 300 \
     --out data/bench/digits_methods --no-progress
+fi
+if [[ $what == equal_time_digits ]]; then  # the same wall time per run (0.5.0); about 25 minutes on 2 idle cores
+  cpsc-lite bench --dataset digits --methods cpsc,deepinv,cmi --seeds "$seeds" --seconds 90 \
+    --out data/bench/digits_equal_time --no-progress
 fi
 if [[ $what == shapes || $what == all ]]; then
   cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \

@@ -248,3 +248,34 @@ def test_class_grid_shows_the_teachers_agreement_per_row():
     fig = plot_samples(images, labels, ["a", "b", "c"], [0.5], [0.25], predictions=torch.tensor([0, 0, 1, 2, 0, 1]))
     right = [child for child in fig.axes[0].get_children() if type(child).__name__ == "SecondaryAxis"]
     assert [t.get_text() for t in right[0].get_yticklabels()] == ["100%", "50%", "0%"]
+
+
+def test_equal_time_budget_gives_each_method_the_iterations_that_fit(tmp_path, digits_teacher, capsys):
+    from cpsc_lite import bench
+    calls = []
+    real = bench.calibrate_iters
+
+    def recorded(teacher_path, bundle, cfg, seconds, repeats=3):
+        out = real(teacher_path, bundle, cfg, seconds, repeats)
+        calls.append((cfg.method, seconds, out))
+        return out
+    import unittest.mock
+    with unittest.mock.patch.object(bench, "calibrate_iters", recorded):
+        res = bench.run_bench("digits", ["cpsc", "noise"], 2, None, str(tmp_path), teacher_path=digits_teacher,
+                              overrides=dict(batch_size=16, ngf=8, nz=16, eval_every=50, log_every=50),
+                              progress=False, say=lambda *_: None, seconds=0.3)
+    assert [c[:2] for c in calls] == [("cpsc", 0.3), ("noise", 0.3)]  # once per method, before its seeds
+    assert res["budget_seconds"] == 0.3 and res["iters"] is None
+    for method, _, (iters, per_iter) in calls:
+        row = res["methods"][method]
+        assert iters == max(1, round(0.3 / per_iter)) == row["iters"]  # the count that fits, recorded
+        assert row["calibrated_seconds_per_iter"] == per_iter and len(row["student_accs"]) == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "equal time: about 0.3 s of training per run" in md
+    assert f"| {res['methods']['noise']['iters']} |" in md
+    # one budget at a time, and a positive one
+    code = main(["bench", "--teacher", digits_teacher, "--out", str(tmp_path / "x"), "--seconds", "5",
+                 "--iters", "3", "--methods", "noise"])
+    assert code == 2 and "not both" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(CpscError, match="positive"):
+        bench.run_bench("digits", ["noise"], 1, None, str(tmp_path / "y"), teacher_path=digits_teacher, seconds=0)
