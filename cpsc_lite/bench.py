@@ -88,7 +88,8 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
     if seconds is not None:
         results["budget_seconds"] = seconds
     if append:
-        results = _previous_results(out_dir, results, make_config(methods[0], iters=iters or 1, **overrides), say)
+        first = make_config(methods[0], iters=1 if iters is None else iters, **overrides)
+        results = _previous_results(out_dir, results, first, say)
     for method in methods:
         runs = []
         method_iters, per_iter = iters, None

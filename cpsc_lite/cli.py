@@ -399,7 +399,7 @@ def cmd_bench(args) -> int:
     if args.seeds < 1:
         raise CpscError(f"--seeds must be at least 1, not {args.seeds}.")
     for method in methods:  # every setting is checked before the first run starts
-        make_config(method, iters=iters or 1, **overrides)
+        make_config(method, iters=1 if iters is None else iters, **overrides)
     results = run_bench(args.dataset, methods, args.seeds, iters, args.out, teacher_path=args.teacher,
                         teacher_model=args.teacher_model or "cnn_base", teacher_epochs=args.teacher_epochs,
                         overrides=overrides, data_root=args.data_root, download=args.download,
