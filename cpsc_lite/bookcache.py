@@ -338,14 +338,16 @@ def load_run(path: Path, name: str = "") -> Run:
 
 
 # ----------------------------------------------------- generator-only runs
-def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[int] = None, seed: int = 0) -> dict:
+def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[int] = None, seed: int = 0,
+                   eta: Optional[float] = None) -> dict:
     """Train a conditional generator against the frozen teacher alone: no student, no contrast.
 
     Chapter 3 uses ``use_bn=True, use_ce=False`` (DeepInversion's prior on its own);
-    chapter 4 adds the pseudo-supervised CE. Returns ``dict(generator, losses, seconds)``;
-    ``losses`` has one dict of loss values per step.
+    chapter 4 adds the pseudo-supervised CE, and sweeps its weight ``eta`` (default: the
+    configuration's). Returns ``dict(generator, losses, seconds)``; ``losses`` has one dict of loss
+    values per step.
     """
-    cfg = distill_config()
+    cfg = distill_config() if eta is None else distill_config(eta=eta)
     steps = steps or PROFILES[profile()]["generator_steps"]
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))

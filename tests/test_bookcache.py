@@ -161,3 +161,12 @@ def test_pages_show_the_cache_folder_without_the_build_machines_path(tmp_path, m
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert bc.shown_path(tmp_path / "home" / "c") == "~/c"
     assert bc.shown_path("/elsewhere/c") == "/elsewhere/c"
+
+
+def test_generator_only_takes_the_ce_weight_and_caches_each_weight_apart(cache):
+    default = bc.generator_only(use_bn=True, use_ce=True)
+    strong = bc.generator_only(use_bn=True, use_ce=True, eta=3.0)
+    specs = sorted(json.loads(p.read_text())["spec"]["eta"] for p in cache.glob("generator-bnce-*/metrics.json"))
+    assert specs == sorted([bc.distill_config().eta, 3.0])
+    assert not all(torch.equal(a, b) for a, b in zip(default["generator"].state_dict().values(),
+                                                       strong["generator"].state_dict().values()))
