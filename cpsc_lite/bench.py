@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import CpscError, __version__, checkpoint
-from .config import METHOD_HELP, METHODS, DistillConfig, TeacherConfig, make_config
+from .config import METHOD_HELP, METHODS, DistillConfig, TeacherConfig, make_config, method_variant
 from .data import DataBundle, load_dataset
 from .distill import Distiller
 from .engine import describe_machine, seed_everything, timed
@@ -74,7 +74,7 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
         raise CpscError("Give the benchmark one budget: a number of iterations or a number of seconds per run.")
     if seconds is not None and not seconds > 0:
         raise CpscError(f"--seconds must be a positive number of seconds per run, not {seconds}.")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if method_variant(m)[0] not in METHODS]
     if unknown:
         raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
     bundle = load_dataset(dataset, data_root, download)
@@ -99,10 +99,11 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
         for seed in range(seeds):
             cfg = make_config(method, iters=method_iters, seed=seed, **overrides)
             teacher, meta = load_classifier(teacher_path)
-            if method == "data" and bundle.train is None:
+            if cfg.input_source == "data" and bundle.train is None:
                 raise CpscError(f"Method 'data' needs a training split, and {bundle.name} has none.")
             seed_everything(cfg.seed)
-            d = Distiller(teacher, meta, cfg, bundle.test, train_set=bundle.train if method == "data" else None,
+            real = bundle.train if cfg.input_source == "data" else None
+            d = Distiller(teacher, meta, cfg, bundle.test, train_set=real,
                           augment=(bundle.augment_pad, bundle.augment_flip))
             start = time.time()
             train(d, progress=progress)
@@ -131,7 +132,7 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
         per_seed.update({k: [r["diagnostics"][k] for r in runs] for k in diag_keys
                          if all(k in r["diagnostics"] for r in runs)})
         results["methods"][method] = dict(
-            description=METHOD_HELP.get(method, ""),
+            description=describe_method(method),
             student_acc_mean=statistics.mean(accs),
             student_acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
             student_accs=accs,
@@ -188,24 +189,28 @@ def summarize(values: Sequence[float]) -> dict:
     return dict(n=n, mean=mean, std=std, ci95=[mean - half, mean + half], ci95_half=half)
 
 
+def paired_difference(results: dict, method: str, reference: str, key: str = "student_acc") -> Optional[dict]:
+    """``method`` minus ``reference`` over the same seeds for one measure: :func:`summarize` of the
+    per-seed differences plus ``real`` (its 95 % CI excludes 0); None without per-seed values for both."""
+    a = results["methods"].get(method, {}).get("per_seed", {}).get(key)
+    b = results["methods"].get(reference, {}).get("per_seed", {}).get(key)
+    if a is None or b is None or len(a) != len(b) or len(a) < 2:
+        return None
+    d = summarize([x - y for x, y in zip(a, b)])
+    d["real"] = bool(d["ci95"][0] > 0 or d["ci95"][1] < 0)
+    return d
+
+
 def _paired_differences(results: dict, reference: str = "cpsc") -> None:
     """Per method and measure, method minus ``reference`` over the same seeds, with its 95 % CI
     (``diff_vs_cpsc``); a difference is called real only when that interval excludes 0."""
-    ref = results["methods"].get(reference)
-    if ref is None or "per_seed" not in ref:
+    if "per_seed" not in results["methods"].get(reference, {}):
         return
     for name, r in results["methods"].items():
         if name == reference or "per_seed" not in r:
             continue
-        out = {}
-        for k, values in r["per_seed"].items():
-            base = ref["per_seed"].get(k)
-            if base is None or len(base) != len(values) or len(values) < 2:
-                continue
-            d = summarize([a - b for a, b in zip(values, base)])
-            d["real"] = bool(d["ci95"][0] > 0 or d["ci95"][1] < 0)
-            out[k] = d
-        r["diff_vs_" + reference] = out
+        out = {k: paired_difference(results, name, reference, k) for k in r["per_seed"]}
+        r["diff_vs_" + reference] = {k: d for k, d in out.items() if d is not None}
 
 
 def write_markdown(results: dict, out_dir: str) -> None:
@@ -371,12 +376,24 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
 
 
 # ------------------------------------------------------------ reports (book chapter 7)
-_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "ablation": "C1", "earlier method": "C0",
-                  "bound": "gray"}
+_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "CPSC-DFKD, the authors' code": "C5",
+                  "ablation": "C1", "earlier method": "C0", "bound": "gray"}
+
+
+def describe_method(spec: str) -> str:
+    """One line on a method or a variant of one (``NAME:KEY=VALUE...``, see ``config.method_variant``)."""
+    name, settings = method_variant(spec)
+    text = METHOD_HELP.get(name, "")
+    if settings:
+        text += "; changed: " + ", ".join(f"{k}={v}" for k, v in settings.items())
+    return text
 
 
 def method_group(name: str) -> str:
     """Chapter 7: which kind of entry a benchmark method is (for colours and the table)."""
+    name = method_variant(name)[0]
+    if name == "reference_compat":
+        return "CPSC-DFKD, the authors' code"
     if name == "cpsc":
         return "CPSC-DFKD"
     if name == "cpsc_paper":
@@ -409,15 +426,18 @@ def plot_bench(results: dict):
     means = [100 * results["methods"][n]["student_acc_mean"] for n in names]
     stds = [100 * results["methods"][n]["student_acc_std"] for n in names]
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    ax.bar(names, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
+    where = range(len(names))
+    ax.bar(where, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
     ax.axhline(100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher")
     for label, colour in _GROUP_COLOURS.items():
         if any(method_group(n) == label for n in names):
-            ax.bar([names[0]], [0], color=colour, label=label)  # legend entries only
+            ax.bar([0], [0], color=colour, label=label)  # legend entries only
     ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
                  f"{budget_text(results)}, {len(results['seeds'])} seeds (error bars: std over seeds)",
            xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
-    ax.tick_params(axis="x", rotation=30)
+    # A variant (NAME:KEY=VALUE...) gets one line per changed setting under its method's name.
+    ax.set_xticks(list(where), [n.replace(":", "\n") for n in names], rotation=30, ha="right",
+                  rotation_mode="anchor")
     ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
     fig.tight_layout()
     return fig

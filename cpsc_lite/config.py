@@ -449,13 +449,16 @@ OWN_SCHEDULE = ("dfad", "dafl", "deepinv", "cmi")
 
 def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) -> DistillConfig:
     """Config for ``method``: defaults, then ``base`` (e.g. a YAML file), then the method's preset,
-    then ``base["methods"][method]`` (that method's own settings at the file's scale), then overrides.
+    then ``base["methods"][method]`` (that method's own settings at the file's scale), then the
+    settings of a variant (``method`` written ``NAME:KEY=VALUE[:KEY=VALUE...]``, see
+    :func:`method_variant`), then overrides.
 
     A config file names CPSC's schedule at its scale; its ``methods:`` section gives the other
     methods theirs (e.g. ``methods: {dafl: {lr_generator: 0.02, dafl_onehot: 0.05}}``), so
     ``--config c10_... --method dafl`` runs DAFL's CIFAR-10 settings, not CPSC's 6:5 schedule.
     ``methods: cifar10`` (or ``cifar100``) names the published settings in :data:`BASELINE_SETTINGS`.
     """
+    method, variant = method_variant(method)
     if method not in METHODS:
         raise CpscError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
     base, overrides = renamed_settings(dict(base or {})), renamed_settings(overrides)
@@ -483,9 +486,28 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
     d.update(base)
     d.update(METHODS[method])
     d.update(per_method.get(method, {}))
+    d.update(renamed_settings(variant))
     d.update({k: v for k, v in overrides.items() if v is not None})
     d["method"] = method
     return DistillConfig.from_dict(d)  # validated on construction (types, ranges, choices)
+
+
+def method_variant(spec: str) -> tuple[str, dict]:
+    """A method with some settings changed, as one name: ``"reference_compat:ce_on_softmax=false"``
+    -> ``("reference_compat", {"ce_on_softmax": False})``; a plain name gives ``(name, {})``.
+
+    The benchmark takes such names in ``--methods`` (one row each, named by the whole spec), so
+    that one table can hold a method and its variants, e.g. the authors' code with one quirk fixed.
+    """
+    name, *pairs = [part.strip() for part in spec.split(":")]
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise CpscError(f"Cannot read {pair!r} in the method {spec!r}: write a variant as "
+                            "NAME:KEY=VALUE[:KEY=VALUE...], e.g. reference_compat:ce_on_softmax=false.")
+        settings[key.strip()] = parse_value(value.strip())
+    return name, settings
 
 
 def parse_value(text: str):

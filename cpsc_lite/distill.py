@@ -64,7 +64,7 @@ def lr_factor(cfg: DistillConfig, iteration: int, warmup: int) -> float:
 
 # ---------------------------------------------------------------- the method
 def kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """The distillation distance: KL(softmax(t) || softmax(s)) (CPSC), or DFAD's mean |t - s|."""
+    """The distillation distance: KL(softmax(t) || softmax(s)) (CPSC), or DFAD's ``mean |t - s|``."""
     if cfg.kd_loss == "l1":
         return (s_logits - t_logits).abs().mean()
     return kl_divergence(t_logits, s_logits, cfg.kd_temperature)

@@ -95,7 +95,7 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     Every one of the B*V vectors is an anchor. Its positives are all *other*
     vectors whose sample has the same label (the other view of itself
     included); the denominator runs over all other vectors. For anchor i with
-    positive set P(i):
+    positive set P(i)::
 
         loss_i = -1/|P(i)| * sum_{p in P(i)} log( exp(f_i.f_p / T) / sum_{a != i} exp(f_i.f_a / T) )
 

@@ -297,3 +297,61 @@ def plot_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_method_diagram(student_ce: bool = False, figsize=(9.5, 6.4)):
+    """Book chapters 1 and 6: one CPSC-DFKD iteration as a diagram. G(z, y) makes a batch x that the
+    frozen teacher T and the student S both see; the generator step's terms (orange) update only G,
+    the student step's (blue) only S. ``student_ce`` adds the student's CE(s, y) term to the figure."""
+    import matplotlib.pyplot as plt
+    gen_colour, stu_colour, net_colour = "#fbe3cf", "#d6e6f5", "#eeeeee"
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.axis("off")
+
+    def box(x, y, text, colour, **kw):
+        return ax.text(x, y, text, ha="center", va=kw.pop("va", "center"), fontsize=kw.pop("fontsize", 11),
+                       bbox=dict(boxstyle="round,pad=0.45", fc=colour, ec="0.3"), **kw)
+
+    def arrow(start, end, colour="0.25", rad=0.0, ls="-"):
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4, ls=ls,
+                                                             connectionstyle=f"arc3,rad={rad}",
+                                                             shrinkA=2, shrinkB=2))
+
+    # Top row: what is computed.
+    box(0.08, 0.90, "noise\n$z \\sim \\mathcal{N}(0, I)$", "white")
+    box(0.08, 0.64, "class $y$\n(uniform over\nthe $K$ classes)", "white")
+    box(0.31, 0.77, "generator $G(z, y)$\n(class-conditional\nbatch norm, ch. 3)", gen_colour)
+    box(0.54, 0.77, "synthetic batch\n$x = G(z, y)$", "white")
+    box(0.86, 0.91, "teacher $T$ (frozen)\n$t = T(x)$", net_colour)
+    box(0.70, 0.58, "student $S$\n$s = S(x)$", stu_colour)
+    arrow((0.14, 0.87), (0.20, 0.81))
+    arrow((0.15, 0.67), (0.20, 0.73))
+    arrow((0.42, 0.77), (0.455, 0.77))
+    arrow((0.625, 0.80), (0.75, 0.89))
+    arrow((0.60, 0.73), (0.66, 0.63))
+    # Bottom row: the two objectives, and what each one updates.
+    g_terms = ("generator step: minimise $\\mathcal{L}_G$, update $G$ only\n"
+               "$-\\mathrm{KL}(p_t \\| p_s) - \\alpha\\, \\log \\mathrm{IKD}(\\bar t, s)$   disagree (ch. 6)\n"
+               "$+\\ \\beta\\ \\mathcal{L}_{BN}$   the teacher's BN statistics (ch. 3)\n"
+               "$+\\ \\eta\\ \\mathrm{CE}(t, y)$   the teacher sees class $y$ (ch. 4)\n"
+               "$+\\ \\gamma\\ \\mathcal{L}_{SCL}$   teacher/student features (ch. 5)")
+    s_terms = ("student step: minimise $\\mathcal{L}_S$,\nupdate $S$ only (a fresh batch, $G$ fixed)\n"
+               "$\\mathrm{KL}(p_t \\| p_s) + \\alpha\\ \\mathrm{IKD}(t, s)$   agree")
+    if student_ce:
+        s_terms += "\n$+\\ \\eta\\ \\mathrm{CE}(s, y)$   (switch student_ce)"
+    box(0.27, 0.30, g_terms, gen_colour, fontsize=10.5, multialignment="left", va="top")  # tops aligned
+    box(0.80, 0.30, s_terms, stu_colour, fontsize=10.5, multialignment="left", va="top")
+    arrow((0.78, 0.87), (0.40, 0.325))     # T -> L_G
+    arrow((0.64, 0.545), (0.44, 0.325))    # S -> L_G
+    arrow((0.88, 0.865), (0.88, 0.325))    # T -> L_S
+    arrow((0.72, 0.535), (0.76, 0.325))    # S -> L_S
+    # Where the gradients go (dashed): L_G into G, L_S into S; T stays as it is.
+    arrow((0.13, 0.325), (0.25, 0.70), colour="#d9731a", rad=-0.2, ls="--")
+    ax.text(0.085, 0.46, "gradient of\n$\\mathcal{L}_G$", color="#d9731a", ha="center", fontsize=10)
+    arrow((0.965, 0.325), (0.765, 0.555), colour="#2f6fb0", rad=0.45, ls="--")
+    ax.text(0.975, 0.50, "gradient\nof $\\mathcal{L}_S$", color="#2f6fb0", ha="center", fontsize=10)
+    ax.text(0.5, 0.02, "one iteration = g_steps generator steps, then s_steps student steps; "
+            "dashed: what each objective updates", fontsize=10, color="0.3", ha="center")
+    fig.tight_layout()
+    return fig

@@ -279,3 +279,41 @@ def test_equal_time_budget_gives_each_method_the_iterations_that_fit(tmp_path, d
     assert code == 2 and "not both" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(CpscError, match="positive"):
         bench.run_bench("digits", ["noise"], 1, None, str(tmp_path / "y"), teacher_path=digits_teacher, seconds=0)
+
+
+def test_bench_runs_a_variant_of_a_method_as_its_own_row(tmp_path, digits_teacher):
+    from cpsc_lite import bench
+    res = bench.run_bench("digits", ["cpsc", "cpsc:use_ce=false"], 1, 2, str(tmp_path), teacher_path=digits_teacher,
+                          overrides=dict(batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1), progress=False,
+                          say=lambda *_: None)
+    row = res["methods"]["cpsc:use_ce=false"]
+    assert row["description"].endswith("changed: use_ce=False")
+    assert "diff_vs_cpsc" in row and bench.method_group("cpsc:use_ce=false") == "CPSC-DFKD"
+    with pytest.raises(CpscError, match="Unknown method"):
+        bench.run_bench("digits", ["cpsk:eta=1"], 1, 2, str(tmp_path / "x"), teacher_path=digits_teacher)
+
+
+def test_paired_difference_between_any_two_rows_by_hand():
+    from cpsc_lite.bench import paired_difference
+    res = {"methods": {"a": {"per_seed": {"student_acc": [0.91, 0.92, 0.93]}},
+                       "b": {"per_seed": {"student_acc": [0.90, 0.90, 0.90]}},
+                       "c": {"per_seed": {}}}}
+    d = paired_difference(res, "a", "b")
+    half = 4.302653 * 0.01 / math.sqrt(3)  # t(0.975, 2 df) * std / sqrt(n) of the differences 0.01, 0.02, 0.03
+    assert d["mean"] == pytest.approx(0.02) and d["ci95_half"] == pytest.approx(half, rel=1e-5)
+    assert d["real"] is (0.02 - half > 0)
+    assert paired_difference(res, "a", "c") is None and paired_difference(res, "a", "nobody") is None
+
+
+def test_method_diagram_names_every_term_and_the_student_ce_only_when_asked():
+    import matplotlib
+    matplotlib.use("Agg")
+    from cpsc_lite.viz import plot_method_diagram
+
+    def texts(fig):
+        return " ".join(t.get_text() for t in fig.axes[0].texts)
+    plain, with_ce = texts(plot_method_diagram()), texts(plot_method_diagram(student_ce=True))
+    for term in ("\\mathcal{L}_{BN}", "\\mathrm{CE}(t, y)", "\\mathcal{L}_{SCL}", "\\log \\mathrm{IKD}(\\bar t, s)",
+                 "update $G$ only", "update $S$ only", "teacher $T$ (frozen)"):
+        assert term in plain
+    assert "CE}(s, y)" not in plain and "CE}(s, y)" in with_ce

@@ -187,3 +187,21 @@ def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
     assert DistillConfig.from_saved(dict(saved, scl_for_student=True)).student_scl  # a state.pt of 0.4.0
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", scl_for_student=True, student_scl=False)
+
+
+def test_a_method_variant_is_the_method_with_its_settings_changed():
+    from cpsc_lite.config import method_variant
+    assert method_variant("cpsc") == ("cpsc", {})
+    name, settings = method_variant("reference_compat: ce_on_softmax=false :eta=0.5")
+    assert name == "reference_compat" and settings == {"ce_on_softmax": False, "eta": 0.5}
+    cfg = make_config("reference_compat:ce_on_softmax=false", iters=7)
+    ref = make_config("reference_compat", iters=7)
+    assert cfg.method == "reference_compat" and cfg.ce_on_softmax is False
+    assert {k for k, v in cfg.to_dict().items() if ref.to_dict()[k] != v} == {"ce_on_softmax"}
+    assert make_config("cpsc:eta=2", eta=3).eta == 3  # an explicit override still wins
+    with pytest.raises(CpscError, match="NAME:KEY=VALUE"):
+        make_config("cpsc:eta")
+    with pytest.raises(CpscError, match="Unknown config keys: nosuch"):
+        make_config("cpsc:nosuch=1")
+    with pytest.raises(CpscError, match="Unknown method 'cpsk'"):
+        make_config("cpsk:eta=1")
