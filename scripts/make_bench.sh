@@ -2,8 +2,8 @@
 # Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
-#   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|ablations|ablations_digits|
-#                               ablations_shapes|profile|all]
+#   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|ablations|
+#                               ablations_digits|ablations_shapes|profile|all]
 #   (default: all; "ablations" = both ablation tables)
 # SEEDS (default 5) sets the number of seeds.
 set -euo pipefail
@@ -21,6 +21,12 @@ fi
 if [[ $what == equal_time_digits ]]; then  # the same wall time per run (0.5.0); about 25 minutes on 2 idle cores
   cpsc-lite bench --dataset digits --methods cpsc,deepinv,cmi --seeds "$seeds" --seconds 90 \
     --out data/bench/digits_equal_time --no-progress
+fi
+if [[ $what == reference_digits ]]; then  # the authors' published code, quirk by quirk (0.5.0); about 35 minutes
+  fixes=reference_compat:ce_on_softmax=false,reference_compat:generator_adam_reset=false
+  fixes=$fixes,reference_compat:ikd_authors_form=false
+  cpsc-lite bench --dataset digits --methods cpsc_paper,reference_compat,cpsc,$fixes --seeds "$seeds" --iters 300 \
+    --out data/bench/digits_reference --no-progress
 fi
 if [[ $what == shapes || $what == all ]]; then
   cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \
