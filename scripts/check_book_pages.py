@@ -9,8 +9,10 @@ the page inside a same-origin frame in Chromium (``--headless --dump-dom``), let
 its scripts run, and reads back, for every ``<img>``: whether it finished loading
 and its natural size. A page fails if any image did not load or is empty (0x0),
 if a chapter that draws figures shows none, or if an image file it points to is
-missing or empty on disk. Nothing is fetched from outside the machine; pages
-whose widgets would load JavaScript from a CDN still show their static figures.
+missing or empty on disk; and if any formula is left as raw TeX (MathJax is served
+from the built site, see ``book/_ext/offline_mathjax.py``) or shows a TeX error.
+Nothing is fetched from outside the machine; pages whose widgets would load
+JavaScript from a CDN still show their static figures.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) or ``$CHROMIUM``.
 Exit status: 0 all good, 1 a page failed, 2 Chromium or the build is missing.
@@ -56,9 +58,28 @@ function probe() {{
                       in_output: !!img.closest('.cell_output, .output')}});
   }});
   out.tracebacks = doc.querySelectorAll('.output.traceback, .traceback').length;
+  // Maths: every element MyST marks as maths must hold MathJax's rendering, not raw TeX.
+  var maths = doc.querySelectorAll('span.math.notranslate, div.math.notranslate');  // MyST's, not MathJax's
+  out.maths = maths.length;
+  out.raw_maths = [];
+  maths.forEach(function (el) {{
+    if (!el.querySelector('.MathJax, .MathJax_Display, .MathJax_SVG, mjx-container')) {{
+      out.raw_maths.push(el.textContent.trim().slice(0, 60));
+    }}
+  }});
+  out.math_errors = [];
+  doc.querySelectorAll('.MathJax .merror, .MathJax .noError, .MathJax [style*="color: red"]').forEach(
+    function (el) {{ out.math_errors.push(el.textContent.trim().slice(0, 60)); }});
   document.getElementById('result').textContent = JSON.stringify(out);
 }}
-document.getElementById('page').addEventListener('load', function () {{ setTimeout(probe, 1500); }});
+document.getElementById('page').addEventListener('load', function () {{
+  var w = document.getElementById('page').contentWindow;
+  if (w.MathJax && w.MathJax.Hub && w.MathJax.Hub.Register) {{  // MathJax 2: probe once it has typeset
+    w.MathJax.Hub.Register.StartupHook('End', function () {{ setTimeout(probe, 300); }});
+  }} else {{
+    setTimeout(probe, 1500);
+  }}
+}});
 </script></body></html>"""
 
 
@@ -123,6 +144,13 @@ def check_page(binary: str, base: str, html_dir: Path, entry: str) -> tuple[list
     notebook = (ROOT / f"{entry}.ipynb").exists()
     if notebook and entry not in NO_FIGURES and not figures:
         problems.append(f"{entry}: a chapter that draws figures shows none")
+    if report.get("raw_maths"):
+        problems.append(f"{entry}: {len(report['raw_maths'])} of {report['maths']} formulas did not render "
+                        f"(first: {report['raw_maths'][0]!r}); the book serves MathJax itself when "
+                        "jupyter-server-mathjax is installed (pip install -e '.[book]'), see book/_ext")
+    if report.get("math_errors"):
+        problems.append(f"{entry}: TeX errors in {len(report['math_errors'])} formula(s), "
+                        f"first: {report['math_errors'][0]!r}")
     if report.get("tracebacks"):
         problems.append(f"{entry}: {report['tracebacks']} error traceback(s) on the page")
     return problems, report
@@ -150,7 +178,8 @@ def main(argv=None) -> int:
             problems, report = check_page(binary, base, html_dir, entry)
             n_fig = sum(im["in_output"] for im in report.get("images", []))
             status = "ok" if not problems else "FAIL"
-            print(f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded in Chromium")
+            print(f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded, "
+                  f"{report.get('maths', 0)} formula(s) rendered in Chromium")
             all_problems += problems
             if args.screenshots is not None:
                 args.screenshots.mkdir(parents=True, exist_ok=True)

@@ -198,3 +198,38 @@ def test_every_book_runtime_name_a_page_uses_exists(path):
     text = "\n".join(source(c) for c in load(path)["cells"])
     missing = sorted({n for n in re.findall(r"\bbc\.([A-Za-z_]\w*)", text) if not hasattr(bc, n)})
     assert not missing, f"{path.name} uses bc.{', bc.'.join(missing)}, which cpsc_lite.bookcache does not have"
+
+
+def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
+    """book/_ext/offline_mathjax.py: with a MathJax folder available, the pages load MathJax 2 from
+    _static/mathjax (the TeX macros of _config.yml carried over) and the build copies what it needs."""
+    import importlib.util
+    import types
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["sphinx"]["local_extensions"] == {"offline_mathjax": "book/_ext"}
+    spec = importlib.util.spec_from_file_location("offline_mathjax", ROOT / "book" / "_ext" / "offline_mathjax.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    source = tmp_path / "static"
+    for name in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "jax/input/TeX/config.js",
+                 "extensions/TeX/AMSmath.js", "extensions/a11y/big-map.js", "jax/output/SVG/fonts.js",
+                 "localization/de/de.js", "localization/en/en.js"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("//")
+    monkeypatch.setattr(ext, "mathjax_source", lambda: source)
+    config = types.SimpleNamespace(mathjax3_config=cfg["sphinx"]["config"]["mathjax3_config"], mathjax_path=None,
+                                   mathjax2_config=None)
+    ext._configure(None, config)
+    assert config.mathjax_path == "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+    assert config.mathjax2_config["TeX"]["Macros"]["KL"] == "\\operatorname{KL}"
+    assert "math" in config.mathjax2_config["tex2jax"]["processClass"] and config.mathjax3_config is None
+    app = types.SimpleNamespace(outdir=str(tmp_path / "html"), builder=types.SimpleNamespace(format="html"))
+    ext._copy(app, None)
+    copied = {p.relative_to(tmp_path / "html" / "_static" / "mathjax").as_posix()
+              for p in (tmp_path / "html").rglob("*") if p.is_file()}
+    assert copied == {"MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "jax/input/TeX/config.js",
+                      "extensions/TeX/AMSmath.js", "localization/en/en.js"}
+    monkeypatch.setattr(ext, "mathjax_source", lambda: None)  # without the package: Sphinx's default (a CDN)
+    config = types.SimpleNamespace(mathjax3_config={}, mathjax_path=None, mathjax2_config=None)
+    ext._configure(None, config)
+    assert config.mathjax_path is None and config.mathjax2_config is None
