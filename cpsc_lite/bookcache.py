@@ -267,10 +267,19 @@ class Run:
     path: Optional[Path] = None
 
     def generator_at(self, iteration: int) -> ConditionalGenerator:
-        """A copy of the generator as it was at a snapshot iteration (chapter 6's step slider)."""
+        """A copy of the generator as it was at a snapshot iteration (chapter 6's step slider).
+
+        A snapshot taken before the first step still has the initial BN running statistics; those
+        are estimated from its own samples as for :func:`fresh_generator`, so that the untrained
+        snapshot draws what training drew from it (and looks like chapter 3's untrained generator)."""
         i = self.snapshot_iters.index(iteration)
         g = copy.deepcopy(self.generator)
         g.load_state_dict(self.snapshot_states[i])
+        norms = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+        if norms and all(int(m.num_batches_tracked) == 0 for m in norms):
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                return estimate_bn_statistics(g, self.config.batch_size)
         return g.eval()
 
 
@@ -403,12 +412,21 @@ def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGener
     b = bundle()
     torch.manual_seed(seed)
     gen = ConditionalGenerator(b.num_classes, b.img_size, b.channels, cfg.nz, cfg.ngf)
+    return estimate_bn_statistics(gen, cfg.batch_size, warmup_batches)
+
+
+@torch.no_grad()
+def estimate_bn_statistics(gen: ConditionalGenerator, batch_size: int, batches: int = 10) -> ConditionalGenerator:
+    """Set ``gen``'s BN running statistics to their average over ``batches`` batches of its own
+    samples (weights unchanged) and return it in eval mode: what an untrained generator draws in
+    training mode, where the initial statistics (mean 0, variance 1) would give flat images."""
     norms = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
-        m.momentum = None  # cumulative average over the warm-up batches
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
     gen.train()
-    for _ in range(warmup_batches):
-        gen(*gen.sample_inputs(cfg.batch_size))
+    for _ in range(batches):
+        gen(*gen.sample_inputs(batch_size))
     for m in norms:
         m.momentum = 0.1
     return gen.eval()
@@ -498,16 +516,24 @@ def same_noise_grid(generator: ConditionalGenerator, n_noise: int = 6, seed: int
     return grid(generator, b.mean, b.std, b.class_names, n_noise=n_noise, seed=seed, title=title, ax=ax)
 
 
-def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, width: float = 5.0):
-    """Chapters 1, 3-6: class-wise sample grids side by side; ``panels`` maps a caption to ``(images, labels)``."""
+def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, width: float = 5.0,
+                  per_row: int = 2):
+    """Chapters 1, 3-6: class-wise sample grids, ``per_row`` side by side (more panels wrap onto further
+    rows, so that labels stay readable at the page's column width); ``panels`` maps a caption to
+    ``(images, labels)``."""
+    import math
     import matplotlib.pyplot as plt
     from .viz import plot_samples
     b = bundle()
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 0.42 * b.num_classes + 1.4),
+    cols = min(len(panels), per_row)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, rows * (0.42 * b.num_classes + 1.4)),
                              squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")  # an odd panel count leaves the last row's other place empty
     from .viz import teacher_predictions
     t_model = teacher()[0]
-    for ax, (caption, (images, labels)) in zip(axes[0], panels.items()):
+    for ax, (caption, (images, labels)) in zip(axes.flat, panels.items()):
         real = caption.lower().startswith("real")
         plot_samples(images, labels, class_names or b.class_names, b.mean, b.std, title=caption, ax=ax,
                      predictions=teacher_predictions(t_model, images),

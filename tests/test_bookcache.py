@@ -54,6 +54,15 @@ def test_cpsc_run_keeps_snapshots_and_is_cached(cache, monkeypatch):
     final = run.generator.state_dict()
     assert all(torch.equal(last.state_dict()[k], final[k]) for k in final)
     assert not all(torch.equal(first.state_dict()[k], final[k]) for k in final)
+    # The untrained snapshot gets BN statistics estimated from its own samples (as chapter 3's
+    # untrained generator), so in eval mode it draws what training drew, not flat images; its
+    # weights stay as saved, and a trained snapshot keeps its statistics.
+    saved = run.snapshot_states[0]
+    assert all(int(v) == 0 for k, v in saved.items() if k.endswith("num_batches_tracked"))
+    assert all(torch.equal(first.state_dict()[k], saved[k]) for k in saved if "running" not in k
+               and not k.endswith("num_batches_tracked"))
+    assert not all(torch.equal(first.state_dict()[k], saved[k]) for k in saved if "running_var" in k)
+    assert not first.training and torch.equal(bc.samples(first)[0], bc.samples(run.generator_at(0))[0])
     import cpsc_lite.runner
     _forbid(monkeypatch, cpsc_lite.runner, "train")
     assert bc.cpsc_run().metrics == run.metrics
@@ -170,3 +179,14 @@ def test_generator_only_takes_the_ce_weight_and_caches_each_weight_apart(cache):
     assert specs == sorted([bc.distill_config().eta, 3.0])
     assert not all(torch.equal(a, b) for a, b in zip(default["generator"].state_dict().values(),
                                                        strong["generator"].state_dict().values()))
+
+
+def test_compare_grids_wraps_after_two_panels(cache):
+    import matplotlib
+    matplotlib.use("Agg")
+    panel = bc.samples(bc.fresh_generator(), 2)
+    fig = bc.compare_grids({"a": panel, "b": panel, "c": panel})
+    grids = fig.axes
+    assert len(grids) == 4 and [ax.get_title() for ax in grids[:3]] == ["a", "b", "c"]
+    assert not grids[3].axison  # the empty fourth place
+    assert len(bc.compare_grids({"a": panel, "b": panel}).axes) == 2  # two fit on one row
