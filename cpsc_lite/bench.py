@@ -410,7 +410,8 @@ def bench_table(results: dict):
     for name, m in results["methods"].items():
         d = m.get("diagnostics", {})
         rows.append({"method": name, "kind": method_group(name),
-                     "student acc. (%)": f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
+                     "student acc. (%, mean ± std)":
+                         f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
                      "diversity": d.get("diversity"), "class balance": d.get("class_balance"),
                      "teacher conf.": d.get("teacher_confidence"), "FID (teacher feats)": d.get("fid"),
                      "seconds / run": m.get("seconds_mean")})
