@@ -347,11 +347,11 @@ def load_run(path: Path, name: str = "") -> Run:
 
 
 # ----------------------------------------------------- generator-only runs
-def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[int] = None, seed: int = 0,
+def generator_only(use_bn: bool = True, teacher_ce: bool = False, steps: Optional[int] = None, seed: int = 0,
                    eta: Optional[float] = None) -> dict:
     """Train a conditional generator against the frozen teacher alone: no student, no contrast.
 
-    Chapter 3 uses ``use_bn=True, use_ce=False`` (DeepInversion's prior on its own);
+    Chapter 3 uses ``use_bn=True, teacher_ce=False`` (DeepInversion's prior on its own);
     chapter 4 adds the pseudo-supervised CE, and sweeps its weight ``eta`` (default: the
     configuration's). Returns ``dict(generator, losses, seconds)``; ``losses`` has one dict of loss
     values per step.
@@ -361,11 +361,11 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))
     spec = dict(nz=cfg.nz, ngf=cfg.ngf, batch=cfg.batch_size, lr=cfg.lr_generator, betas=list(cfg.generator_betas),
-                beta=cfg.beta, eta=cfg.eta, use_bn=use_bn, use_ce=use_ce, steps=steps, seed=seed,
+                beta=cfg.beta, eta=cfg.eta, use_bn=use_bn, teacher_ce=teacher_ce, steps=steps, seed=seed,
                 bn_reduce=cfg.bn_reduce, prior_tv=cfg.prior_tv, prior_l2=cfg.prior_l2)
     # The generator's own objective (distill.generator_loss) with only the BN and CE terms left.
-    g_cfg = cfg.replace(use_adv=False, use_scl=False, use_dafl=False, use_bn=use_bn, use_ce=use_ce)
-    out = cache_dir() / f"generator-{'bn' if use_bn else ''}{'ce' if use_ce else ''}-{_key(spec, t_dir.name)}"
+    g_cfg = cfg.replace(use_adv=False, use_scl=False, use_dafl=False, use_bn=use_bn, teacher_ce=teacher_ce)
+    out = cache_dir() / f"generator-{'bn' if use_bn else ''}{'ce' if teacher_ce else ''}-{_key(spec, t_dir.name)}"
     if not (out / "generator.pt").exists():
         from .teacher import load_classifier
         with _building(out) as tmp:
@@ -385,7 +385,7 @@ def generator_only(use_bn: bool = True, use_ce: bool = False, steps: Optional[in
                     loss, terms = generator_loss(logits, y, g_cfg, images=x,
                                                  bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None)
                     row = {"bn": terms["bn"]} if use_bn else {}
-                    row["ce"] = terms["ce_teacher"] if use_ce else pseudo_ce(logits, y)  # always measured
+                    row["ce"] = terms["ce_teacher"] if teacher_ce else pseudo_ce(logits, y)  # always measured
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -59,7 +59,7 @@ class DistillConfig:
     beta: float = 1.0           # BN-statistics weight
     use_scl: bool = True
     gamma: float = 0.2          # contrastive weight (paper: 0.7; it narrowed each class in short runs)
-    use_ce: bool = True
+    teacher_ce: bool = True     # pseudo-supervised CE of the teacher against y, trains G (was use_ce)
     eta: float = 0.5            # pseudo-supervised CE weight (paper: 0.7; with lr 1e-2 that narrowed each class)
     temperature: float = 0.07   # SupCon temperature tau
     # Baselines (presets below switch these): where the student's inputs come from, the
@@ -73,9 +73,9 @@ class DistillConfig:
     dafl_log10: bool = False         # DAFL's published code takes the information entropy with log10
     kd_temperature: float = 1.0
     student_scl: bool = False  # authors' code: the contrast trains G only
-    # Student also learns CE(S(x), y) (paper: on). Off for short runs: the teacher then agrees
-    # with the conditioning label y on only 20-50 % of generated images, and CE(S(x), y)
-    # trains the student against the teacher it is distilling.
+    # Student also learns CE(S(x), y) (paper: on), independently of teacher_ce. Off for short runs:
+    # the teacher then agrees with the conditioning label y on only 20-50 % of generated images,
+    # and CE(S(x), y) trains the student against the teacher it is distilling.
     student_ce: bool = False
     ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
     ikd_student_log: bool = False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
@@ -166,11 +166,15 @@ class DistillConfig:
 
 #: Settings whose name changed: old name -> new name. Saved runs, YAML files and ``--set`` still accept
 #: the old spelling.
-RENAMED_SETTINGS: dict[str, str] = {"scl_for_student": "student_scl"}
+RENAMED_SETTINGS: dict[str, str] = {"scl_for_student": "student_scl", "use_ce": "teacher_ce"}
 
 
 def renamed_settings(d: dict) -> dict:
-    """``d`` with old setting names (:data:`RENAMED_SETTINGS`) replaced by today's; both at once is an error."""
+    """``d`` with old setting names (:data:`RENAMED_SETTINGS`) replaced by today's; both at once is an error.
+
+    ``use_ce`` (0.5.0 and earlier) switched the pseudo-supervision as a whole: the student's CE needed it
+    too. So ``use_ce: false`` becomes ``teacher_ce: false`` *and* ``student_ce: false``, and a saved run
+    or a config file keeps the meaning it was written with."""
     out = dict(d)
     for old, new in RENAMED_SETTINGS.items():
         if old in out:
@@ -178,6 +182,8 @@ def renamed_settings(d: dict) -> dict:
                 raise CpscError(f"The settings {old!r} and {new!r} are one setting (renamed to {new!r}); "
                                 f"give only {new!r}.")
             out[new] = out.pop(old)
+    if d.get("use_ce", True) is False:
+        out["student_ce"] = False
     return out
 
 
@@ -324,7 +330,7 @@ def validate(settings) -> None:
 
 #: Methods are presets of the one distillation loop: a name maps to config changes.
 #: ``cpsc`` is the default config itself.
-_NO_CPSC_TERMS = dict(use_ikd=False, use_bn=False, use_scl=False, use_ce=False, student_ce=False)
+_NO_CPSC_TERMS = dict(use_ikd=False, use_bn=False, use_scl=False, teacher_ce=False, student_ce=False)
 
 METHODS: dict[str, dict] = {
     "cpsc": {},
@@ -351,7 +357,7 @@ METHODS: dict[str, dict] = {
     # with weight 1. The published CIFAR-10 script (2000 steps, lr 0.05, 10 x the BN prior summed over
     # layers, jitter 2) left the teacher's CE at 6.4 (12 % agreement) after 50 steps on the digits
     # teacher: `--set inversion_steps=2000 --set inversion_lr=0.05 --set beta=10 --set bn_reduce=sum`.
-    "deepinv": dict(_NO_CPSC_TERMS, input_source="inversion", use_adv=False, use_bn=True, use_ce=True, eta=1.0,
+    "deepinv": dict(_NO_CPSC_TERMS, input_source="inversion", use_adv=False, use_bn=True, teacher_ce=True, eta=1.0,
                     beta=1.0, bn_reduce="mean", jitter=1, prior_tv=1e-3, inversion_steps=50, inversion_lr=0.1,
                     pool_batches=100000),
     # CMI (Fang et al. 2021; zju-vipa/DataFree, datafree/synthesis/contrastive.py): for every batch a freshly
@@ -362,17 +368,17 @@ METHODS: dict[str, dict] = {
     # averaged over layers, the teacher's penultimate features for the contrast (published: the spatial
     # means of every BN layer's input).
     "cmi": dict(_NO_CPSC_TERMS, input_source="inversion", inversion_target="generator", conditional=False,
-                use_adv=False, use_bn=True, use_ce=True, eta=1.0, beta=1.0, bn_reduce="mean", cmi_weight=0.8,
+                use_adv=False, use_bn=True, teacher_ce=True, eta=1.0, beta=1.0, bn_reduce="mean", cmi_weight=0.8,
                 cmi_temperature=0.1, cmi_adv=0.5, inversion_steps=30, inversion_every=4, lr_generator=1e-3,
                 generator_betas=(0.5, 0.999), jitter=1, pool_batches=100000),
     # A conditional generator trained with the BN prior and CE only (CPSC without its adversarial,
     # contrastive and IKD terms; the `deepinv` row of cpsc-lite 0.1/0.2).
-    "bn_ce": dict(_NO_CPSC_TERMS, use_adv=False, use_bn=True, use_ce=True),
+    "bn_ce": dict(_NO_CPSC_TERMS, use_adv=False, use_bn=True, teacher_ce=True),
     "noise": dict(_NO_CPSC_TERMS, input_source="noise", use_adv=False),
     "data": dict(_NO_CPSC_TERMS, input_source="data", use_adv=False),
     # Ablations of CPSC-DFKD: one idea removed at a time.
     "cpsc_no_cond": dict(conditional=False),
-    "cpsc_no_ce": dict(use_ce=False, student_ce=False),
+    "cpsc_no_ce": dict(teacher_ce=False, student_ce=False),
     "cpsc_no_scl": dict(use_scl=False),
     "cpsc_no_bn": dict(use_bn=False),
     "cpsc_no_ikd": dict(use_ikd=False),

@@ -110,7 +110,7 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
     if cfg.use_scl:
         terms["scl"] = contrast(t_feat, s_feat, labels, cfg.temperature)
         loss = loss + cfg.gamma * terms["scl"]
-    if cfg.use_ce:
+    if cfg.teacher_ce:
         terms["ce_teacher"] = pseudo_ce(t_logits, labels, cfg.ce_on_softmax)
         loss = loss + cfg.eta * terms["ce_teacher"]
     if cfg.prior_tv:
@@ -153,7 +153,7 @@ def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillCon
             else ikd_loss(t_logits, s_logits)
         loss = loss + cfg.alpha * terms["ikd"]
     if labels is not None:
-        if cfg.use_ce and cfg.student_ce:
+        if cfg.student_ce:
             terms["ce_student"] = pseudo_ce(s_logits, labels, cfg.ce_on_softmax)
             loss = loss + cfg.eta * terms["ce_student"]
         if cfg.use_scl and cfg.student_scl:
@@ -301,8 +301,8 @@ class Distiller:
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.uses_generator = cfg.input_source == "generator"
         self.inverts = cfg.input_source == "inversion"  # DeepInversion: optimised pixels in a pool
-        if self.inverts and not (cfg.use_ce or cfg.use_bn):
-            raise CpscError("input_source 'inversion' needs an objective for the pixels: turn on use_ce or use_bn.")
+        if self.inverts and not (cfg.teacher_ce or cfg.use_bn):
+            raise CpscError("input_source 'inversion' needs an objective for the pixels: turn on teacher_ce or use_bn.")
         self.pool = SamplePool(max(1, cfg.pool_batches) * self.batch_size) if self.inverts else None
         #: CMI: the generator is re-initialised for every batch (inversion_target="generator")
         self.inverts_generator = self.inverts and cfg.inversion_target == "generator"
@@ -569,7 +569,7 @@ class Distiller:
         """One full iteration: g_steps generator updates, then s_steps student updates."""
         out: dict[str, torch.Tensor] = {}
         trains_generator = self.uses_generator and (self.cfg.use_adv or self.cfg.use_bn or self.cfg.use_scl
-                                                    or self.cfg.use_ce or self.cfg.use_dafl)
+                                                    or self.cfg.teacher_ce or self.cfg.use_dafl)
         if self.cfg.student_first:  # DFAD's order: the student learns, then the generator attacks it
             self._student_steps(out)
         if self.inverts and self.iteration % self.cfg.inversion_every == 0:

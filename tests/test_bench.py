@@ -36,7 +36,7 @@ def test_every_method_trains_with_finite_losses(method, digits_teacher):
     trains = cfg.input_source == "generator" or cfg.inversion_target == "generator"
     assert changed == trains, "only generator methods change the generator"
     # The student step's terms reveal the preset: CE/IKD only where switched on.
-    assert ("s/ce_student" in terms) == (cfg.use_ce and cfg.student_ce)
+    assert ("s/ce_student" in terms) == cfg.student_ce
     assert ("s/ikd" in terms) == cfg.use_ikd
     assert ("g/scl" in terms) == (cfg.use_scl and cfg.input_source == "generator")
     d.close()
@@ -45,13 +45,13 @@ def test_every_method_trains_with_finite_losses(method, digits_teacher):
 def test_presets_are_what_their_names_say():
     assert not make_config("dfad").conditional and make_config("dfad").kd_loss == "l1"
     assert make_config("dafl").use_dafl and not make_config("dafl").use_adv
-    assert make_config("bn_ce").use_bn and make_config("bn_ce").use_ce and not make_config("bn_ce").use_adv
+    assert make_config("bn_ce").use_bn and make_config("bn_ce").teacher_ce and not make_config("bn_ce").use_adv
     deepinv = make_config("deepinv")
-    assert deepinv.input_source == "inversion" and deepinv.use_bn and deepinv.use_ce and not deepinv.use_adv
+    assert deepinv.input_source == "inversion" and deepinv.use_bn and deepinv.teacher_ce and not deepinv.use_adv
     assert not (deepinv.use_scl or deepinv.use_ikd or deepinv.student_ce) and deepinv.pool_batches > 0
     assert make_config("noise").input_source == "noise" and make_config("data").input_source == "data"
     base = make_config("cpsc").to_dict()
-    for name, switch in [("cpsc_no_ce", "use_ce"), ("cpsc_no_scl", "use_scl"), ("cpsc_no_bn", "use_bn"),
+    for name, switch in [("cpsc_no_ce", "teacher_ce"), ("cpsc_no_scl", "use_scl"), ("cpsc_no_bn", "use_bn"),
                          ("cpsc_no_ikd", "use_ikd"), ("cpsc_no_cond", "conditional")]:
         diff = {k for k, v in make_config(name).to_dict().items() if v != base[k]} - {"method"}
         assert switch in diff and diff <= {switch, "student_ce"}, (name, diff)
@@ -283,12 +283,12 @@ def test_equal_time_budget_gives_each_method_the_iterations_that_fit(tmp_path, d
 
 def test_bench_runs_a_variant_of_a_method_as_its_own_row(tmp_path, digits_teacher):
     from cpsc_lite import bench
-    res = bench.run_bench("digits", ["cpsc", "cpsc:use_ce=false"], 1, 2, str(tmp_path), teacher_path=digits_teacher,
+    res = bench.run_bench("digits", ["cpsc", "cpsc:teacher_ce=false"], 1, 2, str(tmp_path), teacher_path=digits_teacher,
                           overrides=dict(batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1), progress=False,
                           say=lambda *_: None)
-    row = res["methods"]["cpsc:use_ce=false"]
-    assert row["description"].endswith("changed: use_ce=False")
-    assert "diff_vs_cpsc" in row and bench.method_group("cpsc:use_ce=false") == "CPSC-DFKD"
+    row = res["methods"]["cpsc:teacher_ce=false"]
+    assert row["description"].endswith("changed: teacher_ce=False")
+    assert "diff_vs_cpsc" in row and bench.method_group("cpsc:teacher_ce=false") == "CPSC-DFKD"
     with pytest.raises(CpscError, match="Unknown method"):
         bench.run_bench("digits", ["cpsk:eta=1"], 1, 2, str(tmp_path / "x"), teacher_path=digits_teacher)
 

@@ -86,7 +86,7 @@ def test_config_caps_never_raise_package_defaults(cache):
 
 
 def test_generator_only_and_kd_baseline(cache):
-    out = bc.generator_only(use_bn=True, use_ce=True)
+    out = bc.generator_only(use_bn=True, teacher_ce=True)
     assert len(out["losses"]) == 3 and {"bn", "ce"} <= set(out["losses"][0])
     images, labels = bc.samples(out["generator"], 2)
     assert images.shape == (20, 1, 8, 8) and labels.tolist() == [c for c in range(10) for _ in range(2)]
@@ -173,8 +173,8 @@ def test_pages_show_the_cache_folder_without_the_build_machines_path(tmp_path, m
 
 
 def test_generator_only_takes_the_ce_weight_and_caches_each_weight_apart(cache):
-    default = bc.generator_only(use_bn=True, use_ce=True)
-    strong = bc.generator_only(use_bn=True, use_ce=True, eta=3.0)
+    default = bc.generator_only(use_bn=True, teacher_ce=True)
+    strong = bc.generator_only(use_bn=True, teacher_ce=True, eta=3.0)
     specs = sorted(json.loads(p.read_text())["spec"]["eta"] for p in cache.glob("generator-bnce-*/metrics.json"))
     assert specs == sorted([bc.distill_config().eta, 3.0])
     assert not all(torch.equal(a, b) for a, b in zip(default["generator"].state_dict().values(),

@@ -125,7 +125,7 @@ def test_every_preset_has_the_papers_schedule():
         assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), path
         assert (cfg.ngf, cfg.nz, cfg.conditional) == (64, 256, True), path
         assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (5, 1, 0.7, 0.7, 0.07), path
-        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.use_ce, cfg.student_ce)), path
+        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.teacher_ce, cfg.student_ce)), path
         assert cfg.adv_warmup == 0.0, path
         assert set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets, path
         assert run["teacher_model"] in models and cfg.student in models, path
@@ -188,6 +188,24 @@ def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", scl_for_student=True, student_scl=False)
 
+
+
+def test_use_ce_is_teacher_ce_and_keeps_turning_off_both_ce_terms():
+    # Up to 0.5.0 `use_ce` switched the pseudo-supervision as a whole (the student's CE needed it).
+    off = make_config("cpsc_paper", use_ce=False)                                    # --set use_ce=false
+    assert not off.teacher_ce and not off.student_ce
+    on = make_config("cpsc_paper", use_ce=True)
+    assert on.teacher_ce and on.student_ce                                            # the preset's student CE stays
+    assert not make_config("cpsc", {"use_ce": False}).teacher_ce                      # a YAML file
+    saved = {k: v for k, v in make_config("cpsc_paper").to_dict().items() if k != "teacher_ce"}
+    old = DistillConfig.from_saved(dict(saved, use_ce=False))                         # a state.pt of 0.5.0
+    assert (old.teacher_ce, old.student_ce) == (False, False), "a resumed run keeps the CE terms it trained with"
+    assert DistillConfig.from_saved(dict(saved, use_ce=True)) == make_config("cpsc_paper")
+    # the two switches are now independent: the student's CE without the generator's
+    solo = make_config("cpsc", teacher_ce=False, student_ce=True)
+    assert not solo.teacher_ce and solo.student_ce
+    with pytest.raises(CpscError, match="one setting"):
+        make_config("cpsc", use_ce=True, teacher_ce=True)
 
 def test_a_method_variant_is_the_method_with_its_settings_changed():
     from cpsc_lite.config import method_variant

@@ -67,7 +67,7 @@ def test_generator_loss_all_terms_by_hand():
 
 
 def test_generator_loss_log_ikd_and_warmup():
-    cfg = make_config("cpsc", alpha=2.0, ikd_log=True, use_bn=False, use_scl=False, use_ce=False)
+    cfg = make_config("cpsc", alpha=2.0, ikd_log=True, use_bn=False, use_scl=False, teacher_ce=False)
     total, terms = generator_loss(T, Y, cfg, s_logits=S)
     assert total.item() == pytest.approx(-_kl(T, S) - 2.0 * math.log(_mse(T, S) + 1e-8), rel=1e-5)
     total, terms = generator_loss(T, Y, cfg, s_logits=S, adversarial=False)  # the warm-up: no adversary
@@ -75,7 +75,7 @@ def test_generator_loss_log_ikd_and_warmup():
 
 
 @pytest.mark.parametrize("switch,term", [("use_adv", "adv_kd"), ("use_ikd", "adv_ikd"), ("use_bn", "bn"),
-                                         ("use_scl", "scl"), ("use_ce", "ce_teacher")])
+                                         ("use_scl", "scl"), ("teacher_ce", "ce_teacher")])
 def test_each_generator_switch_removes_exactly_its_term(switch, term):
     on = make_config("cpsc", ikd_log=False)
     off = on.replace(**{switch: False})
@@ -90,7 +90,7 @@ def test_each_generator_switch_removes_exactly_its_term(switch, term):
 
 
 def test_generator_image_priors_by_hand():
-    cfg = make_config("cpsc", use_adv=False, use_bn=False, use_scl=False, use_ce=False, prior_tv=2.0, prior_l2=0.5)
+    cfg = make_config("cpsc", use_adv=False, use_bn=False, use_scl=False, teacher_ce=False, prior_tv=2.0, prior_l2=0.5)
     total, terms = generator_loss(T, Y, cfg, images=IMG)
     tv = (abs(2 - 0) + abs(4 - 1)) / 2 + (abs(1 - 0) + abs(4 - 2)) / 2   # vertical + horizontal means
     l2 = (0 + 1 + 4 + 16) / 4
@@ -107,6 +107,9 @@ def test_student_loss_by_hand_and_switches():
     assert set(terms) == {"kd", "ikd", "total"}
     total, terms = student_loss(T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y)
     assert set(terms) == {"kd", "total"} and total.item() == pytest.approx(_kl(T, S), rel=1e-5)
+    # the student's CE does not depend on the generator's (teacher_ce): two independent switches
+    _, terms = student_loss(T, S, cfg.replace(teacher_ce=False), labels=Y)
+    assert terms["ce_student"].item() == pytest.approx(_ce(S, Y), rel=1e-5)
     total, terms = student_loss(T, S, cfg.replace(student_scl=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS)
     assert terms["scl_student"].item() == pytest.approx(_supcon(FT, FS, Y, 0.07), rel=1e-5)
     total, terms = student_loss(T, S, cfg.replace(kd_loss="l1", use_ikd=False, student_ce=False))
@@ -122,7 +125,7 @@ def test_student_log_norm_ikd_is_the_authors_cifar10_form():
 def test_generator_ikd_does_not_backpropagate_through_the_teacher():
     t = T.clone().requires_grad_(True)
     s = S.clone().requires_grad_(True)
-    cfg = make_config("cpsc", use_bn=False, use_scl=False, use_ce=False, ikd_log=False, alpha=1.0)
+    cfg = make_config("cpsc", use_bn=False, use_scl=False, teacher_ce=False, ikd_log=False, alpha=1.0)
     loss, terms = generator_loss(t, Y, cfg, s_logits=s)
     grad_t_total, = torch.autograd.grad(loss, t, retain_graph=True)
     grad_t_kl, = torch.autograd.grad(-terms["adv_kd"], t, retain_graph=True)
@@ -136,7 +139,7 @@ def test_generator_step_ikd_gradient_ignores_the_teacher_logits(digits_teacher):
     bundle = load_dataset("digits")
     teacher, meta = load_teacher(digits_teacher, bundle)
     cfg = make_config("cpsc", iters=4, batch_size=16, ngf=8, nz=16, adv_warmup=0.0, use_bn=False, use_scl=False,
-                      use_ce=False, ikd_log=False)
+                      teacher_ce=False, ikd_log=False)
     d = Distiller(teacher, meta, cfg)
     x = d.generator(*d.generator.sample_inputs(16)).detach().requires_grad_(True)
     t_logits = d.teacher(x)
