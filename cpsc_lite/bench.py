@@ -18,7 +18,14 @@ from typing import Optional, Sequence
 import torch
 
 from . import CpscError, __version__, checkpoint
-from .config import METHOD_HELP, METHODS, DistillConfig, TeacherConfig, make_config, method_variant
+from .config import (
+    METHOD_HELP,
+    METHODS,
+    DistillConfig,
+    TeacherConfig,
+    make_config,
+    method_variant,
+)
 from .data import DataBundle, load_dataset
 from .distill import Distiller
 from .engine import describe_machine, seed_everything, timed
@@ -27,8 +34,15 @@ from .teacher import check_compatible, load_classifier, run_teacher
 from .utils import evaluate
 
 
-def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str], teacher_model: str,
-                   epochs: int, progress: bool, say=print) -> str:
+def ensure_teacher(
+    bundle: DataBundle,
+    out_dir: str,
+    teacher_path: Optional[str],
+    teacher_model: str,
+    epochs: int,
+    progress: bool,
+    say=print,
+) -> str:
     """The given teacher, or one trained once into ``out_dir/teacher.pt`` (reused on later runs)."""
     if teacher_path:
         return teacher_path
@@ -37,31 +51,59 @@ def ensure_teacher(bundle: DataBundle, out_dir: str, teacher_path: Optional[str]
         say(f"reusing teacher {path}")
         return path
     say(f"training teacher {teacher_model} on {bundle.name} ({epochs} epochs)")
-    run_teacher(bundle, TeacherConfig(model=teacher_model, epochs=epochs), out_dir, progress=progress,
-                metrics_name="teacher_metrics.json")
+    run_teacher(
+        bundle,
+        TeacherConfig(model=teacher_model, epochs=epochs),
+        out_dir,
+        progress=progress,
+        metrics_name="teacher_metrics.json",
+    )
     return path
 
 
-def calibrate_iters(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, seconds: float,
-                    repeats: int = 3) -> tuple[int, float]:
+def calibrate_iters(
+    teacher_path: str,
+    bundle: DataBundle,
+    cfg: DistillConfig,
+    seconds: float,
+    repeats: int = 3,
+) -> tuple[int, float]:
     """``(iterations, seconds per iteration)``: how many iterations of ``cfg``'s method fit in ``seconds``
     on this machine, from the mean time of ``repeats`` iterations after a warm-up one (at least
     ``inversion_every``, so that a method which synthesises every k-th iteration is timed over a
     whole cycle). The equal-time budget of :func:`run_bench` (book chapter 7)."""
     teacher, meta = load_classifier(teacher_path)
     seed_everything(cfg.seed)
-    d = Distiller(teacher, meta, cfg, train_set=bundle.train if cfg.input_source == "data" else None,
-                  augment=(bundle.augment_pad, bundle.augment_flip))
+    d = Distiller(
+        teacher,
+        meta,
+        cfg,
+        train_set=bundle.train if cfg.input_source == "data" else None,
+        augment=(bundle.augment_pad, bundle.augment_flip),
+    )
     per_iter = timed(d.iterate, max(repeats, cfg.inversion_every), statistic="mean")[0]
     d.close()
     return max(1, round(seconds / per_iter)), per_iter
 
 
-def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[int], out_dir: str,
-              teacher_path: Optional[str] = None, teacher_model: str = "cnn_base", teacher_epochs: int = 30,
-              overrides: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
-              progress: bool = True, command: str = "", append: bool = False, say=print,
-              seconds: Optional[float] = None) -> dict:
+def run_bench(
+    dataset: str,
+    methods: Sequence[str],
+    seeds: int,
+    iters: Optional[int],
+    out_dir: str,
+    teacher_path: Optional[str] = None,
+    teacher_model: str = "cnn_base",
+    teacher_epochs: int = 30,
+    overrides: Optional[dict] = None,
+    data_root: Optional[str] = None,
+    download: bool = False,
+    progress: bool = True,
+    command: str = "",
+    append: bool = False,
+    say=print,
+    seconds: Optional[float] = None,
+) -> dict:
     """Run each method for each seed with the same budget; write results.json and results.md.
 
     The budget is ``iters`` iterations for every method, or with ``seconds`` the same wall time: each
@@ -71,40 +113,70 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
     existing ``results.json`` of the same budget, and its command becomes both commands.
     """
     if (iters is None) == (seconds is None):
-        raise CpscError("Give the benchmark one budget: a number of iterations or a number of seconds per run.")
+        raise CpscError(
+            "Give the benchmark one budget: a number of iterations or a number of seconds per run."
+        )
     if seconds is not None and not seconds > 0:
-        raise CpscError(f"--seconds must be a positive number of seconds per run, not {seconds}.")
+        raise CpscError(
+            f"--seconds must be a positive number of seconds per run, not {seconds}."
+        )
     unknown = [m for m in methods if method_variant(m)[0] not in METHODS]
     if unknown:
-        raise CpscError(f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
+        raise CpscError(
+            f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}."
+        )
     bundle = load_dataset(dataset, data_root, download)
     checkpoint.check_output_dir(out_dir)
-    teacher_path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress, say)
+    teacher_path = ensure_teacher(
+        bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress, say
+    )
     _, meta = load_classifier(teacher_path)
     check_compatible(meta, bundle, teacher_path)
     overrides = dict(overrides or {})
-    results = dict(command=command, dataset=bundle.name, teacher=dict(model=meta["model"]), iters=iters,
-                   seeds=list(range(seeds)), package_version=__version__, machine=describe_machine(), methods={})
+    results = dict(
+        command=command,
+        dataset=bundle.name,
+        teacher=dict(model=meta["model"]),
+        iters=iters,
+        seeds=list(range(seeds)),
+        package_version=__version__,
+        machine=describe_machine(),
+        methods={},
+    )
     if seconds is not None:
         results["budget_seconds"] = seconds
     if append:
-        first = make_config(methods[0], iters=1 if iters is None else iters, **overrides)
+        first = make_config(
+            methods[0], iters=1 if iters is None else iters, **overrides
+        )
         results = _previous_results(out_dir, results, first, say)
     for method in methods:
         runs = []
         method_iters, per_iter = iters, None
         if seconds is not None:
-            method_iters, per_iter = calibrate_iters(teacher_path, bundle, make_config(method, **overrides), seconds)
-            say(f"{method:<14} {per_iter:.3f} s per iteration here: {method_iters} iterations fit {seconds:g} s")
+            method_iters, per_iter = calibrate_iters(
+                teacher_path, bundle, make_config(method, **overrides), seconds
+            )
+            say(
+                f"{method:<14} {per_iter:.3f} s per iteration here: {method_iters} iterations fit {seconds:g} s"
+            )
         for seed in range(seeds):
             cfg = make_config(method, iters=method_iters, seed=seed, **overrides)
             teacher, meta = load_classifier(teacher_path)
             if cfg.input_source == "data" and bundle.train is None:
-                raise CpscError(f"Method 'data' needs a training split, and {bundle.name} has none.")
+                raise CpscError(
+                    f"Method 'data' needs a training split, and {bundle.name} has none."
+                )
             seed_everything(cfg.seed)
             real = bundle.train if cfg.input_source == "data" else None
-            d = Distiller(teacher, meta, cfg, bundle.test, train_set=real,
-                          augment=(bundle.augment_pad, bundle.augment_flip))
+            d = Distiller(
+                teacher,
+                meta,
+                cfg,
+                bundle.test,
+                train_set=real,
+                augment=(bundle.augment_pad, bundle.augment_flip),
+            )
             start = time.time()
             train(d, progress=progress)
             took = time.time() - start
@@ -114,23 +186,52 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
             teacher_acc = evaluate(d.teacher, d.test_set, d.device)
             d.close()
             at = d.time_to_accuracy()
-            runs.append(dict(seed=seed, student_acc=acc, best_student_acc=max(acc, d.best_student_acc or 0.0),
-                             acc_at_25=at["0.25"], acc_at_50=at["0.5"], seconds=took, diagnostics=diag,
-                             **final))
-            extra = "" if final["teacher_agreement"] is None else \
-                f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
-            say(f"{method:<14} seed {seed}: student {acc:.4f}  ({took:.0f} s, diversity "
-                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})")
+            runs.append(
+                dict(
+                    seed=seed,
+                    student_acc=acc,
+                    best_student_acc=max(acc, d.best_student_acc or 0.0),
+                    acc_at_25=at["0.25"],
+                    acc_at_50=at["0.5"],
+                    seconds=took,
+                    diagnostics=diag,
+                    **final,
+                )
+            )
+            extra = (
+                ""
+                if final["teacher_agreement"] is None
+                else f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
+            )
+            say(
+                f"{method:<14} seed {seed}: student {acc:.4f}  ({took:.0f} s, diversity "
+                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})"
+            )
         results["teacher"]["test_acc"] = teacher_acc
         results["student"] = cfg.student
         results["batch_size"] = cfg.batch_size
         results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
         accs = [r["student_acc"] for r in runs]
         secs = [r["seconds"] for r in runs]
-        diag_keys = ("diversity", "separation", "class_balance", "teacher_confidence", "fid")
-        per_seed = {k: [r[k] for r in runs] for k in MEASURES if all(r.get(k) is not None for r in runs)}
-        per_seed.update({k: [r["diagnostics"][k] for r in runs] for k in diag_keys
-                         if all(k in r["diagnostics"] for r in runs)})
+        diag_keys = (
+            "diversity",
+            "separation",
+            "class_balance",
+            "teacher_confidence",
+            "fid",
+        )
+        per_seed = {
+            k: [r[k] for r in runs]
+            for k in MEASURES
+            if all(r.get(k) is not None for r in runs)
+        }
+        per_seed.update(
+            {
+                k: [r["diagnostics"][k] for r in runs]
+                for k in diag_keys
+                if all(k in r["diagnostics"] for r in runs)
+            }
+        )
         results["methods"][method] = dict(
             description=describe_method(method),
             student_acc_mean=statistics.mean(accs),
@@ -140,10 +241,14 @@ def run_bench(dataset: str, methods: Sequence[str], seeds: int, iters: Optional[
             iters=method_iters,
             iters_per_second=method_iters / statistics.mean(secs),
             **({} if per_iter is None else dict(calibrated_seconds_per_iter=per_iter)),
-            diagnostics={k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys},
+            diagnostics={
+                k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys
+            },
             per_seed=per_seed,
             stats={k: summarize(v) for k, v in per_seed.items()},
-            collapsed_classes=sorted({c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}),
+            collapsed_classes=sorted(
+                {c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}
+            ),
         )
         _paired_differences(results)
         # Both files after every method, so a run stopped early keeps everything it finished.
@@ -175,21 +280,32 @@ def with_current_names(results: dict) -> dict:
     return dict(results, methods=methods)
 
 
-MEASURES = ("student_acc", "best_student_acc", "acc_at_25", "acc_at_50", "teacher_agreement",
-            "pixel_recognition")
+MEASURES = (
+    "student_acc",
+    "best_student_acc",
+    "acc_at_25",
+    "acc_at_50",
+    "teacher_agreement",
+    "pixel_recognition",
+)
 
 
 def summarize(values: Sequence[float]) -> dict:
     """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of per-seed values."""
     from scipy import stats
+
     n = len(values)
     mean = statistics.mean(values)
     std = statistics.stdev(values) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * std / n ** 0.5 if n > 1 else float("nan")
-    return dict(n=n, mean=mean, std=std, ci95=[mean - half, mean + half], ci95_half=half)
+    half = float(stats.t.ppf(0.975, n - 1)) * std / n**0.5 if n > 1 else float("nan")
+    return dict(
+        n=n, mean=mean, std=std, ci95=[mean - half, mean + half], ci95_half=half
+    )
 
 
-def paired_difference(results: dict, method: str, reference: str, key: str = "student_acc") -> Optional[dict]:
+def paired_difference(
+    results: dict, method: str, reference: str, key: str = "student_acc"
+) -> Optional[dict]:
     """``method`` minus ``reference`` over the same seeds for one measure: :func:`summarize` of the
     per-seed differences plus ``real`` (its 95 % CI excludes 0); None without per-seed values for both."""
     a = results["methods"].get(method, {}).get("per_seed", {}).get(key)
@@ -216,7 +332,9 @@ def _paired_differences(results: dict, reference: str = "cpsc") -> None:
 def write_markdown(results: dict, out_dir: str) -> None:
     """``out_dir/results.md`` from a results dict (``cpsc-lite bench`` writes it with results.json)."""
     md = results_markdown(results)
-    checkpoint.atomic_write_bytes(os.path.join(out_dir, "results.md"), lambda f: f.write(md.encode()))
+    checkpoint.atomic_write_bytes(
+        os.path.join(out_dir, "results.md"), lambda f: f.write(md.encode())
+    )
 
 
 def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
@@ -227,17 +345,37 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         return fresh
     with open(path) as f:
         old = json.load(f)
-    new_budget = dict(dataset=fresh["dataset"], iters=fresh["iters"], budget_seconds=fresh.get("budget_seconds"),
-                      seeds=fresh["seeds"],
-                      teacher=fresh["teacher"]["model"], student=cfg.student, batch_size=cfg.batch_size,
-                      g_steps=cfg.g_steps, s_steps=cfg.s_steps)
-    old_budget = dict(old, teacher=old.get("teacher", {}).get("model"), budget_seconds=old.get("budget_seconds"))
-    differ = [f"{k} ({old_budget.get(k)} there, {v} here)" for k, v in new_budget.items()
-              if k in old_budget and old_budget[k] != v]
+    new_budget = dict(
+        dataset=fresh["dataset"],
+        iters=fresh["iters"],
+        budget_seconds=fresh.get("budget_seconds"),
+        seeds=fresh["seeds"],
+        teacher=fresh["teacher"]["model"],
+        student=cfg.student,
+        batch_size=cfg.batch_size,
+        g_steps=cfg.g_steps,
+        s_steps=cfg.s_steps,
+    )
+    old_budget = dict(
+        old,
+        teacher=old.get("teacher", {}).get("model"),
+        budget_seconds=old.get("budget_seconds"),
+    )
+    differ = [
+        f"{k} ({old_budget.get(k)} there, {v} here)"
+        for k, v in new_budget.items()
+        if k in old_budget and old_budget[k] != v
+    ]
     if differ:
-        raise CpscError(f"Cannot --append to {path}: it was made with another budget: {'; '.join(differ)}. "
-                        "Use the same settings, or write to another --out directory.")
-    old["command"] = f"{old['command']} && {fresh['command']}" if fresh["command"] else old["command"]
+        raise CpscError(
+            f"Cannot --append to {path}: it was made with another budget: {'; '.join(differ)}. "
+            "Use the same settings, or write to another --out directory."
+        )
+    old["command"] = (
+        f"{old['command']} && {fresh['command']}"
+        if fresh["command"]
+        else old["command"]
+    )
     old["package_version"] = fresh["package_version"]
     return old
 
@@ -247,7 +385,9 @@ def _ci(r: dict, key: str, scale: float = 100.0, digits: int = 2) -> str:
     if st is None:
         return "–"
     half = st["ci95_half"]
-    return f"{scale * st['mean']:.{digits}f}" + ("" if half != half else f" ± {scale * half:.{digits}f}")
+    return f"{scale * st['mean']:.{digits}f}" + (
+        "" if half != half else f" ± {scale * half:.{digits}f}"
+    )
 
 
 def _mean(r: dict, key: str, scale: float = 100.0) -> str:
@@ -265,39 +405,59 @@ def budget_text(results: dict) -> str:
 def results_markdown(results: dict) -> str:
     """The benchmark table as Markdown (also used by the book)."""
     n = len(results["seeds"])
-    lines = [f"# Benchmark on {results['dataset']}", "",
-             f"Teacher {results['teacher']['model']} "
-             f"(test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
-             f"student {results.get('student')}, {budget_text(results)} x batch {results.get('batch_size')}, "
-             f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
-             "", f"Command: `{results['command']}`", "",
-             "| method | student acc | Δ vs cpsc | best acc | acc at 25 % / 50 % | teacher agreement | pixel judge | "
-             "separation | diversity | class balance | FID (teacher feats) | iterations | s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Benchmark on {results['dataset']}",
+        "",
+        f"Teacher {results['teacher']['model']} "
+        f"(test accuracy {results['teacher'].get('test_acc', float('nan')):.4f}), "
+        f"student {results.get('student')}, {budget_text(results)} x batch {results.get('batch_size')}, "
+        f"seeds {results['seeds']}. Machine: {results.get('machine')}. cpsc-lite {results['package_version']}.",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        "| method | student acc | Δ vs cpsc | best acc | acc at 25 % / 50 % | teacher agreement | pixel judge | "
+        "separation | diversity | class balance | FID (teacher feats) | iterations | s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["methods"].items():
         d = r["diagnostics"]
         fmt = lambda k, p=3: f"{d[k]:.{p}f}" if k in d else "–"  # noqa: E731
-        acc = _ci(r, "student_acc") if "stats" in r else \
-            f"{100 * r['student_acc_mean']:.2f} ± {100 * r['student_acc_std']:.2f} (std)"
+        acc = (
+            _ci(r, "student_acc")
+            if "stats" in r
+            else f"{100 * r['student_acc_mean']:.2f} ± {100 * r['student_acc_std']:.2f} (std)"
+        )
         diff = r.get("diff_vs_cpsc", {}).get("student_acc")
-        delta = "–" if diff is None else (f"{100 * diff['mean']:+.2f} [{100 * diff['ci95'][0]:+.2f}, "
-                                          f"{100 * diff['ci95'][1]:+.2f}]" + (" **real**" if diff["real"] else ""))
+        delta = (
+            "–"
+            if diff is None
+            else (
+                f"{100 * diff['mean']:+.2f} [{100 * diff['ci95'][0]:+.2f}, "
+                f"{100 * diff['ci95'][1]:+.2f}]" + (" **real**" if diff["real"] else "")
+            )
+        )
         early = " / ".join(_mean(r, k) for k in ("acc_at_25", "acc_at_50"))
-        lines.append(f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | {early} | "
-                     f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
-                     f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
-                     f"{r.get('iters') or results['iters']} | {r['seconds_mean']:.0f} |")
-    lines += ["", "Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval "
-              f"(Student's t, {n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; "
-              "**real** only when the interval excludes 0. Acc at 25 % / 50 %: mean test accuracy after that "
-              "share of the iterations (time to accuracy; the learning rate has not decayed yet there). "
-              "Teacher agreement: share of class-wise samples the "
-              "teacher assigns to their conditioning class; pixel judge: the same share for a 5-nearest-neighbour "
-              "classifier on raw pixels fitted to the real training split (it never trains anything); both need a "
-              "conditional generator. Separation: mean cosine distance between class centroids of the teacher's "
-              "features of synthetic images; diversity: mean within-class cosine distance; class balance: "
-              "normalised entropy of the teacher's predictions on them; FID: Fréchet distance to real test images "
-              "in the teacher's feature space.", ""]
+        lines.append(
+            f"| {name} | {acc} | {delta} | {_ci(r, 'best_student_acc')} | {early} | "
+            f"{_ci(r, 'teacher_agreement', 1, 3)} | {_ci(r, 'pixel_recognition', 1, 3)} | "
+            f"{_ci(r, 'separation', 1, 3)} | {fmt('diversity')} | {fmt('class_balance')} | {fmt('fid', 2)} | "
+            f"{r.get('iters') or results['iters']} | {r['seconds_mean']:.0f} |"
+        )
+    lines += [
+        "",
+        "Accuracies in %, on the test split: mean ± half-width of the 95 % confidence interval "
+        f"(Student's t, {n} seeds). Δ vs cpsc: the paired difference over the same seeds with its 95 % CI; "
+        "**real** only when the interval excludes 0. Acc at 25 % / 50 %: mean test accuracy after that "
+        "share of the iterations (time to accuracy; the learning rate has not decayed yet there). "
+        "Teacher agreement: share of class-wise samples the "
+        "teacher assigns to their conditioning class; pixel judge: the same share for a 5-nearest-neighbour "
+        "classifier on raw pixels fitted to the real training split (it never trains anything); both need a "
+        "conditional generator. Separation: mean cosine distance between class centroids of the teacher's "
+        "features of synthetic images; diversity: mean within-class cosine distance; class balance: "
+        "normalised entropy of the teacher's predictions on them; FID: Fréchet distance to real test images "
+        "in the teacher's feature space.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -334,24 +494,48 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
             t(x)
         s(x).sum().backward()
 
-    floor = cfg.g_steps * timed(g_pass, repeats)[0] + cfg.s_steps * timed(s_pass, repeats)[0]
+    floor = (
+        cfg.g_steps * timed(g_pass, repeats)[0]
+        + cfg.s_steps * timed(s_pass, repeats)[0]
+    )
     d.close()
-    return dict(seconds_per_iter=per_iter, floor_seconds=floor, floor_ratio=per_iter / floor,
-                batch_size=b, g_steps=cfg.g_steps, s_steps=cfg.s_steps, teacher=meta["model"],
-                student=cfg.student, img_size=meta["img_size"], device=str(d.device), machine=describe_machine(),
-                threads=torch.get_num_threads())
+    return dict(
+        seconds_per_iter=per_iter,
+        floor_seconds=floor,
+        floor_ratio=per_iter / floor,
+        batch_size=b,
+        g_steps=cfg.g_steps,
+        s_steps=cfg.s_steps,
+        teacher=meta["model"],
+        student=cfg.student,
+        img_size=meta["img_size"],
+        device=str(d.device),
+        machine=describe_machine(),
+        threads=torch.get_num_threads(),
+    )
 
 
-def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[str] = None,
-                teacher_model: Optional[str] = None, student: Optional[str] = None, img_size: Optional[int] = None,
-                num_classes: int = 10, channels: int = 3, overrides: Optional[dict] = None, repeats: int = 15,
-                command: str = "", say=print) -> dict:
+def run_profile(
+    out_dir: str,
+    dataset: str = "digits",
+    teacher_path: Optional[str] = None,
+    teacher_model: Optional[str] = None,
+    student: Optional[str] = None,
+    img_size: Optional[int] = None,
+    num_classes: int = 10,
+    channels: int = 3,
+    overrides: Optional[dict] = None,
+    repeats: int = 15,
+    command: str = "",
+    say=print,
+) -> dict:
     """Profile with a trained teacher (digits default) or a freshly initialised ``teacher_model``.
 
     Timing does not depend on the weights, so e.g. WRN-40-2 -> WRN-16-2 at 32x32
     can be profiled without a trained teacher or a dataset.
     """
     from .models import create_model
+
     overrides = dict(overrides or {})
     checkpoint.check_output_dir(out_dir)
     if teacher_model and not teacher_path:
@@ -360,7 +544,9 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
         meta = checkpoint.untrained_meta(teacher_model, num_classes, channels, size)
     else:
         bundle = load_dataset(dataset)
-        path = ensure_teacher(bundle, out_dir, teacher_path, teacher_model or "cnn_base", 30, False, say)
+        path = ensure_teacher(
+            bundle, out_dir, teacher_path, teacher_model or "cnn_base", 30, False, say
+        )
         teacher, meta = load_classifier(path)
     if student:
         overrides["student"] = student
@@ -368,16 +554,24 @@ def run_profile(out_dir: str, dataset: str = "digits", teacher_path: Optional[st
     result = profile_iteration(teacher, meta, cfg, repeats)
     result.update(command=command, package_version=__version__)
     checkpoint.write_json(result, os.path.join(out_dir, "profile.json"))
-    say(f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "
+    say(
+        f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "
         f"{result['batch_size']}, {result['g_steps']} G + {result['s_steps']} S steps on {result['device']} "
         f"({result['threads']} threads): {result['seconds_per_iter']:.4f} s/iter, floor "
-        f"{result['floor_seconds']:.4f} s, ratio {result['floor_ratio']:.3f}")
+        f"{result['floor_seconds']:.4f} s, ratio {result['floor_ratio']:.3f}"
+    )
     return result
 
 
 # ------------------------------------------------------------ reports (book chapter 7)
-_GROUP_COLOURS = {"CPSC-DFKD": "C3", "CPSC-DFKD, paper settings": "C4", "CPSC-DFKD, the authors' code": "C5",
-                  "ablation": "C1", "earlier method": "C0", "bound": "gray"}
+_GROUP_COLOURS = {
+    "CPSC-DFKD": "C3",
+    "CPSC-DFKD, paper settings": "C4",
+    "CPSC-DFKD, the authors' code": "C5",
+    "ablation": "C1",
+    "earlier method": "C0",
+    "bound": "gray",
+}
 
 
 def describe_method(spec: str) -> str:
@@ -400,45 +594,79 @@ def method_group(name: str) -> str:
         return "CPSC-DFKD, paper settings"
     if name in ("noise", "data"):
         return "bound"
-    return "ablation" if name.startswith("cpsc_no_") or name == "bn_ce" else "earlier method"
+    return (
+        "ablation"
+        if name.startswith("cpsc_no_") or name == "bn_ce"
+        else "earlier method"
+    )
 
 
 def bench_table(results: dict):
     """Chapter 7: the benchmark results as a formatted table (a pandas Styler)."""
     import pandas as pd
+
     rows = []
     for name, m in results["methods"].items():
         d = m.get("diagnostics", {})
-        rows.append({"method": name, "kind": method_group(name),
-                     "student acc. (%, mean ± std)":
-                         f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
-                     "diversity": d.get("diversity"), "class balance": d.get("class_balance"),
-                     "teacher conf.": d.get("teacher_confidence"), "FID (teacher feats)": d.get("fid"),
-                     "seconds / run": m.get("seconds_mean")})
-    formats = {"diversity": "{:.3f}", "class balance": "{:.3f}", "teacher conf.": "{:.3f}",
-               "FID (teacher feats)": "{:.2f}", "seconds / run": "{:.0f}"}
+        rows.append(
+            {
+                "method": name,
+                "kind": method_group(name),
+                "student acc. (%, mean ± std)": f"{100 * m['student_acc_mean']:.2f} ± {100 * m['student_acc_std']:.2f}",
+                "diversity": d.get("diversity"),
+                "class balance": d.get("class_balance"),
+                "teacher conf.": d.get("teacher_confidence"),
+                "FID (teacher feats)": d.get("fid"),
+                "seconds / run": m.get("seconds_mean"),
+            }
+        )
+    formats = {
+        "diversity": "{:.3f}",
+        "class balance": "{:.3f}",
+        "teacher conf.": "{:.3f}",
+        "FID (teacher feats)": "{:.2f}",
+        "seconds / run": "{:.0f}",
+    }
     return pd.DataFrame(rows).style.hide(axis="index").format(formats, na_rep="–")
 
 
 def plot_bench(results: dict):
     """Chapter 7: mean student accuracy per method with the standard deviation over seeds as error bars."""
     import matplotlib.pyplot as plt
+
     names = list(results["methods"])
     means = [100 * results["methods"][n]["student_acc_mean"] for n in names]
     stds = [100 * results["methods"][n]["student_acc_std"] for n in names]
     fig, ax = plt.subplots(figsize=(10, 4.2))
     where = range(len(names))
-    ax.bar(where, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[method_group(n)] for n in names])
-    ax.axhline(100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher")
+    ax.bar(
+        where,
+        means,
+        yerr=stds,
+        capsize=4,
+        color=[_GROUP_COLOURS[method_group(n)] for n in names],
+    )
+    ax.axhline(
+        100 * results["teacher"]["test_acc"], color="k", ls="--", lw=1, label="teacher"
+    )
     for label, colour in _GROUP_COLOURS.items():
         if any(method_group(n) == label for n in names):
             ax.bar([0], [0], color=colour, label=label)  # legend entries only
-    ax.set(title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
-                 f"{budget_text(results)}, {len(results['seeds'])} seeds (error bars: std over seeds)",
-           xlabel="method", ylabel="student test accuracy (%)", ylim=(0, 105))
+    ax.set(
+        title=f"{results['dataset']}: {results['teacher']['model']} -> {results['student']}, "
+        f"{budget_text(results)}, {len(results['seeds'])} seeds (error bars: std over seeds)",
+        xlabel="method",
+        ylabel="student test accuracy (%)",
+        ylim=(0, 105),
+    )
     # A variant (NAME:KEY=VALUE...) gets one line per changed setting under its method's name.
-    ax.set_xticks(list(where), [n.replace(":", "\n") for n in names], rotation=30, ha="right",
-                  rotation_mode="anchor")
+    ax.set_xticks(
+        list(where),
+        [n.replace(":", "\n") for n in names],
+        rotation=30,
+        ha="right",
+        rotation_mode="anchor",
+    )
     ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
     fig.tight_layout()
     return fig
@@ -457,27 +685,52 @@ def ablation_summary(results: Optional[dict]) -> str:
         if not name.startswith("cpsc_"):
             continue
         paired = m.get("diff_vs_cpsc", {}).get("student_acc")
-        if paired is not None:  # files with per-seed values: the paired difference and its 95 % CI
+        if (
+            paired is not None
+        ):  # files with per-seed values: the paired difference and its 95 % CI
             lo, hi = 100 * paired["ci95"][0], 100 * paired["ci95"][1]
-            verdict = ("worse" if hi < 0 else "better") if paired["real"] else "not distinguishable"
-            lines.append(f"* `{name}`: {100 * paired['mean']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}] "
-                         f"({verdict})")
+            verdict = (
+                ("worse" if hi < 0 else "better")
+                if paired["real"]
+                else "not distinguishable"
+            )
+            lines.append(
+                f"* `{name}`: {100 * paired['mean']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}] "
+                f"({verdict})"
+            )
             continue
         diff = 100 * (m["student_acc_mean"] - base["student_acc_mean"])
         spread = 100 * max(m["student_acc_std"], base["student_acc_std"])
-        verdict = "within the seed-to-seed spread" if abs(diff) <= spread else ("worse" if diff < 0 else "better")
-        lines.append(f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})")
+        verdict = (
+            "within the seed-to-seed spread"
+            if abs(diff) <= spread
+            else ("worse" if diff < 0 else "better")
+        )
+        lines.append(
+            f"* `{name}`: {diff:+.2f} points ({verdict}; larger std {spread:.2f})"
+        )
     return "\n".join(lines) or "(no ablations in the file)"
 
 
-ABLATION_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
-                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
-                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+ABLATION_MEASURES = (
+    ("student_acc", "student accuracy", 100.0),
+    ("best_student_acc", "best accuracy", 100.0),
+    ("teacher_agreement", "teacher agreement", 100.0),
+    ("pixel_recognition", "pixel judge", 100.0),
+    ("separation", "separation", 1.0),
+    ("diversity", "diversity", 1.0),
+)
 #: The same for the other methods, with time to accuracy (agreement and pixel judge: where images have target labels).
-BASELINE_MEASURES = (("student_acc", "student accuracy", 100.0), ("best_student_acc", "best accuracy", 100.0),
-                     ("acc_at_25", "accuracy at 25 %", 100.0), ("acc_at_50", "accuracy at 50 %", 100.0),
-                     ("teacher_agreement", "teacher agreement", 100.0), ("pixel_recognition", "pixel judge", 100.0),
-                     ("separation", "separation", 1.0), ("diversity", "diversity", 1.0))
+BASELINE_MEASURES = (
+    ("student_acc", "student accuracy", 100.0),
+    ("best_student_acc", "best accuracy", 100.0),
+    ("acc_at_25", "accuracy at 25 %", 100.0),
+    ("acc_at_50", "accuracy at 50 %", 100.0),
+    ("teacher_agreement", "teacher agreement", 100.0),
+    ("pixel_recognition", "pixel judge", 100.0),
+    ("separation", "separation", 1.0),
+    ("diversity", "diversity", 1.0),
+)
 
 
 def ablation_effects(results: Optional[dict], baselines: bool = False):
@@ -486,10 +739,15 @@ def ablation_effects(results: Optional[dict], baselines: bool = False):
     with its 95 % CI; a ``*`` marks an interval that excludes 0. Returns ``(table, statements)``; None
     for files without per-seed values."""
     import pandas as pd
-    chosen = (lambda n: n != "cpsc" and not n.startswith("cpsc_")) if baselines else \
-        (lambda n: n.startswith("cpsc_no_"))  # noqa: E731
+
+    chosen = (
+        (lambda n: n != "cpsc" and not n.startswith("cpsc_"))
+        if baselines
+        else (lambda n: n.startswith("cpsc_no_"))
+    )
     if results is None or "diff_vs_cpsc" not in next(
-            (m for n, m in results["methods"].items() if chosen(n)), {}):
+        (m for n, m in results["methods"].items() if chosen(n)), {}
+    ):
         return None, "(no per-seed results to compare with cpsc)"
     label_of_row = "method" if baselines else "ablation"
     rows, lines = [], []
@@ -497,37 +755,51 @@ def ablation_effects(results: Optional[dict], baselines: bool = False):
         if not chosen(name):
             continue
         row, real = {label_of_row: name}, []
-        for key, label, scale in (BASELINE_MEASURES if baselines else ABLATION_MEASURES):
+        for key, label, scale in BASELINE_MEASURES if baselines else ABLATION_MEASURES:
             d = m["diff_vs_cpsc"].get(key)
             if d is None:
                 row[label] = "–"
                 continue
             digits = 2 if scale > 1 else 3
-            row[label] = (f"{scale * d['mean']:+.{digits}f} [{scale * d['ci95'][0]:+.{digits}f}, "
-                          f"{scale * d['ci95'][1]:+.{digits}f}]" + (" *" if d["real"] else ""))
+            row[label] = (
+                f"{scale * d['mean']:+.{digits}f} [{scale * d['ci95'][0]:+.{digits}f}, "
+                f"{scale * d['ci95'][1]:+.{digits}f}]" + (" *" if d["real"] else "")
+            )
             if d["real"]:
                 real.append(f"{label} {scale * d['mean']:+.{digits}f}")
         rows.append(row)
-        lines.append(f"* `{name}`: " + ("changes " + ", ".join(real) + " (95 % CI excludes 0)" if real
-                                          else "no effect beyond its 95 % CI on any measure"))
+        lines.append(
+            f"* `{name}`: "
+            + (
+                "changes " + ", ".join(real) + " (95 % CI excludes 0)"
+                if real
+                else "no effect beyond its 95 % CI on any measure"
+            )
+        )
     return pd.DataFrame(rows).set_index(label_of_row), "\n".join(lines)
 
 
 # ------------------------------------------------------------ cost estimates (book chapter 8)
 #: Classes, channels, image size and training-set size of the data sets the presets use (for cost estimates).
-PRESET_DATA = {"cifar10": (10, 3, 32, 50000), "cifar100": (100, 3, 32, 50000), "svhn": (10, 3, 32, 73257),
-               "tiny-imagenet": (200, 3, 64, 100000)}
+PRESET_DATA = {
+    "cifar10": (10, 3, 32, 50000),
+    "cifar100": (100, 3, 32, 50000),
+    "svhn": (10, 3, 32, 73257),
+    "tiny-imagenet": (200, 3, 64, 100000),
+}
 
 
 def preset_file(name: str) -> Path:
     """A shipped preset's YAML file by name (``cpsc-lite presets``), or the path of a YAML file."""
     from .config import resolve_config
+
     return Path(resolve_config(name))
 
 
 def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig, dict]:
     """A preset's DistillConfig (``iters`` overrides its length) and its run settings (dataset, teacher_model)."""
     from .config import load_preset
+
     base, run = load_preset(str(preset_file(name)))
     return make_config("cpsc", base, iters=iters), run
 
@@ -535,8 +807,9 @@ def preset_config(name: str, iters: Optional[int] = None) -> tuple[DistillConfig
 _FLOPS_PER_SAMPLE: dict = {}
 
 
-def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
-                tflops=(5.0, 10.0)) -> dict:
+def preset_cost(
+    name: str, teacher_epochs: int, iters: Optional[int] = None, tflops=(5.0, 10.0)
+) -> dict:
     """Chapter 8: floating-point operations of a preset's distillation and of its teacher's training,
     and the hours they take at each assumed sustained throughput in ``tflops`` (an *estimate*).
 
@@ -547,13 +820,24 @@ def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
     """
     from torch.utils.flop_counter import FlopCounterMode
     from .models import create_model
+
     cfg, run = preset_config(name, iters)
     classes, channels, size, n_train = PRESET_DATA[run["dataset"]]
     small = 4
     teacher = create_model(run["teacher_model"], classes, channels, size)
     meta = checkpoint.untrained_meta(run["teacher_model"], classes, channels, size)
-    key = (run["dataset"], run["teacher_model"], cfg.student, cfg.g_steps, cfg.s_steps, cfg.nz, cfg.ngf)
-    if key not in _FLOPS_PER_SAMPLE:  # one counted iteration per model pair and schedule
+    key = (
+        run["dataset"],
+        run["teacher_model"],
+        cfg.student,
+        cfg.g_steps,
+        cfg.s_steps,
+        cfg.nz,
+        cfg.ngf,
+    )
+    if (
+        key not in _FLOPS_PER_SAMPLE
+    ):  # one counted iteration per model pair and schedule
         seed_everything(cfg.seed)
         d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
         with FlopCounterMode(display=False) as counter:
@@ -565,21 +849,48 @@ def preset_cost(name: str, teacher_epochs: int, iters: Optional[int] = None,
         teacher.eval()(torch.zeros(1, channels, size, size))
     per_epoch = 3 * counter.get_total_flops() * n_train
     distill, teach = per_iter * cfg.iters, per_epoch * teacher_epochs
-    return dict(preset=name, dataset=run["dataset"], teacher=run["teacher_model"], student=cfg.student,
-                iters=cfg.iters, batch_size=cfg.batch_size, g_steps=cfg.g_steps, s_steps=cfg.s_steps,
-                teacher_epochs=teacher_epochs, tflop_per_iter=per_iter / 1e12, distill_pflop=distill / 1e15,
-                teacher_pflop=teach / 1e15,
-                hours={t: dict(teacher=teach / (t * 1e12) / 3600, distill=distill / (t * 1e12) / 3600)
-                       for t in tflops})
+    return dict(
+        preset=name,
+        dataset=run["dataset"],
+        teacher=run["teacher_model"],
+        student=cfg.student,
+        iters=cfg.iters,
+        batch_size=cfg.batch_size,
+        g_steps=cfg.g_steps,
+        s_steps=cfg.s_steps,
+        teacher_epochs=teacher_epochs,
+        tflop_per_iter=per_iter / 1e12,
+        distill_pflop=distill / 1e15,
+        teacher_pflop=teach / 1e15,
+        hours={
+            t: dict(
+                teacher=teach / (t * 1e12) / 3600, distill=distill / (t * 1e12) / 3600
+            )
+            for t in tflops
+        },
+    )
 
 
 def preset_cost_table(plan, tflops=(5.0, 10.0)):
     """Chapter 8: :func:`preset_cost` for each ``(preset, teacher_epochs)`` in ``plan``; returns the
     cost dicts and a table of them (hours include the teacher's training)."""
     import pandas as pd
-    costs = [preset_cost(name, teacher_epochs=epochs, tflops=tflops) for name, epochs in plan]
-    rows = [{"preset": c["preset"], "iterations": c["iters"], "TFLOP / iteration": c["tflop_per_iter"],
-             "teacher epochs": c["teacher_epochs"],
-             **{f"hours at {t:g} TFLOP/s": sum(c["hours"][t].values()) for t in tflops}} for c in costs]
-    formats = {"TFLOP / iteration": "{:.1f}", **{f"hours at {t:g} TFLOP/s": "{:.1f}" for t in tflops}}
+
+    costs = [
+        preset_cost(name, teacher_epochs=epochs, tflops=tflops) for name, epochs in plan
+    ]
+    rows = [
+        {
+            "preset": c["preset"],
+            "iterations": c["iters"],
+            "TFLOP / iteration": c["tflop_per_iter"],
+            "teacher epochs": c["teacher_epochs"],
+            **{f"hours at {t:g} TFLOP/s": sum(c["hours"][t].values()) for t in tflops},
+        }
+        for c in costs
+    ]
+    formats = {
+        "TFLOP / iteration": "{:.1f}",
+        **{f"hours at {t:g} TFLOP/s": "{:.1f}" for t in tflops},
+    }
     return costs, pd.DataFrame(rows).style.hide(axis="index").format(formats)

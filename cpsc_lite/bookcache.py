@@ -53,28 +53,52 @@ DATASET = "digits"
 
 def _quick_distill(defaults: DistillConfig) -> dict:
     # Never *raise* a tuned default: the quick profile only caps what costs CPU time.
-    return dict(iters=min(defaults.iters, 120), batch_size=min(defaults.batch_size, 128),
-                ngf=min(defaults.ngf, 32), eval_every=20, log_every=5)
+    return dict(
+        iters=min(defaults.iters, 120),
+        batch_size=min(defaults.batch_size, 128),
+        ngf=min(defaults.ngf, 32),
+        eval_every=20,
+        log_every=5,
+    )
 
 
 def _full_distill(defaults: DistillConfig) -> dict:
-    return dict(eval_every=max(1, defaults.iters // 10), log_every=max(1, defaults.iters // 100))
+    return dict(
+        eval_every=max(1, defaults.iters // 10), log_every=max(1, defaults.iters // 100)
+    )
 
 
 #: Profile name -> how the book's runs differ from the package defaults.
 PROFILES: dict[str, dict] = {
-    "quick": dict(description="CPU-sized runs (minutes), used to build the book",
-                  teacher_epochs=lambda default: min(default, 15), distill=_quick_distill,
-                  generator_steps=200, per_class=24, umap_real=450),
-    "full": dict(description="the package's defaults (meant for a GPU)",
-                 teacher_epochs=lambda default: default, distill=_full_distill,
-                 generator_steps=600, per_class=64, umap_real=450),
+    "quick": dict(
+        description="CPU-sized runs (minutes), used to build the book",
+        teacher_epochs=lambda default: min(default, 15),
+        distill=_quick_distill,
+        generator_steps=200,
+        per_class=24,
+        umap_real=450,
+    ),
+    "full": dict(
+        description="the package's defaults (meant for a GPU)",
+        teacher_epochs=lambda default: default,
+        distill=_full_distill,
+        generator_steps=600,
+        per_class=64,
+        umap_real=450,
+    ),
 }
 
 # A tiny profile for the package's own tests (not meant for readers).
-PROFILES["test"] = dict(description="seconds-long runs for tests", teacher_epochs=lambda default: 1,
-                        distill=lambda d: dict(iters=4, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1),
-                        generator_steps=3, per_class=4, umap_real=40)
+PROFILES["test"] = dict(
+    description="seconds-long runs for tests",
+    teacher_epochs=lambda default: 1,
+    distill=lambda d: dict(
+        iters=4, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1
+    ),
+    generator_steps=3,
+    per_class=4,
+    umap_real=40,
+)
 
 _STATE = {"profile": "quick", "device": None, "costs": {}}
 
@@ -95,7 +119,9 @@ def compute_seconds() -> float:
 def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.device:
     """Every chapter's first call: choose the profile, seed everything, style figures; returns the device."""
     if profile not in PROFILES:
-        raise CpscError(f"Unknown PROFILE {profile!r}: use one of {', '.join(p for p in PROFILES if p != 'test')}.")
+        raise CpscError(
+            f"Unknown PROFILE {profile!r}: use one of {', '.join(p for p in PROFILES if p != 'test')}."
+        )
     _STATE["profile"] = profile
     device = pick_device("auto")
     _STATE["device"] = device
@@ -107,23 +133,37 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
     # Known, harmless warnings from third-party libraries would otherwise print into the pages.
     warnings.filterwarnings("ignore", message=".*n_jobs value .* overridden.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
-    warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
+    warnings.filterwarnings(
+        "ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*"
+    )
     try:
         from IPython import get_ipython
+
         shell = get_ipython()
         if shell is not None and "IPKernelApp" in shell.config:
-            shell.run_line_magic("matplotlib", "inline")  # figures inline even if MPLBACKEND says otherwise
+            shell.run_line_magic(
+                "matplotlib", "inline"
+            )  # figures inline even if MPLBACKEND says otherwise
     except ImportError:  # pragma: no cover
         pass
     try:
         import matplotlib
-        matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": False,
-                                    "figure.max_open_warning": 0})
+
+        matplotlib.rcParams.update(
+            {
+                "figure.dpi": 100,
+                "savefig.dpi": 100,
+                "axes.grid": False,
+                "figure.max_open_warning": 0,
+            }
+        )
     except ImportError:  # pragma: no cover
         pass
     if not quiet:
-        print(f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} ({device_name(device)})\n"
-              f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {shown_path(cache_dir())}")
+        print(
+            f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} ({device_name(device)})\n"
+            f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {shown_path(cache_dir())}"
+        )
     return device
 
 
@@ -135,7 +175,7 @@ def shown_path(path) -> str:
     if path == here or path.startswith(here + os.sep):
         return os.path.relpath(path, here)
     if home not in ("", "/") and path.startswith(home + os.sep):
-        return "~" + path[len(home):]
+        return "~" + path[len(home) :]
     return path
 
 
@@ -176,7 +216,9 @@ def glue(name: str, value, display: bool = False) -> None:
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy/torch scalars -> plain numbers, so {glue:text}`name:.2f` can format them
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        print(f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}")
+        print(
+            f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}"
+        )
     try:
         from myst_nb import glue as _glue
     except ImportError:
@@ -199,8 +241,13 @@ def bundle() -> DataBundle:
 def teacher_config() -> TeacherConfig:
     """The package's teacher recipe for the digits (as ``cpsc-lite teacher`` uses it), epochs capped for ``quick``."""
     from .teacher import teacher_recipe
+
     default = teacher_recipe(DATASET)
-    return teacher_recipe(DATASET, epochs=PROFILES[profile()]["teacher_epochs"](default.epochs), device="cpu")
+    return teacher_recipe(
+        DATASET,
+        epochs=PROFILES[profile()]["teacher_epochs"](default.epochs),
+        device="cpu",
+    )
 
 
 def _teacher_dir() -> Path:
@@ -212,6 +259,7 @@ def _teacher_dir() -> Path:
 def teacher(device: Optional[torch.device] = None):
     """Trained digits teacher ``(model, meta)``; trained once (chapter 2) and cached. ``meta['test_acc']`` is set."""
     from .teacher import load_classifier, run_teacher
+
     out = _teacher_dir()
     path = out / "teacher.pt"
     if not path.exists():
@@ -222,7 +270,12 @@ def teacher(device: Optional[torch.device] = None):
     model.eval()
     metrics = json.loads((out / "metrics.json").read_text())
     _record_cost(out.name, metrics["seconds"])
-    meta = dict(meta, test_acc=metrics["test_acc"], train_seconds=metrics["seconds"], epochs=metrics["epochs"])
+    meta = dict(
+        meta,
+        test_acc=metrics["test_acc"],
+        train_seconds=metrics["seconds"],
+        epochs=metrics["epochs"],
+    )
     return model, meta
 
 
@@ -230,7 +283,9 @@ def teacher(device: Optional[torch.device] = None):
 def _building(final: Path):
     """Write an artefact into a temporary folder, then move it to ``final`` in one rename."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent)
+    )
     tmp.chmod(0o755)  # mkdtemp makes it private; a cache is meant to be shared
     try:
         yield tmp
@@ -296,6 +351,7 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     from .distill import Distiller
     from .runner import train
     from .teacher import load_classifier
+
     cfg = distill_config(**overrides)
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))  # make sure it exists
@@ -308,9 +364,13 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
             d = Distiller(t_model, meta, cfg, bundle().test)
             iters, states = [0], [_snapshot(d.generator)]
 
-            def keep(distiller, record):  # at every eval_every (not at the extra 25 % / 50 % evaluations)
+            def keep(
+                distiller, record
+            ):  # at every eval_every (not at the extra 25 % / 50 % evaluations)
                 it = record["iter"]
-                if "student_acc" in record and (it % distiller.cfg.eval_every == 0 or it == distiller.cfg.iters):
+                if "student_acc" in record and (
+                    it % distiller.cfg.eval_every == 0 or it == distiller.cfg.iters
+                ):
                     iters.append(record["iter"])
                     states.append(_snapshot(distiller.generator))
 
@@ -319,10 +379,19 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
             seconds = time.time() - start
             d.close()
             torch.save(dict(iters=iters, states=states), tmp / "snapshots.pt")
-            (tmp / "state.pt").unlink(missing_ok=True)  # resume state: not needed by the book
-            metrics = dict(name=name, student_acc=result["student_acc"], iters=result["iters"], seconds=seconds,
-                           seconds_per_iter=seconds / max(1, result["iters"]), device=str(d.device),
-                           profile=profile(), config=cfg.to_dict())
+            (tmp / "state.pt").unlink(
+                missing_ok=True
+            )  # resume state: not needed by the book
+            metrics = dict(
+                name=name,
+                student_acc=result["student_acc"],
+                iters=result["iters"],
+                seconds=seconds,
+                seconds_per_iter=seconds / max(1, result["iters"]),
+                device=str(d.device),
+                profile=profile(),
+                config=cfg.to_dict(),
+            )
             checkpoint.write_json(metrics, str(tmp / "metrics.json"))
     return load_run(out, name)
 
@@ -331,6 +400,7 @@ def load_run(path: Path, name: str = "") -> Run:
     """Read a run folder written by :func:`cpsc_run` (or ``cpsc-lite distill``) back into a :class:`Run`."""
     from .runner import read_log
     from .teacher import load_classifier
+
     path = Path(path)
     gen, _ = load_generator(str(path / "generator.pt"))
     student, _ = load_classifier(str(path / "student.pt"), "student")
@@ -342,13 +412,27 @@ def load_run(path: Path, name: str = "") -> Run:
     if (path / "snapshots.pt").exists():
         snaps = torch.load(path / "snapshots.pt", map_location="cpu", weights_only=True)
     cfg = DistillConfig.from_saved(metrics["config"])
-    return Run(name or metrics.get("name", path.name), cfg, gen, student, records, metrics,
-               list(snaps["iters"]), list(snaps["states"]), path)
+    return Run(
+        name or metrics.get("name", path.name),
+        cfg,
+        gen,
+        student,
+        records,
+        metrics,
+        list(snaps["iters"]),
+        list(snaps["states"]),
+        path,
+    )
 
 
 # ----------------------------------------------------- generator-only runs
-def generator_only(use_bn: bool = True, teacher_ce: bool = False, steps: Optional[int] = None, seed: int = 0,
-                   eta: Optional[float] = None) -> dict:
+def generator_only(
+    use_bn: bool = True,
+    teacher_ce: bool = False,
+    steps: Optional[int] = None,
+    seed: int = 0,
+    eta: Optional[float] = None,
+) -> dict:
     """Train a conditional generator against the frozen teacher alone: no student, no contrast.
 
     Chapter 3 uses ``use_bn=True, teacher_ce=False`` (DeepInversion's prior on its own);
@@ -360,20 +444,47 @@ def generator_only(use_bn: bool = True, teacher_ce: bool = False, steps: Optiona
     steps = steps or PROFILES[profile()]["generator_steps"]
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))
-    spec = dict(nz=cfg.nz, ngf=cfg.ngf, batch=cfg.batch_size, lr=cfg.lr_generator, betas=list(cfg.generator_betas),
-                beta=cfg.beta, eta=cfg.eta, use_bn=use_bn, teacher_ce=teacher_ce, steps=steps, seed=seed,
-                bn_reduce=cfg.bn_reduce, prior_tv=cfg.prior_tv, prior_l2=cfg.prior_l2)
+    spec = dict(
+        nz=cfg.nz,
+        ngf=cfg.ngf,
+        batch=cfg.batch_size,
+        lr=cfg.lr_generator,
+        betas=list(cfg.generator_betas),
+        beta=cfg.beta,
+        eta=cfg.eta,
+        use_bn=use_bn,
+        teacher_ce=teacher_ce,
+        steps=steps,
+        seed=seed,
+        bn_reduce=cfg.bn_reduce,
+        prior_tv=cfg.prior_tv,
+        prior_l2=cfg.prior_l2,
+    )
     # The generator's own objective (distill.generator_loss) with only the BN and CE terms left.
-    g_cfg = cfg.replace(use_adv=False, use_scl=False, use_dafl=False, use_bn=use_bn, teacher_ce=teacher_ce)
-    out = cache_dir() / f"generator-{'bn' if use_bn else ''}{'ce' if teacher_ce else ''}-{_key(spec, t_dir.name)}"
+    g_cfg = cfg.replace(
+        use_adv=False,
+        use_scl=False,
+        use_dafl=False,
+        use_bn=use_bn,
+        teacher_ce=teacher_ce,
+    )
+    out = (
+        cache_dir()
+        / f"generator-{'bn' if use_bn else ''}{'ce' if teacher_ce else ''}-{_key(spec, t_dir.name)}"
+    )
     if not (out / "generator.pt").exists():
         from .teacher import load_classifier
+
         with _building(out) as tmp:
             seed_everything(seed)
             t_model, meta = load_classifier(str(t_dir / "teacher.pt"), "teacher")
             t_model.eval().requires_grad_(False)
-            gen = ConditionalGenerator(meta["num_classes"], meta["img_size"], meta["channels"], cfg.nz, cfg.ngf)
-            opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.generator_betas))
+            gen = ConditionalGenerator(
+                meta["num_classes"], meta["img_size"], meta["channels"], cfg.nz, cfg.ngf
+            )
+            opt = torch.optim.Adam(
+                gen.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.generator_betas)
+            )
             losses = []
             start = time.time()
             with BNStatsLoss(t_model) as bn_loss:
@@ -382,18 +493,31 @@ def generator_only(use_bn: bool = True, teacher_ce: bool = False, steps: Optiona
                     z, y = gen.sample_inputs(cfg.batch_size)
                     x = gen(z, y)
                     logits = t_model(x)
-                    loss, terms = generator_loss(logits, y, g_cfg, images=x,
-                                                 bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None)
+                    loss, terms = generator_loss(
+                        logits,
+                        y,
+                        g_cfg,
+                        images=x,
+                        bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None,
+                    )
                     row = {"bn": terms["bn"]} if use_bn else {}
-                    row["ce"] = terms["ce_teacher"] if teacher_ce else pseudo_ce(logits, y)  # always measured
+                    row["ce"] = (
+                        terms["ce_teacher"] if teacher_ce else pseudo_ce(logits, y)
+                    )  # always measured
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     losses.append({k: v.item() for k, v in row.items()})
-            checkpoint.save(checkpoint.make("generator", gen.state_dict(), dict(generator=gen.config())),
-                            str(tmp / "generator.pt"))
-            checkpoint.write_json(dict(losses=losses, seconds=time.time() - start, spec=spec),
-                                  str(tmp / "metrics.json"))
+            checkpoint.save(
+                checkpoint.make(
+                    "generator", gen.state_dict(), dict(generator=gen.config())
+                ),
+                str(tmp / "generator.pt"),
+            )
+            checkpoint.write_json(
+                dict(losses=losses, seconds=time.time() - start, spec=spec),
+                str(tmp / "metrics.json"),
+            )
     gen, _ = load_generator(str(out / "generator.pt"))
     info = json.loads((out / "metrics.json").read_text())
     _record_cost(out.name, info["seconds"])
@@ -416,7 +540,9 @@ def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGener
 
 
 @torch.no_grad()
-def estimate_bn_statistics(gen: ConditionalGenerator, batch_size: int, batches: int = 10) -> ConditionalGenerator:
+def estimate_bn_statistics(
+    gen: ConditionalGenerator, batch_size: int, batches: int = 10
+) -> ConditionalGenerator:
     """Set ``gen``'s BN running statistics to their average over ``batches`` batches of its own
     samples (weights unchanged) and return it in eval mode: what an untrained generator draws in
     training mode, where the initial statistics (mean 0, variance 1) would give flat images."""
@@ -433,7 +559,9 @@ def estimate_bn_statistics(gen: ConditionalGenerator, batch_size: int, batches: 
 
 
 # -------------------------------------------------------------- baselines
-def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, seed: int = 0) -> dict:
+def kd_baseline(
+    source: str = "real", steps: int = 300, batch_size: int = 128, seed: int = 0
+) -> dict:
     """Chapter 2: a student distilled by KL from the teacher on ``real`` training images or on Gaussian ``noise``.
 
     The engine's own ``data`` and ``noise`` methods (the rows of chapter 7's table), run for ``steps``
@@ -442,15 +570,26 @@ def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, s
     """
     from .distill import Distiller
     from .runner import train
+
     if source not in ("real", "noise"):
         raise CpscError("source must be 'real' or 'noise'")
     method = "data" if source == "real" else "noise"
     s_steps = make_config(method).s_steps
     if steps % 25 or 25 % s_steps:
-        raise CpscError(f"steps must be a multiple of 25 (accuracy is measured every 25 steps), not {steps}")
+        raise CpscError(
+            f"steps must be a multiple of 25 (accuracy is measured every 25 steps), not {steps}"
+        )
     base = distill_config()
-    cfg = make_config(method, student=base.student, batch_size=batch_size, iters=steps // s_steps, seed=seed,
-                      eval_every=25 // s_steps, log_every=25 // s_steps, diagnostics=False)
+    cfg = make_config(
+        method,
+        student=base.student,
+        batch_size=batch_size,
+        iters=steps // s_steps,
+        seed=seed,
+        eval_every=25 // s_steps,
+        log_every=25 // s_steps,
+        diagnostics=False,
+    )
     t_dir = _teacher_dir()
     out = cache_dir() / f"kd-{source}-{_key(cfg.to_dict(), t_dir.name)}"
     if not (out / "metrics.json").exists():
@@ -458,15 +597,32 @@ def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, s
         b = bundle()
         with _building(out) as tmp:
             seed_everything(seed)
-            d = Distiller(t_model, meta, cfg.replace(device="cpu"), b.test, train_set=b.train if method == "data"
-                          else None, augment=(b.augment_pad, b.augment_flip))
+            d = Distiller(
+                t_model,
+                meta,
+                cfg.replace(device="cpu"),
+                b.test,
+                train_set=b.train if method == "data" else None,
+                augment=(b.augment_pad, b.augment_flip),
+            )
             start = time.time()
             train(d, progress=False)
             d.close()
-            accs = [dict(step=it * s_steps, student_acc=acc) for it, acc in d.acc_history
-                    if it % cfg.eval_every == 0]
-            checkpoint.write_json(dict(source=source, method=method, student_acc=accs[-1]["student_acc"], accs=accs,
-                                       seconds=time.time() - start), str(tmp / "metrics.json"))
+            accs = [
+                dict(step=it * s_steps, student_acc=acc)
+                for it, acc in d.acc_history
+                if it % cfg.eval_every == 0
+            ]
+            checkpoint.write_json(
+                dict(
+                    source=source,
+                    method=method,
+                    student_acc=accs[-1]["student_acc"],
+                    accs=accs,
+                    seconds=time.time() - start,
+                ),
+                str(tmp / "metrics.json"),
+            )
     result = json.loads((out / "metrics.json").read_text())
     _record_cost(out.name, result["seconds"])
     return result
@@ -474,11 +630,16 @@ def kd_baseline(source: str = "real", steps: int = 300, batch_size: int = 128, s
 
 # --------------------------------------------------------------- measures
 @torch.no_grad()
-def samples(generator: ConditionalGenerator, per_class: Optional[int] = None, seed: int = 0):
+def samples(
+    generator: ConditionalGenerator, per_class: Optional[int] = None, seed: int = 0
+):
     """``per_class`` synthetic images for every class, class-major: ``(images, labels)`` on the CPU."""
     from .generator import generate_per_class
+
     per_class = per_class or PROFILES[profile()]["per_class"]
-    images, labels = generate_per_class(generator.cpu(), per_class, torch.device("cpu"), seed=seed)
+    images, labels = generate_per_class(
+        generator.cpu(), per_class, torch.device("cpu"), seed=seed
+    )
     return images, labels
 
 
@@ -486,11 +647,14 @@ def samples(generator: ConditionalGenerator, per_class: Optional[int] = None, se
 def teacher_features(model: nn.Module, images: torch.Tensor, batch_size: int = 512):
     """Teacher ``(logits, penultimate features)`` for a stack of images, on the CPU (chapters 4-6)."""
     from .diagnostics import teacher_view
+
     return teacher_view(model.cpu().eval(), images.cpu(), batch_size)
 
 
 @torch.no_grad()
-def teacher_confidence(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+def teacher_confidence(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> dict:
     """Chapter 4: per class y, the teacher's mean probability of y on images made for y, and how often argmax = y."""
     logits, _ = teacher_features(model, images)
     prob = logits.softmax(1)
@@ -498,46 +662,93 @@ def teacher_confidence(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     agree = (prob.argmax(1) == labels).float()
     conf = [float(p_y[labels == c].mean()) for c in range(num_classes)]
     acc = [float(agree[labels == c].mean()) for c in range(num_classes)]
-    return dict(confidence=conf, agreement=acc, mean_confidence=float(p_y.mean()), mean_agreement=float(agree.mean()))
+    return dict(
+        confidence=conf,
+        agreement=acc,
+        mean_confidence=float(p_y.mean()),
+        mean_agreement=float(agree.mean()),
+    )
 
 
 @torch.no_grad()
 def real_per_class(per_class: int = 8):
     """Chapter 1: the first ``per_class`` real test images of every class, class-major ``(images, labels)``."""
     x, y = real_test_images()
-    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in range(bundle().num_classes)])
+    idx = torch.cat(
+        [
+            torch.nonzero(y == c).flatten()[:per_class]
+            for c in range(bundle().num_classes)
+        ]
+    )
     return x[idx], y[idx]
 
 
-def same_noise_grid(generator: ConditionalGenerator, n_noise: int = 6, seed: int = 0, title: str = "", ax=None):
+def same_noise_grid(
+    generator: ConditionalGenerator,
+    n_noise: int = 6,
+    seed: int = 0,
+    title: str = "",
+    ax=None,
+):
     """Chapter 3: :func:`cpsc_lite.viz.same_noise_grid` for the book's data set."""
     from .viz import same_noise_grid as grid
+
     b = bundle()
-    return grid(generator, b.mean, b.std, b.class_names, n_noise=n_noise, seed=seed, title=title, ax=ax)
+    return grid(
+        generator,
+        b.mean,
+        b.std,
+        b.class_names,
+        n_noise=n_noise,
+        seed=seed,
+        title=title,
+        ax=ax,
+    )
 
 
-def compare_grids(panels: dict, title: Optional[str] = None, class_names=None, width: float = 5.0,
-                  per_row: int = 2):
+def compare_grids(
+    panels: dict,
+    title: Optional[str] = None,
+    class_names=None,
+    width: float = 5.0,
+    per_row: int = 2,
+):
     """Chapters 1, 3-6: class-wise sample grids, ``per_row`` side by side (more panels wrap onto further
     rows, so that labels stay readable at the page's column width); ``panels`` maps a caption to
     ``(images, labels)``."""
     import math
     import matplotlib.pyplot as plt
     from .viz import plot_samples
+
     b = bundle()
     cols = min(len(panels), per_row)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, rows * (0.42 * b.num_classes + 1.4)),
-                             squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width * cols, rows * (0.42 * b.num_classes + 1.4)),
+        squeeze=False,
+    )
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")  # an odd panel count leaves the last row's other place empty
     from .viz import teacher_predictions
+
     t_model = teacher()[0]
     for ax, (caption, (images, labels)) in zip(axes.flat, panels.items()):
         real = caption.lower().startswith("real")
-        plot_samples(images, labels, class_names or b.class_names, b.mean, b.std, title=caption, ax=ax,
-                     predictions=teacher_predictions(t_model, images),
-                     xlabel=f"{len(images) // b.num_classes} test images per class" if real else None)
+        plot_samples(
+            images,
+            labels,
+            class_names or b.class_names,
+            b.mean,
+            b.std,
+            title=caption,
+            ax=ax,
+            predictions=teacher_predictions(t_model, images),
+            xlabel=f"{len(images) // b.num_classes} test images per class"
+            if real
+            else None,
+        )
         if real:
             ax.set_ylabel("class (true label)")
     if title:
@@ -567,6 +778,7 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     """
     from .distill import Distiller
     from .teacher import load_classifier
+
     teacher(torch.device("cpu"))
     full = make_config("cpsc")
     t_model, meta = load_classifier(str(_teacher_dir() / "teacher.pt"), "teacher")
@@ -574,8 +786,12 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     d = Distiller(t_model, meta, full.replace(device=str(current_device())))
     per_iter = _seconds_per_iteration(d, repeats)
     d.close()
-    return dict(seconds_per_iter=per_iter, iters=full.iters, minutes=per_iter * full.iters / 60,
-                device=str(current_device()))
+    return dict(
+        seconds_per_iter=per_iter,
+        iters=full.iters,
+        minutes=per_iter * full.iters / 60,
+        device=str(current_device()),
+    )
 
 
 # ------------------------------------------------------------- chapter 7
@@ -586,7 +802,11 @@ RAW_URL = "https://raw.githubusercontent.com/cpsc-dfkd/cpsc-dfkd/main/"
 def repo_root() -> Optional[Path]:
     """The source checkout this package runs from, or None when it was installed from an archive."""
     root = Path(__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").exists() and (root / "cpsc_lite").is_dir() else None
+    return (
+        root
+        if (root / "pyproject.toml").exists() and (root / "cpsc_lite").is_dir()
+        else None
+    )
 
 
 def _repo_file(relative: str) -> tuple[Optional[Path], Optional[str]]:
@@ -610,14 +830,20 @@ def bench_results(dataset: str) -> Optional[dict]:
     """Chapter 7: the benchmark results for ``dataset``, or None when nobody has produced them yet."""
     where = bench_path(dataset)
     from .bench import with_current_names
+
     if where.startswith("https://"):
         import urllib.request
+
         try:
             with urllib.request.urlopen(where, timeout=10) as r:
                 return with_current_names(json.loads(r.read().decode()))
         except Exception:
             return None
-    return with_current_names(json.loads(Path(where).read_text())) if os.path.exists(where) else None
+    return (
+        with_current_names(json.loads(Path(where).read_text()))
+        if os.path.exists(where)
+        else None
+    )
 
 
 def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
@@ -626,26 +852,38 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
     import textwrap
+
     results = bench_results(dataset)
     if results is None:
         where, root = bench_path(dataset), repo_root()
         if root is not None and where.startswith(str(root)):
             where = os.path.relpath(where, root)
-        command = " \\\n        ".join(textwrap.wrap(how_to_make, 64, break_on_hyphens=False))
-        display(Markdown(
-            f"```{{important}}\nNo benchmark results for **{dataset}** yet: `{where}` does not "
-            f"exist, so this section shows no numbers. To produce them, run\n\n    {command}\n\n"
-            "and build the book again.\n```"))
+        command = " \\\n        ".join(
+            textwrap.wrap(how_to_make, 64, break_on_hyphens=False)
+        )
+        display(
+            Markdown(
+                f"```{{important}}\nNo benchmark results for **{dataset}** yet: `{where}` does not "
+                f"exist, so this section shows no numbers. To produce them, run\n\n    {command}\n\n"
+                "and build the book again.\n```"
+            )
+        )
         return None
     teacher = results["teacher"]
-    display(Markdown(
-        f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
-        f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
-        f"{budget_text(results)} x batch {results['batch_size']}, seeds {results['seeds']}"
-        + (f", on {results['machine']}" if results.get("machine") else "") + "."
-        + "".join(f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
-                  "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
-                  for old, new in results.get("renamed", {}).items())))
+    display(
+        Markdown(
+            f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
+            f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
+            f"{budget_text(results)} x batch {results['batch_size']}, seeds {results['seeds']}"
+            + (f", on {results['machine']}" if results.get("machine") else "")
+            + "."
+            + "".join(
+                f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
+                "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
+                for old, new in results.get("renamed", {}).items()
+            )
+        )
+    )
     display(bench_table(results))
     plot_bench(results)
     plt.show()
@@ -655,22 +893,33 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
 def profile_report(names=("digits", "wrn40_2_wrn16_2")):
     """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table, with their commands."""
     import pandas as pd
+
     rows, commands = [], []
     for name in names:
         local, url = _repo_file(f"data/bench/profile/{name}/profile.json")
         if local is None or not local.exists():
             continue
         p = json.loads(local.read_text())
-        rows.append({"teacher → student": f"{p['teacher']} → {p['student']}",
-                     "image": f"{p['img_size']}x{p['img_size']}", "batch": p["batch_size"],
-                     "G : S steps": f"{p['g_steps']} : {p['s_steps']}", "threads": p["threads"],
-                     "s / iteration": p["seconds_per_iter"], "floor (s)": p["floor_seconds"],
-                     "ratio": p["floor_ratio"]})
+        rows.append(
+            {
+                "teacher → student": f"{p['teacher']} → {p['student']}",
+                "image": f"{p['img_size']}x{p['img_size']}",
+                "batch": p["batch_size"],
+                "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
+                "threads": p["threads"],
+                "s / iteration": p["seconds_per_iter"],
+                "floor (s)": p["floor_seconds"],
+                "ratio": p["floor_ratio"],
+            }
+        )
         commands.append(p.get("command", "(command not recorded)"))
     if not rows:
         return None, []
-    table = pd.DataFrame(rows).style.hide(axis="index").format(
-        {"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
+    table = (
+        pd.DataFrame(rows)
+        .style.hide(axis="index")
+        .format({"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
+    )
     return table, commands
 
 
@@ -692,24 +941,49 @@ def recorded_runs_report() -> list:
     import pandas as pd
     from IPython.display import Image, Markdown, display
     from .results import duration, load_recorded
+
     where = results_dir()
     runs = load_recorded(where) if where is not None else []
     if not runs:
-        shown = "data/results/" if where is None or repo_root() is None else os.path.relpath(where, repo_root())
-        display(Markdown(
-            f"```{{important}}\nNo full-scale run has been recorded yet: `{shown}` holds no `run.json`, so this "
-            "section shows no numbers of ours at CIFAR scale. After a run, record it with\n\n"
-            "    cpsc-lite record runs/NAME --name NAME\n\nand build the book again.\n```"))
+        shown = (
+            "data/results/"
+            if where is None or repo_root() is None
+            else os.path.relpath(where, repo_root())
+        )
+        display(
+            Markdown(
+                f"```{{important}}\nNo full-scale run has been recorded yet: `{shown}` holds no `run.json`, so this "
+                "section shows no numbers of ours at CIFAR scale. After a run, record it with\n\n"
+                "    cpsc-lite record runs/NAME --name NAME\n\nand build the book again.\n```"
+            )
+        )
         return []
-    rows = [{"run": r["name"] + ("" if r["complete"] else " (partial)"), "data set": r["dataset"],
-             "teacher → student": f"{r['teacher']} → {r['student']}", "method": r["method"],
-             "iterations": f"{r['iters']} of {r['planned_iters']}", "teacher acc. (%)": 100 * r["teacher_acc"],
-             "student acc. (%)": 100 * r["student_acc"], "hardware": ", ".join(r["device_names"]),
-             "processes": ", ".join(map(str, r["world_sizes"])), "wall time": duration(r["wall_seconds"]),
-             "cpsc-lite": ", ".join(r["cpsc_lite_versions"])} for r in runs]
-    display(Markdown("**Measured by us** with this package; every value below is read from the run's files."))
-    display(pd.DataFrame(rows).style.hide(axis="index").format(
-        {"teacher acc. (%)": "{:.2f}", "student acc. (%)": "{:.2f}"}))
+    rows = [
+        {
+            "run": r["name"] + ("" if r["complete"] else " (partial)"),
+            "data set": r["dataset"],
+            "teacher → student": f"{r['teacher']} → {r['student']}",
+            "method": r["method"],
+            "iterations": f"{r['iters']} of {r['planned_iters']}",
+            "teacher acc. (%)": 100 * r["teacher_acc"],
+            "student acc. (%)": 100 * r["student_acc"],
+            "hardware": ", ".join(r["device_names"]),
+            "processes": ", ".join(map(str, r["world_sizes"])),
+            "wall time": duration(r["wall_seconds"]),
+            "cpsc-lite": ", ".join(r["cpsc_lite_versions"]),
+        }
+        for r in runs
+    ]
+    display(
+        Markdown(
+            "**Measured by us** with this package; every value below is read from the run's files."
+        )
+    )
+    display(
+        pd.DataFrame(rows)
+        .style.hide(axis="index")
+        .format({"teacher acc. (%)": "{:.2f}", "student acc. (%)": "{:.2f}"})
+    )
     for r in runs:
         commands = "\n".join(f"    {c}" for c in r["commands"])
         display(Markdown(f"**{r['name']}**: commands, in order\n\n{commands}"))
@@ -723,14 +997,22 @@ def recorded_runs_report() -> list:
 def published_results():
     """Chapter 7: ``data/published_results.csv`` (numbers from the literature, not ours) as a DataFrame."""
     import pandas as pd
+
     local, url = _repo_file("data/published_results.csv")
     return pd.read_csv(local if local is not None else url)
 
 
 # ------------------------------------------------------------- chapter 8
-def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 40, iters: Optional[int] = None,
-               data_root: Optional[str] = None, out: Optional[str] = None, progress: bool = True,
-               timing_iters: int = 3) -> dict:
+def preset_run(
+    name: str,
+    teacher: Optional[str] = None,
+    teacher_epochs: int = 40,
+    iters: Optional[int] = None,
+    data_root: Optional[str] = None,
+    out: Optional[str] = None,
+    progress: bool = True,
+    timing_iters: int = 3,
+) -> dict:
     """Chapter 8, full profile: a shortened full-scale experiment end to end, resumable.
 
     Loads (downloading if needed) the preset's data set, trains a teacher with the package's
@@ -745,6 +1027,7 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
     from .teacher import load_teacher, run_teacher, teacher_recipe
     from .engine import Acceleration
     from .bench import preset_config
+
     cfg, run = preset_config(name, iters)
     cfg = cfg.replace(device=str(current_device()))
     folder = Path(out) if out else cache_dir() / "ch8" / Path(name).stem
@@ -756,24 +1039,58 @@ def preset_run(name: str, teacher: Optional[str] = None, teacher_epochs: int = 4
         tdir = folder / "teacher"
         teacher_path = str(tdir / "teacher.pt")
         if not os.path.exists(teacher_path):
-            tcfg = teacher_recipe(bundle.name, model=run["teacher_model"], epochs=teacher_epochs,
-                                  device=str(current_device()))
-            print(f"training the teacher: {tcfg.model}, {tcfg.epochs} epochs (the only step that reads "
-                  "training images)")
-            tm = run_teacher(bundle, tcfg, str(tdir), progress=progress, resume=True, accel=Acceleration())
-            print(f"teacher test accuracy {tm['test_acc']:.4f} after {tm['seconds'] / 60:.1f} min")
+            tcfg = teacher_recipe(
+                bundle.name,
+                model=run["teacher_model"],
+                epochs=teacher_epochs,
+                device=str(current_device()),
+            )
+            print(
+                f"training the teacher: {tcfg.model}, {tcfg.epochs} epochs (the only step that reads "
+                "training images)"
+            )
+            tm = run_teacher(
+                bundle,
+                tcfg,
+                str(tdir),
+                progress=progress,
+                resume=True,
+                accel=Acceleration(),
+            )
+            print(
+                f"teacher test accuracy {tm['test_acc']:.4f} after {tm['seconds'] / 60:.1f} min"
+            )
     student_dir = folder / "student"
     if not (student_dir / "state.pt").exists():
-        model, meta = load_teacher(teacher_path, bundle, run["teacher_model"], current_device(), say=lambda *_: None)
+        model, meta = load_teacher(
+            teacher_path,
+            bundle,
+            run["teacher_model"],
+            current_device(),
+            say=lambda *_: None,
+        )
         seed_everything(cfg.seed)
         d = Distiller(model, meta, cfg, accel=Acceleration())
         per_iter = _seconds_per_iteration(d, timing_iters)
         d.close()
         del d, model
-        print(f"measured {per_iter:.2f} s per iteration on {current_device()}: about "
-              f"{per_iter * cfg.iters / 60:.0f} min for {cfg.iters} iterations (plus evaluation)")
-    command = (f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, teacher_epochs={teacher_epochs}, "
-               f"iters={iters!r})")
-    metrics = run_distill(teacher_path, bundle, cfg, str(student_dir), resume=True, progress=progress,
-                          teacher_model=run["teacher_model"], accel=Acceleration(), command=command)
+        print(
+            f"measured {per_iter:.2f} s per iteration on {current_device()}: about "
+            f"{per_iter * cfg.iters / 60:.0f} min for {cfg.iters} iterations (plus evaluation)"
+        )
+    command = (
+        f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, teacher_epochs={teacher_epochs}, "
+        f"iters={iters!r})"
+    )
+    metrics = run_distill(
+        teacher_path,
+        bundle,
+        cfg,
+        str(student_dir),
+        resume=True,
+        progress=progress,
+        teacher_model=run["teacher_model"],
+        accel=Acceleration(),
+        command=command,
+    )
     return dict(metrics, folder=str(student_dir))

@@ -21,7 +21,13 @@ class ArrayDataset(Dataset):
     converted batch by batch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         if images.dtype != torch.uint8:
             images = images.float()
         self.images = images
@@ -69,8 +75,10 @@ class DataBundle:
 
     def describe(self) -> str:
         n_train = len(self.train) if self.train is not None else 0
-        return (f"{self.name}: {self.num_classes} classes, {self.channels}x{self.img_size}x{self.img_size} images, "
-                f"{n_train} train / {len(self.test)} test")
+        return (
+            f"{self.name}: {self.num_classes} classes, {self.channels}x{self.img_size}x{self.img_size} images, "
+            f"{n_train} train / {len(self.test)} test"
+        )
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
@@ -80,18 +88,24 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
         x = x / 255.0
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+    return tuple(round(float(m), 4) for m in mean), tuple(
+        round(float(s), 4) for s in std
+    )
 
 
 def with_normalization(dataset, mean, std):
     """Evaluate with the normalisation the teacher was trained with, not the dataset's own guess."""
-    if isinstance(dataset, ArrayDataset) and (tuple(dataset.mean.flatten().tolist()) != tuple(mean)
-                                              or tuple(dataset.std.flatten().tolist()) != tuple(std)):
+    if isinstance(dataset, ArrayDataset) and (
+        tuple(dataset.mean.flatten().tolist()) != tuple(mean)
+        or tuple(dataset.std.flatten().tolist()) != tuple(std)
+    ):
         return ArrayDataset(dataset.images, dataset.labels, mean, std)
     return dataset
 
 
-def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def denormalize(
+    x: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """Undo :class:`ArrayDataset` normalisation for display, clamped to [0, 1]."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

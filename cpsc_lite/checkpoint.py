@@ -49,8 +49,10 @@ def stop_on_sigterm():
 
     def handler(signum, frame):
         if _termination["requested"]:
-            raise Terminated("Stopped by a second SIGTERM before a checkpoint could be written; the previous "
-                             "checkpoint is kept. Rerun the same command with --resume to continue from it.")
+            raise Terminated(
+                "Stopped by a second SIGTERM before a checkpoint could be written; the previous "
+                "checkpoint is kept. Rerun the same command with --resume to continue from it."
+            )
         _termination["requested"] = True
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -78,7 +80,9 @@ def atomic_write_bytes(path: str, writer) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(
+            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+        )
     except OSError as exc:
         raise _write_problem(path, exc) from None
     try:
@@ -90,7 +94,11 @@ def atomic_write_bytes(path: str, writer) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         # Diagnose while the partial file still fills the disk, then remove it.
-        problem = _write_problem(path, exc) if isinstance(exc, (OSError, RuntimeError)) else None
+        problem = (
+            _write_problem(path, exc)
+            if isinstance(exc, (OSError, RuntimeError))
+            else None
+        )
         if os.path.exists(tmp):
             os.remove(tmp)
         if problem is not None:
@@ -102,7 +110,10 @@ def _write_problem(path: str, exc: BaseException) -> CpscError:
     """A failed write as one sentence with its cause; torch reports a full disk as a RuntimeError
     ("unexpected pos ..."), so the free space is checked to name it."""
     directory = os.path.dirname(os.path.abspath(path))
-    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(exc)
+    full = getattr(exc, "errno", None) in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+    ) or "unexpected pos" in str(exc)
     try:
         full = full or shutil.disk_usage(_existing_parent(directory)).free < 1 << 20
     except OSError:
@@ -113,8 +124,10 @@ def _write_problem(path: str, exc: BaseException) -> CpscError:
         why = "you may not write there (permissions or a read-only file system)"
     else:
         why = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}"
-    return CpscError(f"Could not write {path}: {why}. Any previous version of the file is unchanged. Free some "
-                     "space or choose another --out directory, then rerun (with --resume where the command has it).")
+    return CpscError(
+        f"Could not write {path}: {why}. Any previous version of the file is unchanged. Free some "
+        "space or choose another --out directory, then rerun (with --resume where the command has it)."
+    )
 
 
 def _existing_parent(path: str) -> str:
@@ -152,26 +165,38 @@ def check_output_dir(path: str, flag: str = "--out") -> str:
     empty path, a path that is a file or lies under one, a folder that cannot be created or
     written, or a disk with less than 1 MiB free."""
     if not isinstance(path, str) or not path.strip():
-        raise CpscError(f"{flag} is empty. Give the folder to write into, e.g. {flag} runs/my_run.")
+        raise CpscError(
+            f"{flag} is empty. Give the folder to write into, e.g. {flag} runs/my_run."
+        )
     full = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(full) and not os.path.isdir(full):
-        raise CpscError(f"{flag} {path} is a file, not a folder. Choose a folder (it is created if needed).")
+        raise CpscError(
+            f"{flag} {path} is a file, not a folder. Choose a folder (it is created if needed)."
+        )
     parent = _existing_parent(full)
     if not os.path.isdir(parent):
-        raise CpscError(f"{flag} {path} lies under {parent}, which is a file, not a folder. Choose another path.")
+        raise CpscError(
+            f"{flag} {path} lies under {parent}, which is a file, not a folder. Choose another path."
+        )
     try:
         os.makedirs(full, exist_ok=True)
         with tempfile.TemporaryFile(dir=full):
             pass
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CpscError(f"Cannot write into {path}: the disk (or your quota) is full. Free some space or "
-                            f"choose another {flag}.") from None
-        raise CpscError(f"Cannot write into {path} ({exc.strerror or exc}). Choose a folder you may write to with "
-                        f"{flag}, or fix its permissions.") from None
+            raise CpscError(
+                f"Cannot write into {path}: the disk (or your quota) is full. Free some space or "
+                f"choose another {flag}."
+            ) from None
+        raise CpscError(
+            f"Cannot write into {path} ({exc.strerror or exc}). Choose a folder you may write to with "
+            f"{flag}, or fix its permissions."
+        ) from None
     if shutil.disk_usage(full).free < 1 << 20:
-        raise CpscError(f"The disk holding {path} has less than 1 MiB free, too little for a checkpoint. Free "
-                        f"some space or choose another {flag}.")
+        raise CpscError(
+            f"The disk holding {path} has less than 1 MiB free, too little for a checkpoint. Free "
+            f"some space or choose another {flag}."
+        )
     return full
 
 
@@ -181,7 +206,9 @@ def save(obj: Any, path: str) -> None:
 
 
 def write_json(obj: Any, path: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write_bytes(
+        path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode())
+    )
 
 
 def make(kind: str, state_dict: dict, meta: dict, **extra) -> dict:
@@ -194,21 +221,34 @@ def load(path: str, kind: Optional[str] = None, what: str = "checkpoint") -> dic
 
     Never unpickles code (``weights_only=True``); checks the marker, the kind, the metadata the
     kind needs (types and ranges) and that every weight is finite."""
-    obj = read_weights_file(path, what, pickled_advice="cpsc_lite's own files never contain any. Use a file "
-                            "cpsc_lite wrote, or re-save only the weights from a copy you trust.")
+    obj = read_weights_file(
+        path,
+        what,
+        pickled_advice="cpsc_lite's own files never contain any. Use a file "
+        "cpsc_lite wrote, or re-save only the weights from a copy you trust.",
+    )
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CpscError(f"{path} is not a cpsc_lite {what} (no 'format: cpsc_lite' marker). cpsc_lite reads the "
-                        "files it writes itself; to use a community teacher (a bare state dict), pass "
-                        "--teacher-model NAME so it can be wrapped.")
+        raise CpscError(
+            f"{path} is not a cpsc_lite {what} (no 'format: cpsc_lite' marker). cpsc_lite reads the "
+            "files it writes itself; to use a community teacher (a bare state dict), pass "
+            "--teacher-model NAME so it can be wrapped."
+        )
     if kind is not None and obj.get("kind") != kind:
-        raise CpscError(f"{path} holds a {obj.get('kind')!r} checkpoint, but a {kind!r} checkpoint is needed "
-                        f"here. Pass the {kind}.pt file instead.")
+        raise CpscError(
+            f"{path} holds a {obj.get('kind')!r} checkpoint, but a {kind!r} checkpoint is needed "
+            f"here. Pass the {kind}.pt file instead."
+        )
     problem = metadata_problem(obj)
     if problem:
-        raise CpscError(f"The {what} {path} is damaged or was edited: {problem}. Re-create it with the command "
-                        "that made it, or restore a good copy.")
-    refuse_diverged(obj.get("state_dict") or {}, f"{what} {path}",
-                    "It comes from a training that diverged: re-create it (e.g. with lower learning rates).")
+        raise CpscError(
+            f"The {what} {path} is damaged or was edited: {problem}. Re-create it with the command "
+            "that made it, or restore a good copy."
+        )
+    refuse_diverged(
+        obj.get("state_dict") or {},
+        f"{what} {path}",
+        "It comes from a training that diverged: re-create it (e.g. with lower learning rates).",
+    )
     return obj
 
 
@@ -216,35 +256,57 @@ def safe_torch_load(path: str):
     """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings about odd pickle
     protocols in files that are no checkpoint (the caller explains those in its own words)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*pickle protocol.*", category=UserWarning
+        )
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def is_pickled_objects_error(text: str) -> bool:
     """Whether ``torch.load(weights_only=True)`` refused a well-formed pickle for its Python objects
     (classes, functions), as opposed to bytes that are no pickle at all ("Unsupported operand")."""
-    return any(marker in text for marker in ("Unsupported global", "unsupported GLOBAL", "not an allowed global"))
+    return any(
+        marker in text
+        for marker in (
+            "Unsupported global",
+            "unsupported GLOBAL",
+            "not an allowed global",
+        )
+    )
 
 
-def diverged_weights(state_dict: dict, prefix: str = "", limit: float = 1e12) -> list[str]:
+def diverged_weights(
+    state_dict: dict, prefix: str = "", limit: float = 1e12
+) -> list[str]:
     """Names of floating-point tensors that are non-finite or beyond ``limit`` in size: a training that
     blew up, whose weights must not replace a good checkpoint. One host sync for the whole dict."""
-    names = [name for name, t in state_dict.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
-             and t.numel()]
+    names = [
+        name
+        for name, t in state_dict.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()
+    ]
     if not names:
         return []
-    peaks = torch.stack([state_dict[name].detach().abs().amax().float().cpu() for name in names])  # NaN stays NaN
+    peaks = torch.stack(
+        [state_dict[name].detach().abs().amax().float().cpu() for name in names]
+    )  # NaN stays NaN
     bad = (~torch.isfinite(peaks)) | (peaks > limit)
-    return [f"{prefix}.{name}" if prefix else name for name, b in zip(names, bad.tolist()) if b]
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for name, b in zip(names, bad.tolist())
+        if b
+    ]
 
 
 def refuse_diverged(state_dict: dict, what: str, advice: str) -> None:
     """Raise the one message for a checkpoint whose weights are NaN, infinite or beyond 1e12."""
     bad = diverged_weights(state_dict)
     if bad:
-        raise CpscError(f"The {what} holds NaN, infinite or absurdly large (beyond 1e12) weights "
-                        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), so everything it predicts is "
-                        f"meaningless. {advice}")
+        raise CpscError(
+            f"The {what} holds NaN, infinite or absurdly large (beyond 1e12) weights "
+            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), so everything it predicts is "
+            f"meaningless. {advice}"
+        )
 
 
 def fingerprint(tensors: dict) -> str:
@@ -256,17 +318,30 @@ def fingerprint(tensors: dict) -> str:
         if isinstance(t, torch.Tensor):
             t = t.detach().cpu().contiguous()
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            digest.update(
+                t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            )
     return digest.hexdigest()[:16]
 
 
 def _is_int(v, low: int = 1, high: Optional[int] = None) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    return (
+        isinstance(v, int)
+        and not isinstance(v, bool)
+        and v >= low
+        and (high is None or v <= high)
+    )
 
 
 def _is_numbers(v, n: int) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) == n
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) == n
+        and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v
+        )
+    )
 
 
 def metadata_problem(obj: dict) -> Optional[str]:
@@ -296,8 +371,13 @@ def metadata_problem(obj: dict) -> Optional[str]:
         g = meta.get("generator")
         if not isinstance(g, dict):
             return "meta['generator'] (the generator's shape) is missing"
-        for name, (low, high) in dict(num_classes=(1, 100000), img_size=(4, 128), channels=(1, 4),
-                                      nz=(1, 1 << 16), ngf=(1, 1 << 12)).items():
+        for name, (low, high) in dict(
+            num_classes=(1, 100000),
+            img_size=(4, 128),
+            channels=(1, 4),
+            nz=(1, 1 << 16),
+            ngf=(1, 1 << 12),
+        ).items():
             if not _is_int(g.get(name), low, high):
                 return f"meta['generator'][{name!r}] is {g.get(name)!r}, not a whole number in {low}..{high}"
         if not isinstance(g.get("conditional"), bool):
@@ -305,28 +385,49 @@ def metadata_problem(obj: dict) -> Optional[str]:
         # A distillation's generator also records how to show its images; the book's bare ones do not.
         for name in ("mean", "std"):
             if name in meta and not _is_numbers(meta[name], g["channels"]):
-                return f"meta[{name!r}] is not {g['channels']} numbers (one per channel)"
+                return (
+                    f"meta[{name!r}] is not {g['channels']} numbers (one per channel)"
+                )
         names = meta.get("class_names", [None] * g["num_classes"])
         if not (isinstance(names, list) and len(names) == g["num_classes"]):
             return f"meta['class_names'] does not list {g['num_classes']} names"
     elif kind in ("resume", "teacher_resume"):
-        if not isinstance(obj.get("state"), dict) or not isinstance(obj["state"].get("config"), dict):
+        if not isinstance(obj.get("state"), dict) or not isinstance(
+            obj["state"].get("config"), dict
+        ):
             return "its resume state (with the run's settings) is missing"
     return None
 
 
 def model_meta(model_name: str, bundle, **extra) -> dict:
     """Plain-data facts about a classifier and the data it expects."""
-    return dict(model=model_name, num_classes=bundle.num_classes, channels=bundle.channels,
-                img_size=bundle.img_size, mean=list(bundle.mean), std=list(bundle.std),
-                class_names=list(bundle.class_names), dataset=bundle.name, **extra)
+    return dict(
+        model=model_name,
+        num_classes=bundle.num_classes,
+        channels=bundle.channels,
+        img_size=bundle.img_size,
+        mean=list(bundle.mean),
+        std=list(bundle.std),
+        class_names=list(bundle.class_names),
+        dataset=bundle.name,
+        **extra,
+    )
 
 
-def untrained_meta(model_name: str, num_classes: int, channels: int, img_size: int) -> dict:
+def untrained_meta(
+    model_name: str, num_classes: int, channels: int, img_size: int
+) -> dict:
     """The facts :class:`~cpsc_lite.distill.Distiller` needs about a teacher that was never trained:
     timing and FLOP counts (``bench --profile``, book chapter 8, ``benchmarks/gpu_bench.py``)."""
-    return dict(model=model_name, num_classes=num_classes, channels=channels, img_size=img_size,
-                mean=[0.5] * channels, std=[0.25] * channels, class_names=[str(i) for i in range(num_classes)])
+    return dict(
+        model=model_name,
+        num_classes=num_classes,
+        channels=channels,
+        img_size=img_size,
+        mean=[0.5] * channels,
+        std=[0.25] * channels,
+        class_names=[str(i) for i in range(num_classes)],
+    )
 
 
 def metrics_owner(path: str) -> Optional[str]:
@@ -344,16 +445,22 @@ def metrics_owner(path: str) -> Optional[str]:
     return "teacher" if isinstance(saved, dict) and "history" in saved else "unknown"
 
 
-def read_weights_file(path: str, what: str = "teacher checkpoint", pickled_advice: Optional[str] = None):
+def read_weights_file(
+    path: str, what: str = "teacher checkpoint", pickled_advice: Optional[str] = None
+):
     """Any torch file (ours or a community ``.pth``) read with ``torch.load(weights_only=True)``: one clear
     error for a folder, a missing file, a truncated or foreign file, or one holding pickled Python objects
     (never unpickled: loading those can run code); ``pickled_advice`` says what to do about the last."""
     if os.path.isdir(path):
-        raise CpscError(f"The {what} {path} is a folder, not a file. Pass the file inside it (for a teacher: "
-                        f"{os.path.join(path, 'teacher.pt')}).")
+        raise CpscError(
+            f"The {what} {path} is a folder, not a file. Pass the file inside it (for a teacher: "
+            f"{os.path.join(path, 'teacher.pt')})."
+        )
     if not os.path.isfile(path):
-        raise CpscError(f"The {what} {path} does not exist. Check the path; a teacher is made with "
-                        "`cpsc-lite teacher ... --out DIR` (it writes DIR/teacher.pt).")
+        raise CpscError(
+            f"The {what} {path} does not exist. Check the path; a teacher is made with "
+            "`cpsc-lite teacher ... --out DIR` (it writes DIR/teacher.pt)."
+        )
     try:
         return safe_torch_load(path)
     except Exception as exc:
@@ -361,21 +468,36 @@ def read_weights_file(path: str, what: str = "teacher checkpoint", pickled_advic
         if is_pickled_objects_error(text):
             advice = pickled_advice or (
                 "If you trust the file, re-save just the weights: python -c \"import torch; o = torch.load('IN.pth', "
-                "weights_only=False); torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth.")
-            raise CpscError(f"The {what} {path} holds pickled Python objects besides tensors and plain data. "
-                            "cpsc_lite refuses to unpickle them, because loading such a file can run code from "
-                            f"it. {advice}") from None
-        raise CpscError(f"Cannot read the {what} {path}: it is truncated, corrupt, or not a PyTorch file "
-                        f"({exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}). "
-                        "Re-create it (for a teacher: `cpsc-lite teacher ...`) or restore a good copy.") from None
+                "weights_only=False); torch.save(o.get('state_dict', o), 'OUT.pth')\" and pass OUT.pth."
+            )
+            raise CpscError(
+                f"The {what} {path} holds pickled Python objects besides tensors and plain data. "
+                "cpsc_lite refuses to unpickle them, because loading such a file can run code from "
+                f"it. {advice}"
+            ) from None
+        raise CpscError(
+            f"Cannot read the {what} {path}: it is truncated, corrupt, or not a PyTorch file "
+            f"({exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}). "
+            "Re-create it (for a teacher: `cpsc-lite teacher ...`) or restore a good copy."
+        ) from None
 
 
 _OWNER_NAMES = {"teacher": "a teacher training", "distillation": "a distillation run"}
 
 
-def prepare_output_dir(out_dir: str, *, state_file: str, owner: str, what: str, resume: bool = False,
-                       overwrite: bool = False, products: tuple = (), metrics_file: str = "metrics.json",
-                       say=print, take_over: bool = True) -> bool:
+def prepare_output_dir(
+    out_dir: str,
+    *,
+    state_file: str,
+    owner: str,
+    what: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    products: tuple = (),
+    metrics_file: str = "metrics.json",
+    say=print,
+    take_over: bool = True,
+) -> bool:
     """The one output-folder policy of every command that writes a run (teacher, distill, demo).
 
     Nothing another run wrote is replaced without ``overwrite``: an earlier run's ``state_file`` needs
@@ -387,21 +509,27 @@ def prepare_output_dir(out_dir: str, *, state_file: str, owner: str, what: str, 
     check_output_dir(out_dir)  # before any work: a bad --out must not cost a run
     has_state = os.path.exists(os.path.join(out_dir, state_file))
     if has_state and not (resume or overwrite):
-        raise CpscError(f"{out_dir} already holds {what} ({state_file}). Pass --resume to continue it, "
-                        "--overwrite to start over and replace it, or choose another --out directory.")
+        raise CpscError(
+            f"{out_dir} already holds {what} ({state_file}). Pass --resume to continue it, "
+            "--overwrite to start over and replace it, or choose another --out directory."
+        )
     if resume and not has_state:
         say(f"note: nothing to resume in {out_dir}; starting a new run")
     if not overwrite and not (resume and has_state):
         for name in products:
             if os.path.exists(os.path.join(out_dir, name)):
-                raise CpscError(f"{os.path.join(out_dir, name)} already exists. Pass --overwrite to replace it, "
-                                "or choose another --out.")
+                raise CpscError(
+                    f"{os.path.join(out_dir, name)} already exists. Pass --overwrite to replace it, "
+                    "or choose another --out."
+                )
         found = metrics_owner(os.path.join(out_dir, metrics_file))
         if found not in (None, owner):
             by = _OWNER_NAMES.get(found, f"not {_OWNER_NAMES.get(owner, owner)}")
-            raise CpscError(f"{out_dir} holds another command's {metrics_file} ({by}'s), which a new "
-                            f"{_OWNER_NAMES.get(owner, owner).split(' ', 1)[1]} would replace. Choose another --out "
-                            "directory (e.g. a sub-folder), or pass --overwrite to replace it.")
+            raise CpscError(
+                f"{out_dir} holds another command's {metrics_file} ({by}'s), which a new "
+                f"{_OWNER_NAMES.get(owner, owner).split(' ', 1)[1]} would replace. Choose another --out "
+                "directory (e.g. a sub-folder), or pass --overwrite to replace it."
+            )
     if take_over:
         remove_stale_temporaries(out_dir)
     return resume and has_state

@@ -80,7 +80,10 @@ from .registry import MODELS
 register_model = MODELS.register
 
 __all__ = [
-    "CifarResNet", "WideResNet", "CifarVGG", "load_community_state_dict",
+    "CifarResNet",
+    "WideResNet",
+    "CifarVGG",
+    "load_community_state_dict",
     "guess_community_model",
 ]
 
@@ -99,8 +102,9 @@ class _ResBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         # An empty Sequential is the identity and contributes no state-dict keys.
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
         else:
             self.shortcut = nn.Sequential()
 
@@ -160,7 +164,11 @@ class _WideBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.equal_in_out = cin == cout
-        self.convShortcut = None if self.equal_in_out else nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+        self.convShortcut = (
+            None
+            if self.equal_in_out
+            else nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+        )
 
     def forward(self, x):
         act = F.relu(self.bn1(x))
@@ -175,9 +183,14 @@ class _WideStage(nn.Module):
 
     def __init__(self, n: int, cin: int, cout: int, stride: int, dropout: float):
         super().__init__()
-        self.layer = nn.Sequential(*[
-            _WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, dropout) for i in range(n)
-        ])
+        self.layer = nn.Sequential(
+            *[
+                _WideBlock(
+                    cin if i == 0 else cout, cout, stride if i == 0 else 1, dropout
+                )
+                for i in range(n)
+            ]
+        )
 
     def forward(self, x):
         return self.layer(x)
@@ -189,7 +202,14 @@ class WideResNet(nn.Module):
     Features are the ``64k`` channels after the final BN-ReLU and global average pooling.
     """
 
-    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3, dropout: float = 0.0):
+    def __init__(
+        self,
+        depth: int,
+        widen: int,
+        num_classes: int,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
@@ -240,8 +260,13 @@ class CifarVGG(nn.Module):
     8x8 inputs work. Features are the 512 globally averaged channels.
     """
 
-    def __init__(self, cfg: Sequence[Sequence[int]], num_classes: int, in_channels: int = 3,
-                 batch_norm: bool = True):
+    def __init__(
+        self,
+        cfg: Sequence[Sequence[int]],
+        num_classes: int,
+        in_channels: int = 3,
+        batch_norm: bool = True,
+    ):
         super().__init__()
         cin = in_channels
         for i, widths in enumerate(cfg):
@@ -285,50 +310,81 @@ class CifarVGG(nn.Module):
 # ------------------------------------------------------------------------ registry
 
 
-@register_model("resnet18", "CIFAR ResNet-18, 3x3 stem (about 11.2M parameters); loads CMI/DataFree resnet18 files")
+@register_model(
+    "resnet18",
+    "CIFAR ResNet-18, 3x3 stem (about 11.2M parameters); loads CMI/DataFree resnet18 files",
+)
 def resnet18(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return CifarResNet([2, 2, 2, 2], num_classes, in_channels)
 
 
-@register_model("resnet34", "CIFAR ResNet-34, 3x3 stem (about 21.3M parameters); loads CMI/DataFree resnet34 files")
+@register_model(
+    "resnet34",
+    "CIFAR ResNet-34, 3x3 stem (about 21.3M parameters); loads CMI/DataFree resnet34 files",
+)
 def resnet34(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return CifarResNet([3, 4, 6, 3], num_classes, in_channels)
 
 
-@register_model("resnet18_64", "resnet18 for 64x64 Tiny-ImageNet as CMI/DataFree run it: same layers and "
-                "weights, 8x8 final map (about 11.2M parameters)")
-def resnet18_64(num_classes: int, in_channels: int = 3, img_size: int = 64) -> nn.Module:
+@register_model(
+    "resnet18_64",
+    "resnet18 for 64x64 Tiny-ImageNet as CMI/DataFree run it: same layers and "
+    "weights, 8x8 final map (about 11.2M parameters)",
+)
+def resnet18_64(
+    num_classes: int, in_channels: int = 3, img_size: int = 64
+) -> nn.Module:
     return CifarResNet([2, 2, 2, 2], num_classes, in_channels)
 
 
-@register_model("resnet34_64", "resnet34 for 64x64 Tiny-ImageNet as CMI/DataFree run it: same layers and "
-                "weights, 8x8 final map (about 21.3M parameters)")
-def resnet34_64(num_classes: int, in_channels: int = 3, img_size: int = 64) -> nn.Module:
+@register_model(
+    "resnet34_64",
+    "resnet34 for 64x64 Tiny-ImageNet as CMI/DataFree run it: same layers and "
+    "weights, 8x8 final map (about 21.3M parameters)",
+)
+def resnet34_64(
+    num_classes: int, in_channels: int = 3, img_size: int = 64
+) -> nn.Module:
     return CifarResNet([3, 4, 6, 3], num_classes, in_channels)
 
 
-@register_model("wrn16_1", "Wide ResNet 16-1 (about 0.18M parameters); loads CMI/DataFree wrn16_1 files")
+@register_model(
+    "wrn16_1",
+    "Wide ResNet 16-1 (about 0.18M parameters); loads CMI/DataFree wrn16_1 files",
+)
 def wrn16_1(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return WideResNet(16, 1, num_classes, in_channels)
 
 
-@register_model("wrn16_2", "Wide ResNet 16-2 (about 0.69M parameters); loads CMI/DataFree wrn16_2 files")
+@register_model(
+    "wrn16_2",
+    "Wide ResNet 16-2 (about 0.69M parameters); loads CMI/DataFree wrn16_2 files",
+)
 def wrn16_2(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return WideResNet(16, 2, num_classes, in_channels)
 
 
-@register_model("wrn40_1", "Wide ResNet 40-1 (about 0.56M parameters); loads CMI/DataFree wrn40_1 files")
+@register_model(
+    "wrn40_1",
+    "Wide ResNet 40-1 (about 0.56M parameters); loads CMI/DataFree wrn40_1 files",
+)
 def wrn40_1(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return WideResNet(40, 1, num_classes, in_channels)
 
 
-@register_model("wrn40_2", "Wide ResNet 40-2 (about 2.2M parameters); loads CMI/DataFree wrn40_2 files")
+@register_model(
+    "wrn40_2",
+    "Wide ResNet 40-2 (about 2.2M parameters); loads CMI/DataFree wrn40_2 files",
+)
 def wrn40_2(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return WideResNet(40, 2, num_classes, in_channels)
 
 
-@register_model("vgg11_bn", "CIFAR VGG-11 with batch norm and one linear head (about 9.2M parameters); "
-                "loads CMI/DataFree vgg11 files")
+@register_model(
+    "vgg11_bn",
+    "CIFAR VGG-11 with batch norm and one linear head (about 9.2M parameters); "
+    "loads CMI/DataFree vgg11 files",
+)
 def vgg11_bn(num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
     return CifarVGG(_VGG_CFGS["vgg11"], num_classes, in_channels)
 
@@ -340,8 +396,13 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def _is_state_dict(obj) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+        )
+    )
 
 
 def _unwrap(obj) -> dict:
@@ -349,7 +410,9 @@ def _unwrap(obj) -> dict:
     for _ in range(4):
         if _is_state_dict(obj) or not isinstance(obj, Mapping):
             break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        inner = next(
+            (obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None
+        )
         if inner is None:
             break
         obj = inner
@@ -359,9 +422,11 @@ def _unwrap(obj) -> dict:
             what = f"a dict with keys {keys}" if obj else "an empty dict"
         else:
             what = f"a {type(obj).__name__}"
-        raise CpscError(f"The checkpoint holds {what}, not a state dict of tensors (looked under "
-                        f"{', '.join(repr(k) for k in _WRAPPER_KEYS[:2])} too). Pass the .pth file of a "
-                        "trained classifier, as published with CMI/DataFree.")
+        raise CpscError(
+            f"The checkpoint holds {what}, not a state dict of tensors (looked under "
+            f"{', '.join(repr(k) for k in _WRAPPER_KEYS[:2])} too). Pass the .pth file of a "
+            "trained classifier, as published with CMI/DataFree."
+        )
     clean = {}
     for key, value in obj.items():
         changed = True
@@ -369,7 +434,7 @@ def _unwrap(obj) -> dict:
             changed = False
             for prefix in _PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         clean[key] = value
     return clean
 
@@ -401,23 +466,36 @@ def guess_community_model(state_dict: Mapping) -> Optional[dict]:
         counts = tuple(_count_indexed(sd, rf"layer{i}\.(\d+)\.") for i in range(1, 5))
         head = "linear.weight" if "linear.weight" in sd else "fc.weight"
         bottleneck = "layer1.0.conv3.weight" in sd
-        depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34 if not bottleneck else 50}.get(counts)
+        depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34 if not bottleneck else 50}.get(
+            counts
+        )
         kernel = shape(stem)[-1] if shape(stem) else None
         if kernel == 7:
             name = f"an ImageNet-style resnet{depth or ''} (7x7 stem)"
         elif depth is not None:
             name = f"resnet{depth}"
     elif "block0.0.weight" in sd and "classifier.weight" in sd:
-        convs = sum(1 for k, v in sd.items() if re.match(r"block\d\.\d+\.weight$", k) and v.dim() == 4)
+        convs = sum(
+            1
+            for k, v in sd.items()
+            if re.match(r"block\d\.\d+\.weight$", k) and v.dim() == 4
+        )
         bn = "block0.1.running_mean" in sd
-        name = {5: "vgg8", 8: "vgg11", 10: "vgg13"}.get(convs, f"vgg ({convs} conv layers)")
+        name = {5: "vgg8", 8: "vgg11", 10: "vgg13"}.get(
+            convs, f"vgg ({convs} conv layers)"
+        )
         name = name + ("_bn" if bn and convs in (5, 8, 10) else "")
         head, stem = "classifier.weight", "block0.0.weight"
     if name is None:
         return None
     num_classes = shape(head)[0] if shape(head) else None
     in_channels = shape(stem)[1] if shape(stem) else None
-    return dict(name=name, num_classes=num_classes, in_channels=in_channels, registered=name in MODELS)
+    return dict(
+        name=name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        registered=name in MODELS,
+    )
 
 
 def _examples(items: list, n: int = 4) -> str:
@@ -440,8 +518,11 @@ def load_community_state_dict(model: nn.Module, obj) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} (file {list(sd[k].shape)}, model {list(own[k].shape)})"
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} (file {list(sd[k].shape)}, model {list(own[k].shape)})"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         raise CpscError(_mismatch_message(model, sd, missing, unexpected, mismatched))
     for k in own:
@@ -450,10 +531,14 @@ def load_community_state_dict(model: nn.Module, obj) -> None:
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:  # dtype or other surprises torch still rejects
-        raise CpscError(f"Could not load the checkpoint: {str(exc).splitlines()[0][:300]}") from None
+        raise CpscError(
+            f"Could not load the checkpoint: {str(exc).splitlines()[0][:300]}"
+        ) from None
 
 
-def _mismatch_message(model: nn.Module, sd: dict, missing: list, unexpected: list, mismatched: list) -> str:
+def _mismatch_message(
+    model: nn.Module, sd: dict, missing: list, unexpected: list, mismatched: list
+) -> str:
     target = getattr(model, "model_name", type(model).__name__)
     parts = []
     if missing:
@@ -461,28 +546,48 @@ def _mismatch_message(model: nn.Module, sd: dict, missing: list, unexpected: lis
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s): {_examples(unexpected)}")
     if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatch(es): {_examples(mismatched, 3)}")
+        parts.append(
+            f"{len(mismatched)} shape mismatch(es): {_examples(mismatched, 3)}"
+        )
     msg = f"The checkpoint does not fit model {target!r}: " + "; ".join(parts) + ". "
 
     guess = guess_community_model(sd)
     if guess is None:
-        return msg + ("Its keys match none of the CIFAR families here (resnet, wrn, vgg). Pass the model name "
-                      "the file was trained with (--teacher-model NAME; `cpsc-lite models` lists them).")
+        return msg + (
+            "Its keys match none of the CIFAR families here (resnet, wrn, vgg). Pass the model name "
+            "the file was trained with (--teacher-model NAME; `cpsc-lite models` lists them)."
+        )
     facts = []
     if guess["num_classes"] is not None:
         facts.append(f"{guess['num_classes']} classes")
     if guess["in_channels"] is not None:
         facts.append(f"{guess['in_channels']} input channel(s)")
-    looks = f"the file looks like a {guess['name']} checkpoint" + (f" ({', '.join(facts)})" if facts else "")
-    if guess["name"].startswith("resnet") and "fc.weight" in sd and "linear.weight" not in sd:
+    looks = f"the file looks like a {guess['name']} checkpoint" + (
+        f" ({', '.join(facts)})" if facts else ""
+    )
+    if (
+        guess["name"].startswith("resnet")
+        and "fc.weight" in sd
+        and "linear.weight" not in sd
+    ):
         # Some forks of the DataFree code renamed the CIFAR ResNet head; the layers are otherwise identical.
-        return msg + (f"{looks[0].upper()}{looks[1:]}, but its classifier is named 'fc' where the CMI/DataFree "
-                      "CIFAR ResNet uses 'linear': rename the 'fc.*' keys to 'linear.*' and load it again.")
+        return msg + (
+            f"{looks[0].upper()}{looks[1:]}, but its classifier is named 'fc' where the CMI/DataFree "
+            "CIFAR ResNet uses 'linear': rename the 'fc.*' keys to 'linear.*' and load it again."
+        )
     if not guess["registered"]:
-        return msg + (f"Expected parameters of {target}; {looks}, which is not a registered model "
-                      "(`cpsc-lite models` lists them).")
-    if guess["name"] == target or (target.startswith(guess["name"]) and target.endswith("_64")):
-        return msg + (f"The architecture is right, but {looks}: create the model with the same number of "
-                      "classes and input channels as the file (pick the matching dataset).")
-    return msg + (f"Expected parameters of {target}; {looks}: pass --teacher-model {guess['name']} "
-                  "(the model name must match the checkpoint).")
+        return msg + (
+            f"Expected parameters of {target}; {looks}, which is not a registered model "
+            "(`cpsc-lite models` lists them)."
+        )
+    if guess["name"] == target or (
+        target.startswith(guess["name"]) and target.endswith("_64")
+    ):
+        return msg + (
+            f"The architecture is right, but {looks}: create the model with the same number of "
+            "classes and input channels as the file (pick the matching dataset)."
+        )
+    return msg + (
+        f"Expected parameters of {target}; {looks}: pass --teacher-model {guess['name']} "
+        "(the model name must match the checkpoint)."
+    )

@@ -31,7 +31,9 @@ class DistillConfig:
     # or "constant" (their MNIST scripts).
     lr_schedule: str = "cosine"
     lr_steps: tuple = (0.4, 0.8)
-    student_optimizer: str = "sgd"  # "sgd" (momentum, weight_decay) or "adam" (DAFL's MNIST student)
+    student_optimizer: str = (
+        "sgd"  # "sgd" (momentum, weight_decay) or "adam" (DAFL's MNIST student)
+    )
     # Order of one iteration: the generator steps first (CPSC), or the student's first (DFAD).
     student_first: bool = False
     # Generator optimiser: Adam. 1e-2 for the quick profile (paper: 1e-3): with one persistent Adam,
@@ -41,7 +43,9 @@ class DistillConfig:
     generator_cosine: bool = True  # G's LR follows the student's schedule, so late adversarial drift stays small
     generator_betas: tuple = (0.5, 0.999)
     nz: int = 256
-    ngf: int = 32                  # the paper uses 64 at 32x32; 32 is ample for tiny images and 4x cheaper
+    ngf: int = (
+        32  # the paper uses 64 at 32x32; 32 is ample for tiny images and 4x cheaper
+    )
     conditional: bool = True
     # Loss switches and weights. The reference weights (the command in the authors' README; book
     # chapter 7) are alpha=5, beta=1, gamma=0.7, eta=0.7 with student CE on; configs/*.yaml use
@@ -49,54 +53,78 @@ class DistillConfig:
     # because measured runs were better that way (book chapter 7 and data/bench/README.md):
     # alpha=1, gamma=0.2, eta=0.5, no student CE, the adversarial terms off for the first 30 % of
     # the run (adv_warmup), generator lr 1e-2 and the BN prior averaged over layers (bn_reduce="mean").
-    use_adv: bool = True        # generator maximises the teacher/student disagreement (-KL)
+    use_adv: bool = True  # generator maximises the teacher/student disagreement (-KL)
     # Fraction of the run before the adversarial terms switch on (paper: 0). Early on the student
     # knows nothing, so maximising its disagreement with the teacher only slows the start.
     adv_warmup: float = 0.3
     use_ikd: bool = True
-    alpha: float = 1.0          # IKD weight (paper: 5; with -log MSE that push dominates short runs)
+    alpha: float = (
+        1.0  # IKD weight (paper: 5; with -log MSE that push dominates short runs)
+    )
     use_bn: bool = True
-    beta: float = 1.0           # BN-statistics weight
+    beta: float = 1.0  # BN-statistics weight
     use_scl: bool = True
-    gamma: float = 0.2          # contrastive weight (paper: 0.7; it narrowed each class in short runs)
-    teacher_ce: bool = True     # pseudo-supervised CE of the teacher against y, trains G (was use_ce)
-    eta: float = 0.5            # pseudo-supervised CE weight (paper: 0.7; with lr 1e-2 that narrowed each class)
-    temperature: float = 0.07   # SupCon temperature tau
+    gamma: float = (
+        0.2  # contrastive weight (paper: 0.7; it narrowed each class in short runs)
+    )
+    teacher_ce: bool = (
+        True  # pseudo-supervised CE of the teacher against y, trains G (was use_ce)
+    )
+    eta: float = 0.5  # pseudo-supervised CE weight (paper: 0.7; with lr 1e-2 that narrowed each class)
+    temperature: float = 0.07  # SupCon temperature tau
     # Baselines (presets below switch these): where the student's inputs come from, the
     # distillation distance, and DAFL's generator losses (one-hot, activation, information entropy).
     input_source: str = "generator"  # "generator" | "inversion" | "noise" (Gaussian images) | "data" (real)
-    kd_loss: str = "kl"              # "kl" | "l1" (DFAD's mean absolute logit difference)
+    kd_loss: str = "kl"  # "kl" | "l1" (DFAD's mean absolute logit difference)
     use_dafl: bool = False
     dafl_onehot: float = 1.0
     dafl_activation: float = 0.1
     dafl_entropy: float = 5.0
-    dafl_log10: bool = False         # DAFL's published code takes the information entropy with log10
+    dafl_log10: bool = (
+        False  # DAFL's published code takes the information entropy with log10
+    )
     kd_temperature: float = 1.0
     student_scl: bool = False  # authors' code: the contrast trains G only
     # Student also learns CE(S(x), y) (paper: on), independently of teacher_ce. Off for short runs:
     # the teacher then agrees with the conditioning label y on only 20-50 % of generated images,
     # and CE(S(x), y) trains the student against the teacher it is distilling.
     student_ce: bool = False
-    ikd_log: bool = True           # generator uses -log(MSE) (bounded push) rather than -MSE
-    ikd_student_log: bool = False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
+    ikd_log: bool = True  # generator uses -log(MSE) (bounded push) rather than -MSE
+    ikd_student_log: bool = (
+        False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
+    )
     # The BN prior: "sum" over the teacher's BN layers (paper) or "mean" (one layer's size: the prior
     # then weighs the same against eta * CE whatever the teacher's depth). Quick profile: mean.
     bn_reduce: str = "mean"
     # Image priors and augmentation of the generated images before the teacher sees them in the
     # generator step (DeepInversion, Yin et al. 2020): weight 0 / 0 pixels / false = off.
-    prior_tv: float = 0.0          # total-variation prior (mean absolute difference of neighbouring pixels)
-    prior_l2: float = 0.0          # L2 prior (mean squared value of the normalised image)
-    jitter: int = 0                # random shift by up to this many pixels (same shift for the whole batch)
-    flip: bool = False             # random horizontal flip (only where mirror images keep their class)
+    prior_tv: float = (
+        0.0  # total-variation prior (mean absolute difference of neighbouring pixels)
+    )
+    prior_l2: float = 0.0  # L2 prior (mean squared value of the normalised image)
+    jitter: int = (
+        0  # random shift by up to this many pixels (same shift for the whole batch)
+    )
+    flip: bool = (
+        False  # random horizontal flip (only where mirror images keep their class)
+    )
     # DeepInversion (Yin et al. 2020), input_source="inversion": no generator; each iteration optimises a
     # fresh batch of pixels for `inversion_steps` Adam steps on the objective above (CE + BN prior +
     # image priors, jitter/flip, optionally the ADI competition term), keeps the lowest-loss images in a
     # pool of `pool_batches` batches, and the student learns by KD from batches drawn from that pool.
-    inversion_steps: int = 200     # published: 2000 per batch (CIFAR-10)
-    inversion_lr: float = 0.05     # published CIFAR-10 setting (Adam on the pixels, fresh for each batch)
-    bn_first_weight: float = 1.0   # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
-    adi_weight: float = 0.0        # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
-    pool_batches: int = 0          # synthetic batches kept for the student (inversion); oldest replaced
+    inversion_steps: int = 200  # published: 2000 per batch (CIFAR-10)
+    inversion_lr: float = (
+        0.05  # published CIFAR-10 setting (Adam on the pixels, fresh for each batch)
+    )
+    bn_first_weight: float = (
+        1.0  # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
+    )
+    adi_weight: float = (
+        0.0  # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
+    )
+    pool_batches: int = (
+        0  # synthetic batches kept for the student (inversion); oldest replaced
+    )
     # What `inversion` optimises per batch: the "pixels" themselves (DeepInversion), or a "generator"
     # re-initialised for every batch together with its inputs z (CMI, Fang et al. 2021), whose images
     # also learn an instance contrast (weight cmi_weight, temperature cmi_temperature): a projection
@@ -120,11 +148,17 @@ class DistillConfig:
     # IKD in the authors' dataset-dependent form, and the best test accuracy seen as the reported one.
     ce_on_softmax: bool = False
     generator_adam_reset: bool = False
-    ikd_authors_form: bool = False  # CIFAR-10: G -log MSE, S log ||t - s||_2; other data sets: -MSE / MSE
-    report_best: bool = False       # metrics' "reported_acc" = best evaluation, not the final one
+    ikd_authors_form: bool = (
+        False  # CIFAR-10: G -log MSE, S log ||t - s||_2; other data sets: -MSE / MSE
+    )
+    report_best: bool = (
+        False  # metrics' "reported_acc" = best evaluation, not the final one
+    )
     # Bookkeeping.
     eval_every: int = 100
-    diagnostics: bool = True       # diversity / balance / FID of synthetic images at each evaluation
+    diagnostics: bool = (
+        True  # diversity / balance / FID of synthetic images at each evaluation
+    )
     log_every: int = 10
     ckpt_every: int = 100
     seed: int = 0
@@ -148,7 +182,9 @@ class DistillConfig:
         d = renamed_settings(d)
         unknown = sorted(set(d) - names)
         if unknown:
-            raise CpscError(f"Unknown config keys: {', '.join(unknown)}. Valid keys: {', '.join(sorted(names))}.")
+            raise CpscError(
+                f"Unknown config keys: {', '.join(unknown)}. Valid keys: {', '.join(sorted(names))}."
+            )
         d = dict(d)
         for key in ("generator_betas", "lr_steps"):
             if isinstance(d.get(key), list):
@@ -166,7 +202,10 @@ class DistillConfig:
 
 #: Settings whose name changed: old name -> new name. Saved runs, YAML files and ``--set`` still accept
 #: the old spelling.
-RENAMED_SETTINGS: dict[str, str] = {"scl_for_student": "student_scl", "use_ce": "teacher_ce"}
+RENAMED_SETTINGS: dict[str, str] = {
+    "scl_for_student": "student_scl",
+    "use_ce": "teacher_ce",
+}
 
 
 def renamed_settings(d: dict) -> dict:
@@ -179,8 +218,10 @@ def renamed_settings(d: dict) -> dict:
     for old, new in RENAMED_SETTINGS.items():
         if old in out:
             if new in out:
-                raise CpscError(f"The settings {old!r} and {new!r} are one setting (renamed to {new!r}); "
-                                f"give only {new!r}.")
+                raise CpscError(
+                    f"The settings {old!r} and {new!r} are one setting (renamed to {new!r}); "
+                    f"give only {new!r}."
+                )
             out[new] = out.pop(old)
     if d.get("use_ce", True) is False:
         out["student_ce"] = False
@@ -190,13 +231,35 @@ def renamed_settings(d: dict) -> dict:
 # Settings introduced after runs could already be saved, with the value that reproduces how
 # those runs trained (a resumed run must continue as it started, not pick up a new default).
 SETTINGS_ADDED_LATER: dict[str, object] = {
-    "adv_warmup": 0.0, "ikd_student_log": False, "bn_reduce": "sum", "prior_tv": 0.0, "prior_l2": 0.0,
-    "jitter": 0, "flip": False, "ce_on_softmax": False, "generator_adam_reset": False,
-    "ikd_authors_form": False, "report_best": False, "inversion_steps": 200, "inversion_lr": 0.05,
-    "bn_first_weight": 1.0, "adi_weight": 0.0, "pool_batches": 0, "lr_schedule": "cosine",
-    "lr_steps": (0.4, 0.8), "student_optimizer": "sgd", "student_first": False, "dafl_log10": False,
-    "inversion_target": "pixels", "inversion_every": 1, "cmi_weight": 0.0, "cmi_temperature": 0.1, "cmi_bank": 4096,
-    "cmi_negatives": 1024, "cmi_head_dim": 128, "cmi_adv": 0.0,
+    "adv_warmup": 0.0,
+    "ikd_student_log": False,
+    "bn_reduce": "sum",
+    "prior_tv": 0.0,
+    "prior_l2": 0.0,
+    "jitter": 0,
+    "flip": False,
+    "ce_on_softmax": False,
+    "generator_adam_reset": False,
+    "ikd_authors_form": False,
+    "report_best": False,
+    "inversion_steps": 200,
+    "inversion_lr": 0.05,
+    "bn_first_weight": 1.0,
+    "adi_weight": 0.0,
+    "pool_batches": 0,
+    "lr_schedule": "cosine",
+    "lr_steps": (0.4, 0.8),
+    "student_optimizer": "sgd",
+    "student_first": False,
+    "dafl_log10": False,
+    "inversion_target": "pixels",
+    "inversion_every": 1,
+    "cmi_weight": 0.0,
+    "cmi_temperature": 0.1,
+    "cmi_bank": 4096,
+    "cmi_negatives": 1024,
+    "cmi_head_dim": 128,
+    "cmi_adv": 0.0,
 }
 
 
@@ -221,29 +284,57 @@ class TeacherConfig:
 # ---------------------------------------------------------------- validation
 #: Allowed range per numeric setting: (lowest, highest, lowest included, highest included); None = open.
 _RANGES: dict[str, tuple] = {
-    "iters": (1, None, True, True), "batch_size": (1, None, True, True), "g_steps": (1, None, True, True),
-    "s_steps": (1, None, True, True), "lr_student": (0, None, False, True), "momentum": (0, 1, True, False),
-    "weight_decay": (0, None, True, True), "warmup_frac": (0, 1, True, False),
+    "iters": (1, None, True, True),
+    "batch_size": (1, None, True, True),
+    "g_steps": (1, None, True, True),
+    "s_steps": (1, None, True, True),
+    "lr_student": (0, None, False, True),
+    "momentum": (0, 1, True, False),
+    "weight_decay": (0, None, True, True),
+    "warmup_frac": (0, 1, True, False),
     "lr_generator": (0, None, False, True),
-    "nz": (1, None, True, True), "ngf": (1, None, True, True), "adv_warmup": (0, 1, True, False),
-    "alpha": (0, None, True, True), "beta": (0, None, True, True), "gamma": (0, None, True, True),
-    "eta": (0, None, True, True), "temperature": (0, None, False, True), "dafl_onehot": (0, None, True, True),
-    "dafl_activation": (0, None, True, True), "dafl_entropy": (0, None, True, True),
-    "kd_temperature": (0, None, False, True), "prior_tv": (0, None, True, True), "prior_l2": (0, None, True, True),
-    "jitter": (0, 64, True, True), "inversion_steps": (1, None, True, True), "inversion_lr": (0, None, False, True),
-    "bn_first_weight": (0, None, True, True), "adi_weight": (0, None, True, True),
-    "pool_batches": (0, None, True, True), "inversion_every": (1, None, True, True),
+    "nz": (1, None, True, True),
+    "ngf": (1, None, True, True),
+    "adv_warmup": (0, 1, True, False),
+    "alpha": (0, None, True, True),
+    "beta": (0, None, True, True),
+    "gamma": (0, None, True, True),
+    "eta": (0, None, True, True),
+    "temperature": (0, None, False, True),
+    "dafl_onehot": (0, None, True, True),
+    "dafl_activation": (0, None, True, True),
+    "dafl_entropy": (0, None, True, True),
+    "kd_temperature": (0, None, False, True),
+    "prior_tv": (0, None, True, True),
+    "prior_l2": (0, None, True, True),
+    "jitter": (0, 64, True, True),
+    "inversion_steps": (1, None, True, True),
+    "inversion_lr": (0, None, False, True),
+    "bn_first_weight": (0, None, True, True),
+    "adi_weight": (0, None, True, True),
+    "pool_batches": (0, None, True, True),
+    "inversion_every": (1, None, True, True),
     "cmi_weight": (0, None, True, True),
-    "cmi_temperature": (0, None, False, True), "cmi_bank": (1, None, True, True),
+    "cmi_temperature": (0, None, False, True),
+    "cmi_bank": (1, None, True, True),
     "cmi_negatives": (0, None, True, True),
-    "cmi_head_dim": (1, None, True, True), "cmi_adv": (0, None, True, True), "eval_every": (1, None, True, True),
+    "cmi_head_dim": (1, None, True, True),
+    "cmi_adv": (0, None, True, True),
+    "eval_every": (1, None, True, True),
     "log_every": (1, None, True, True),
-    "ckpt_every": (1, None, True, True), "seed": (0, 2 ** 32 - 1, True, True), "epochs": (1, None, True, True),
+    "ckpt_every": (1, None, True, True),
+    "seed": (0, 2**32 - 1, True, True),
+    "epochs": (1, None, True, True),
     "lr": (0, None, False, True),
 }
-_CHOICES: dict[str, tuple] = {"input_source": ("generator", "inversion", "noise", "data"), "kd_loss": ("kl", "l1"),
-                              "bn_reduce": ("sum", "mean"), "lr_schedule": ("cosine", "step", "constant"),
-                              "student_optimizer": ("sgd", "adam"), "inversion_target": ("pixels", "generator")}
+_CHOICES: dict[str, tuple] = {
+    "input_source": ("generator", "inversion", "noise", "data"),
+    "kd_loss": ("kl", "l1"),
+    "bn_reduce": ("sum", "mean"),
+    "lr_schedule": ("cosine", "step", "constant"),
+    "student_optimizer": ("sgd", "adam"),
+    "inversion_target": ("pixels", "generator"),
+}
 
 
 def _coerce(name: str, kind, value):
@@ -278,12 +369,18 @@ def _coerce(name: str, kind, value):
         return value, None
     if kind in (tuple, "tuple"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            return value, f"{name} must be a pair of numbers like [0.5, 0.999], not {value!r}"
+            return (
+                value,
+                f"{name} must be a pair of numbers like [0.5, 0.999], not {value!r}",
+            )
         out = []
         for v in value:
             v2, problem = _coerce(name, float, v)
             if problem:
-                return value, f"{name} must be a pair of numbers like [0.5, 0.999], not {value!r}"
+                return (
+                    value,
+                    f"{name} must be a pair of numbers like [0.5, 0.999], not {value!r}",
+                )
             out.append(v2)
         return tuple(out), None
     return value, None
@@ -318,19 +415,30 @@ def validate(settings) -> None:
     if settings.__class__.__name__ == "DistillConfig" and not problems:
         b1, b2 = settings.generator_betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            problems.append(f"generator_betas must be two numbers in [0, 1), not {list(settings.generator_betas)}")
+            problems.append(
+                f"generator_betas must be two numbers in [0, 1), not {list(settings.generator_betas)}"
+            )
         s1, s2 = settings.lr_steps
         if not 0 < s1 <= s2 < 1:
-            problems.append(f"lr_steps must be two fractions of the run with 0 < first <= second < 1, "
-                            f"not {list(settings.lr_steps)}")
+            problems.append(
+                f"lr_steps must be two fractions of the run with 0 < first <= second < 1, "
+                f"not {list(settings.lr_steps)}"
+            )
     if problems:
-        raise CpscError("Invalid setting" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems)
-                        + ". Fix the value in --set KEY=VALUE, the flag or the config file.")
+        raise CpscError(
+            "Invalid setting"
+            + ("s" if len(problems) > 1 else "")
+            + ": "
+            + "; ".join(problems)
+            + ". Fix the value in --set KEY=VALUE, the flag or the config file."
+        )
 
 
 #: Methods are presets of the one distillation loop: a name maps to config changes.
 #: ``cpsc`` is the default config itself.
-_NO_CPSC_TERMS = dict(use_ikd=False, use_bn=False, use_scl=False, teacher_ce=False, student_ce=False)
+_NO_CPSC_TERMS = dict(
+    use_ikd=False, use_bn=False, use_scl=False, teacher_ce=False, student_ce=False
+)
 
 METHODS: dict[str, dict] = {
     "cpsc": {},
@@ -344,22 +452,53 @@ METHODS: dict[str, dict] = {
     # 0.2 collapses our generator (25 % with our student).
     # DFAD (Fang et al. 2019, DFAD_mnist.py): 5 student steps, then 1 generator step maximising the
     # L1 logit distance; generator Adam 1e-3 with default betas; nz 100.
-    "dfad": dict(_NO_CPSC_TERMS, conditional=False, kd_loss="l1", adv_warmup=0.0, student_first=True,
-                 lr_generator=1e-3, generator_betas=(0.9, 0.999), nz=100),
+    "dfad": dict(
+        _NO_CPSC_TERMS,
+        conditional=False,
+        kd_loss="l1",
+        adv_warmup=0.0,
+        student_first=True,
+        lr_generator=1e-3,
+        generator_betas=(0.9, 0.999),
+        nz=100,
+    ),
     # DAFL (Chen et al. 2019, DAFL-train.py): one-hot 1, information entropy 5 (log10), activation 0.1
     # (its MNIST weights), generator Adam with default betas and no schedule, nz 100; generator lr 1e-3
     # (the DataFree toolbox's DAFL script) because the MNIST 0.2 collapses our generator.
-    "dafl": dict(_NO_CPSC_TERMS, conditional=False, use_adv=False, use_dafl=True, dafl_onehot=1.0,
-                 dafl_entropy=5.0, dafl_activation=0.1, dafl_log10=True, lr_generator=1e-3,
-                 generator_betas=(0.9, 0.999), generator_cosine=False, nz=100),
+    "dafl": dict(
+        _NO_CPSC_TERMS,
+        conditional=False,
+        use_adv=False,
+        use_dafl=True,
+        dafl_onehot=1.0,
+        dafl_entropy=5.0,
+        dafl_activation=0.1,
+        dafl_log10=True,
+        lr_generator=1e-3,
+        generator_betas=(0.9, 0.999),
+        generator_cosine=False,
+        nz=100,
+    ),
     # DeepInversion (Yin et al. 2020): batches of optimised pixels in a pool, KD from the pool (no
     # generator). Quick profile: 50 Adam steps per batch at lr 0.1, the BN prior averaged over layers
     # with weight 1. The published CIFAR-10 script (2000 steps, lr 0.05, 10 x the BN prior summed over
     # layers, jitter 2) left the teacher's CE at 6.4 (12 % agreement) after 50 steps on the digits
     # teacher: `--set inversion_steps=2000 --set inversion_lr=0.05 --set beta=10 --set bn_reduce=sum`.
-    "deepinv": dict(_NO_CPSC_TERMS, input_source="inversion", use_adv=False, use_bn=True, teacher_ce=True, eta=1.0,
-                    beta=1.0, bn_reduce="mean", jitter=1, prior_tv=1e-3, inversion_steps=50, inversion_lr=0.1,
-                    pool_batches=100000),
+    "deepinv": dict(
+        _NO_CPSC_TERMS,
+        input_source="inversion",
+        use_adv=False,
+        use_bn=True,
+        teacher_ce=True,
+        eta=1.0,
+        beta=1.0,
+        bn_reduce="mean",
+        jitter=1,
+        prior_tv=1e-3,
+        inversion_steps=50,
+        inversion_lr=0.1,
+        pool_batches=100000,
+    ),
     # CMI (Fang et al. 2021; zju-vipa/DataFree, datafree/synthesis/contrastive.py): for every batch a freshly
     # initialised unconditional generator and its inputs z are optimised (Adam 1e-3, betas (0.5, 0.999)) on
     # BN prior + CE to random target labels + 0.5 x the adversarial term + 0.8 x the instance contrast
@@ -367,10 +506,27 @@ METHODS: dict[str, dict] = {
     # steps per batch (published: 200), a batch every 4 iterations (published: every 80), the BN prior
     # averaged over layers, the teacher's penultimate features for the contrast (published: the spatial
     # means of every BN layer's input).
-    "cmi": dict(_NO_CPSC_TERMS, input_source="inversion", inversion_target="generator", conditional=False,
-                use_adv=False, use_bn=True, teacher_ce=True, eta=1.0, beta=1.0, bn_reduce="mean", cmi_weight=0.8,
-                cmi_temperature=0.1, cmi_adv=0.5, inversion_steps=30, inversion_every=4, lr_generator=1e-3,
-                generator_betas=(0.5, 0.999), jitter=1, pool_batches=100000),
+    "cmi": dict(
+        _NO_CPSC_TERMS,
+        input_source="inversion",
+        inversion_target="generator",
+        conditional=False,
+        use_adv=False,
+        use_bn=True,
+        teacher_ce=True,
+        eta=1.0,
+        beta=1.0,
+        bn_reduce="mean",
+        cmi_weight=0.8,
+        cmi_temperature=0.1,
+        cmi_adv=0.5,
+        inversion_steps=30,
+        inversion_every=4,
+        lr_generator=1e-3,
+        generator_betas=(0.5, 0.999),
+        jitter=1,
+        pool_batches=100000,
+    ),
     # A conditional generator trained with the BN prior and CE only (CPSC without its adversarial,
     # contrastive and IKD terms; the `deepinv` row of cpsc-lite 0.1/0.2).
     "bn_ce": dict(_NO_CPSC_TERMS, use_adv=False, use_bn=True, teacher_ce=True),
@@ -383,24 +539,41 @@ METHODS: dict[str, dict] = {
     "cpsc_no_bn": dict(use_bn=False),
     "cpsc_no_ikd": dict(use_ikd=False),
     # The paper's reference weights, which the defaults above change for short runs.
-    "cpsc_paper": dict(alpha=5.0, gamma=0.7, eta=0.7, student_ce=True, adv_warmup=0.0, lr_generator=1e-3,
-                       bn_reduce="sum"),
+    "cpsc_paper": dict(
+        alpha=5.0,
+        gamma=0.7,
+        eta=0.7,
+        student_ce=True,
+        adv_warmup=0.0,
+        lr_generator=1e-3,
+        bn_reduce="sum",
+    ),
     # What the authors' published code does: the paper's weights plus every quirk of that code.
-    "reference_compat": dict(alpha=5.0, gamma=0.7, eta=0.7, student_ce=True, adv_warmup=0.0, lr_generator=1e-3,
-                             bn_reduce="sum", ce_on_softmax=True,
-                             generator_adam_reset=True, ikd_authors_form=True, report_best=True),
+    "reference_compat": dict(
+        alpha=5.0,
+        gamma=0.7,
+        eta=0.7,
+        student_ce=True,
+        adv_warmup=0.0,
+        lr_generator=1e-3,
+        bn_reduce="sum",
+        ce_on_softmax=True,
+        generator_adam_reset=True,
+        ikd_authors_form=True,
+        report_best=True,
+    ),
 }
 
 METHOD_HELP: dict[str, str] = {
     "cpsc": "CPSC-DFKD: conditional generator, pseudo-supervised CE, teacher/student contrast, BN prior, KL+IKD",
     "dfad": "DFAD (Fang et al. 2019): unconditional generator maximises the L1 teacher/student discrepancy; "
-            "student steps first; its own optimiser settings",
+    "student steps first; its own optimiser settings",
     "dafl": "DAFL (Chen et al. 2019): non-adversarial generator with one-hot, activation and log10 entropy "
-            "losses; its own optimiser settings",
+    "losses; its own optimiser settings",
     "deepinv": "DeepInversion (Yin et al. 2020): batches of pixels optimised with CE, BN prior and priors, "
-               "kept in a pool the student learns from by KD",
+    "kept in a pool the student learns from by KD",
     "cmi": "CMI (Fang et al. 2021): a generator re-initialised per batch inverts the teacher with BN prior, CE, "
-           "an adversarial term and an instance contrast against a memory bank; images kept in a pool",
+    "an adversarial term and an instance contrast against a memory bank; images kept in a pool",
     "bn_ce": "conditional generator trained with the BN prior and teacher CE only (no adversary, no contrast)",
     "noise": "KD on Gaussian-noise images (lower bound)",
     "data": "KD on the real training images (upper bound; the only method that reads them)",
@@ -410,9 +583,9 @@ METHOD_HELP: dict[str, str] = {
     "cpsc_no_bn": "ablation: no BN-statistics prior",
     "cpsc_no_ikd": "ablation: no IKD logit term",
     "cpsc_paper": "CPSC-DFKD as in the paper: IKD weight 5, contrast weight 0.7, student CE on, "
-                  "adversarial from the start, generator lr 1e-3, BN prior summed over layers",
+    "adversarial from the start, generator lr 1e-3, BN prior summed over layers",
     "reference_compat": "CPSC-DFKD as the authors' published code runs it: paper weights, CE on softmax outputs, "
-                        "a generator Adam re-created every step, their IKD form, best accuracy reported",
+    "a generator Adam re-created every step, their IKD form, best accuracy reported",
 }
 
 
@@ -430,22 +603,81 @@ METHOD_HELP: dict[str, str] = {
 #: the student 400 steps per synthesised batch: add `s_steps: 400` and a budget to match). CMI:
 #: zju-vipa/DataFree, scripts/cmi (200 steps per batch at lr 1e-3, adv 0.5, BN 1, CE 1, contrast 0.8 at
 #: temperature 0.1, bank 40960 with 4096 negatives, a 256-d head; also 400 student steps per batch).
-_DFAD_CIFAR = dict(g_steps=1, s_steps=5, student_first=True, lr_student=0.1, momentum=0.9, weight_decay=5e-4,
-                   student_optimizer="sgd", lr_schedule="step", lr_steps=(0.2, 0.4), warmup_frac=0.0,
-                   lr_generator=1e-3, generator_betas=(0.9, 0.999), generator_cosine=True, nz=256)
-_DAFL_CIFAR = dict(g_steps=1, s_steps=5, lr_student=0.1, momentum=0.9, weight_decay=5e-4, student_optimizer="sgd",
-                   lr_schedule="step", lr_steps=(0.4, 0.8), warmup_frac=0.0, lr_generator=0.02,
-                   generator_betas=(0.9, 0.999), generator_cosine=False, nz=1000)
-_CMI_CIFAR = dict(inversion_steps=200, lr_generator=1e-3, generator_betas=(0.5, 0.999), beta=1.0, bn_reduce="sum",
-                  eta=1.0, cmi_adv=0.5, cmi_weight=0.8, cmi_temperature=0.1, cmi_bank=40960, cmi_negatives=4096,
-                  cmi_head_dim=256, jitter=4, flip=True, nz=256, ngf=64)
-_DEEPINV_CIFAR = dict(inversion_steps=1000, inversion_lr=0.1, beta=10.0, bn_reduce="sum", eta=1.0, adi_weight=1.0,
-                      prior_tv=1e-3, jitter=4, flip=True)
+_DFAD_CIFAR = dict(
+    g_steps=1,
+    s_steps=5,
+    student_first=True,
+    lr_student=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    student_optimizer="sgd",
+    lr_schedule="step",
+    lr_steps=(0.2, 0.4),
+    warmup_frac=0.0,
+    lr_generator=1e-3,
+    generator_betas=(0.9, 0.999),
+    generator_cosine=True,
+    nz=256,
+)
+_DAFL_CIFAR = dict(
+    g_steps=1,
+    s_steps=5,
+    lr_student=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    student_optimizer="sgd",
+    lr_schedule="step",
+    lr_steps=(0.4, 0.8),
+    warmup_frac=0.0,
+    lr_generator=0.02,
+    generator_betas=(0.9, 0.999),
+    generator_cosine=False,
+    nz=1000,
+)
+_CMI_CIFAR = dict(
+    inversion_steps=200,
+    lr_generator=1e-3,
+    generator_betas=(0.5, 0.999),
+    beta=1.0,
+    bn_reduce="sum",
+    eta=1.0,
+    cmi_adv=0.5,
+    cmi_weight=0.8,
+    cmi_temperature=0.1,
+    cmi_bank=40960,
+    cmi_negatives=4096,
+    cmi_head_dim=256,
+    jitter=4,
+    flip=True,
+    nz=256,
+    ngf=64,
+)
+_DEEPINV_CIFAR = dict(
+    inversion_steps=1000,
+    inversion_lr=0.1,
+    beta=10.0,
+    bn_reduce="sum",
+    eta=1.0,
+    adi_weight=1.0,
+    prior_tv=1e-3,
+    jitter=4,
+    flip=True,
+)
 BASELINE_SETTINGS: dict[str, dict] = {
-    "cifar10": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR, cmi=_CMI_CIFAR,
-                    dafl=dict(_DAFL_CIFAR, dafl_onehot=0.05, dafl_entropy=5.0, dafl_activation=0.01)),
-    "cifar100": dict(dfad=_DFAD_CIFAR, deepinv=_DEEPINV_CIFAR, cmi=_CMI_CIFAR,
-                     dafl=dict(_DAFL_CIFAR, dafl_onehot=0.5, dafl_entropy=20.0, dafl_activation=0.1)),
+    "cifar10": dict(
+        dfad=_DFAD_CIFAR,
+        deepinv=_DEEPINV_CIFAR,
+        cmi=_CMI_CIFAR,
+        dafl=dict(
+            _DAFL_CIFAR, dafl_onehot=0.05, dafl_entropy=5.0, dafl_activation=0.01
+        ),
+    ),
+    "cifar100": dict(
+        dfad=_DFAD_CIFAR,
+        deepinv=_DEEPINV_CIFAR,
+        cmi=_CMI_CIFAR,
+        dafl=dict(_DAFL_CIFAR, dafl_onehot=0.5, dafl_entropy=20.0, dafl_activation=0.1),
+    ),
 }
 
 #: Methods whose own published schedule differs from CPSC's: a config file used with one of them
@@ -453,7 +685,9 @@ BASELINE_SETTINGS: dict[str, dict] = {
 OWN_SCHEDULE = ("dfad", "dafl", "deepinv", "cmi")
 
 
-def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) -> DistillConfig:
+def make_config(
+    method: str = "cpsc", base: Optional[dict] = None, **overrides
+) -> DistillConfig:
     """Config for ``method``: defaults, then ``base`` (e.g. a YAML file), then the method's preset,
     then ``base["methods"][method]`` (that method's own settings at the file's scale), then the
     settings of a variant (``method`` written ``NAME:KEY=VALUE[:KEY=VALUE...]``, see
@@ -466,28 +700,42 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
     """
     method, variant = method_variant(method)
     if method not in METHODS:
-        raise CpscError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
+        raise CpscError(
+            f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}."
+        )
     base, overrides = renamed_settings(dict(base or {})), renamed_settings(overrides)
     per_method = base.pop("methods", None) or {}
     if isinstance(per_method, str):
         if per_method not in BASELINE_SETTINGS:
-            raise CpscError(f"The config's `methods: {per_method}` names no known set of baseline settings. "
-                            f"Use one of {', '.join(BASELINE_SETTINGS)}, or a mapping such as "
-                            "`methods: {dafl: {lr_generator: 0.02}}`.")
+            raise CpscError(
+                f"The config's `methods: {per_method}` names no known set of baseline settings. "
+                f"Use one of {', '.join(BASELINE_SETTINGS)}, or a mapping such as "
+                "`methods: {dafl: {lr_generator: 0.02}}`."
+            )
         per_method = BASELINE_SETTINGS[per_method]
-    if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
-        raise CpscError("The config's `methods:` section must map method names to settings, e.g. "
-                        "`methods: {dafl: {lr_generator: 0.02}}`.")
+    if not isinstance(per_method, dict) or not all(
+        isinstance(v, dict) for v in per_method.values()
+    ):
+        raise CpscError(
+            "The config's `methods:` section must map method names to settings, e.g. "
+            "`methods: {dafl: {lr_generator: 0.02}}`."
+        )
     unknown = sorted(set(per_method) - set(METHODS))
     if unknown:
-        raise CpscError(f"The config's `methods:` section names unknown method(s) {', '.join(unknown)}. "
-                        f"Choose from: {', '.join(METHODS)}.")
+        raise CpscError(
+            f"The config's `methods:` section names unknown method(s) {', '.join(unknown)}. "
+            f"Choose from: {', '.join(METHODS)}."
+        )
     if base and method in OWN_SCHEDULE and method not in per_method:
         import warnings
-        warnings.warn(f"The config file has no `methods: {{{method}: ...}}` section, so {method} runs with the "
-                      f"file's schedule (written for CPSC) and the settings of its preset for the built-in digits. "
-                      f"Add that section with {method}'s settings at this scale (the shipped configs/*.yaml have "
-                      "one).", stacklevel=2)
+
+        warnings.warn(
+            f"The config file has no `methods: {{{method}: ...}}` section, so {method} runs with the "
+            f"file's schedule (written for CPSC) and the settings of its preset for the built-in digits. "
+            f"Add that section with {method}'s settings at this scale (the shipped configs/*.yaml have "
+            "one).",
+            stacklevel=2,
+        )
     d = DistillConfig().to_dict()
     d.update(base)
     d.update(METHODS[method])
@@ -495,7 +743,9 @@ def make_config(method: str = "cpsc", base: Optional[dict] = None, **overrides) 
     d.update(renamed_settings(variant))
     d.update({k: v for k, v in overrides.items() if v is not None})
     d["method"] = method
-    return DistillConfig.from_dict(d)  # validated on construction (types, ranges, choices)
+    return DistillConfig.from_dict(
+        d
+    )  # validated on construction (types, ranges, choices)
 
 
 def method_variant(spec: str) -> tuple[str, dict]:
@@ -510,8 +760,10 @@ def method_variant(spec: str) -> tuple[str, dict]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise CpscError(f"Cannot read {pair!r} in the method {spec!r}: write a variant as "
-                            "NAME:KEY=VALUE[:KEY=VALUE...], e.g. reference_compat:ce_on_softmax=false.")
+            raise CpscError(
+                f"Cannot read {pair!r} in the method {spec!r}: write a variant as "
+                "NAME:KEY=VALUE[:KEY=VALUE...], e.g. reference_compat:ce_on_softmax=false."
+            )
         settings[key.strip()] = parse_value(value.strip())
     return name, settings
 
@@ -520,18 +772,22 @@ def parse_value(text: str):
     """``KEY=VALUE`` command-line values: booleans, numbers, lists, else strings (YAML rules;
     the validator then reads number-like strings such as ``1e-4`` as numbers)."""
     import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         problem = " ".join(str(exc).split())
-        raise CpscError(f"Cannot read the value {text!r}: {problem}. Write numbers, true/false, text, or a "
-                        "list like [0.5, 0.999].") from None
+        raise CpscError(
+            f"Cannot read the value {text!r}: {problem}. Write numbers, true/false, text, or a "
+            "list like [0.5, 0.999]."
+        ) from None
 
 
 def presets_dir():
     """The folder of the shipped presets: ``cpsc_lite/presets`` in an installed package, or the
     repository's ``configs/`` in a checkout (also an editable install); None if neither exists."""
     from pathlib import Path
+
     here = Path(__file__).resolve().parent
     for folder in (here / "presets", here.parent / "configs"):
         if folder.is_dir() and any(folder.glob("*.yaml")):
@@ -542,38 +798,54 @@ def presets_dir():
 def available_presets() -> dict:
     """Preset name -> its YAML file, for every shipped preset."""
     folder = presets_dir()
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder is not None else {}
+    return (
+        {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder is not None else {}
+    )
 
 
 def resolve_config(spec: str) -> str:
     """``--config``: a YAML file, or the name of a shipped preset (``c10_wrn40_2_wrn16_2_fast``)."""
     import os
+
     if os.path.isfile(os.path.expanduser(spec)):
         return os.path.expanduser(spec)
     presets = available_presets()
     name = os.path.basename(spec)
     name = name[:-5] if name.endswith(".yaml") else name
-    if name in presets and (spec == name or spec.endswith(os.path.join("configs", name + ".yaml"))):
-        return str(presets[name])  # a preset name, or configs/NAME.yaml typed outside the checkout
+    if name in presets and (
+        spec == name or spec.endswith(os.path.join("configs", name + ".yaml"))
+    ):
+        return str(
+            presets[name]
+        )  # a preset name, or configs/NAME.yaml typed outside the checkout
     known = ", ".join(presets) or "(none found in this installation)"
-    raise CpscError(f"Config file {spec} does not exist, and it is not the name of a shipped preset. Pass the "
-                    f"path of a YAML file or one of: {known} (listed by `cpsc-lite presets`).")
+    raise CpscError(
+        f"Config file {spec} does not exist, and it is not the name of a shipped preset. Pass the "
+        f"path of a YAML file or one of: {known} (listed by `cpsc-lite presets`)."
+    )
 
 
 def load_yaml(path: str) -> dict:
     import yaml
+
     path = resolve_config(path)
     try:
         with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CpscError(f"Config file {path} is not valid YAML text ({exc.__class__.__name__}: "
-                        f"{' '.join(str(exc).split())[:300]}). Pass a YAML file of key: value lines, or a preset "
-                        "name (`cpsc-lite presets`).") from None
+        raise CpscError(
+            f"Config file {path} is not valid YAML text ({exc.__class__.__name__}: "
+            f"{' '.join(str(exc).split())[:300]}). Pass a YAML file of key: value lines, or a preset "
+            "name (`cpsc-lite presets`)."
+        ) from None
     except OSError as exc:
-        raise CpscError(f"Cannot read the config file {path}: {exc.strerror}.") from None
+        raise CpscError(
+            f"Cannot read the config file {path}: {exc.strerror}."
+        ) from None
     if not isinstance(d, dict):
-        raise CpscError(f"Config file {path} must hold a mapping of settings (key: value lines).")
+        raise CpscError(
+            f"Config file {path} must hold a mapping of settings (key: value lines)."
+        )
     return d
 
 

@@ -35,13 +35,15 @@ def teacher_view(teacher, x: torch.Tensor, batch_size: int = 512):
     """Teacher logits and penultimate features for a batch of images, in chunks."""
     logits, feats = [], []
     for i in range(0, len(x), batch_size):
-        lo, fe = teacher(x[i:i + batch_size], return_features=True)
+        lo, fe = teacher(x[i : i + batch_size], return_features=True)
         logits.append(lo)
         feats.append(fe)
     return torch.cat(logits), torch.cat(feats)
 
 
-def per_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+def per_class_diversity(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> list[float]:
     """Mean pairwise cosine distance within each class (NaN for classes with < 2 samples)."""
     f = F.normalize(features.float(), dim=1)
     out = []
@@ -58,7 +60,9 @@ def per_class_diversity(features: torch.Tensor, labels: torch.Tensor, num_classe
 
 
 @torch.no_grad()
-def class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+def class_separation(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> float:
     """Mean cosine distance between the centroids of different classes (normalised features);
     classes without samples are left out. Book chapter 5: synthetic images carry their class
     when this is high, whatever their within-class diversity."""
@@ -92,10 +96,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     even when the covariances are singular (few samples, many features).
     """
     mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    s_a, s_b = (
+        np.atleast_2d(np.cov(a, rowvar=False)),
+        np.atleast_2d(np.cov(b, rowvar=False)),
+    )
     r = _psd_sqrt(s_a)
     tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh(r @ s_b @ r), 0, None)).sum())
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean)
+    return float(
+        ((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean
+    )
 
 
 @torch.no_grad()
@@ -110,8 +119,13 @@ def real_features(teacher, test_set, device, limit: int = 2000) -> np.ndarray:
 
 
 @torch.no_grad()
-def synthetic_diagnostics(teacher, images: torch.Tensor, cond_labels: Optional[torch.Tensor], num_classes: int,
-                          real_feats: Optional[np.ndarray] = None) -> dict:
+def synthetic_diagnostics(
+    teacher,
+    images: torch.Tensor,
+    cond_labels: Optional[torch.Tensor],
+    num_classes: int,
+    real_feats: Optional[np.ndarray] = None,
+) -> dict:
     """All diagnostics for a batch of synthetic images (see module docstring).
 
     ``cond_labels`` are the labels the images were generated for; without them
@@ -126,11 +140,13 @@ def synthetic_diagnostics(teacher, images: torch.Tensor, cond_labels: Optional[t
     groups = cond_labels if cond_labels is not None else pred
     div = per_class_diversity(feats, groups, num_classes)
     finite = [d for d in div if not math.isnan(d)]
-    out = dict(diversity=float(np.mean(finite)) if finite else 0.0,
-               diversity_per_class=[None if math.isnan(d) else round(d, 4) for d in div],
-               separation=class_separation(feats, groups, num_classes),
-               class_balance=class_balance(pred, num_classes),
-               teacher_confidence=float(prob.max(1).values.mean()))
+    out = dict(
+        diversity=float(np.mean(finite)) if finite else 0.0,
+        diversity_per_class=[None if math.isnan(d) else round(d, 4) for d in div],
+        separation=class_separation(feats, groups, num_classes),
+        class_balance=class_balance(pred, num_classes),
+        teacher_confidence=float(prob.max(1).values.mean()),
+    )
     if cond_labels is not None:
         out["teacher_agreement"] = float((pred == cond_labels).float().mean())
     if real_feats is not None:
@@ -160,9 +176,11 @@ def collapse_warning(diag: dict, class_names) -> Optional[str]:
     if not bad:
         return None
     names = ", ".join(str(class_names[c]) for c in bad)
-    return (f"possible mode collapse in class(es) {names}: their synthetic images are nearly identical "
-            "or the teacher hardly ever predicts them. Check samples.png; try a larger BN or contrast weight "
-            "or a lower generator learning rate.")
+    return (
+        f"possible mode collapse in class(es) {names}: their synthetic images are nearly identical "
+        "or the teacher hardly ever predicts them. Check samples.png; try a larger BN or contrast weight "
+        "or a lower generator learning rate."
+    )
 
 
 class PixelJudge:
@@ -173,22 +191,30 @@ class PixelJudge:
 
     def __init__(self, real_set, k: int = 5, limit: int = 20000):
         from sklearn.neighbors import KNeighborsClassifier
+
         images = real_set.images[:limit]
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         self.shape = tuple(x.shape[1:])
         labels = real_set.labels[:limit].numpy()
-        self.knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(labels)))).fit(x.flatten(1).numpy(), labels)
+        self.knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(labels)))).fit(
+            x.flatten(1).numpy(), labels
+        )
 
     def predict(self, images: torch.Tensor, mean, std) -> np.ndarray:
         """Classes for normalised images (as the generator makes them)."""
         from .data import denormalize
+
         x = denormalize(images.detach().float().cpu(), mean, std).clamp(0, 1)
         if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"images of shape {tuple(x.shape[1:])} cannot be judged against real ones of "
-                             f"{self.shape}")
+            raise ValueError(
+                f"images of shape {tuple(x.shape[1:])} cannot be judged against real ones of "
+                f"{self.shape}"
+            )
         return self.knn.predict(x.flatten(1).numpy())
 
-    def recognition(self, images: torch.Tensor, labels: torch.Tensor, mean, std) -> float:
+    def recognition(
+        self, images: torch.Tensor, labels: torch.Tensor, mean, std
+    ) -> float:
         """Share of ``images`` the judge assigns to ``labels`` (their conditioning classes)."""
         return float((self.predict(images, mean, std) == labels.cpu().numpy()).mean())
 
@@ -202,13 +228,24 @@ def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
     stats = []
 
     def hook(module, inputs, output):
-        mean, var = batch_statistics(inputs[0])  # what the BN prior (losses.BNStatsLoss) compares
-        stats.append(dict(batch_mean=mean.numpy(), batch_var=var.numpy(),
-                          running_mean=module.running_mean.numpy().copy(),
-                          running_var=module.running_var.numpy().copy()))
+        mean, var = batch_statistics(
+            inputs[0]
+        )  # what the BN prior (losses.BNStatsLoss) compares
+        stats.append(
+            dict(
+                batch_mean=mean.numpy(),
+                batch_var=var.numpy(),
+                running_mean=module.running_mean.numpy().copy(),
+                running_var=module.running_var.numpy().copy(),
+            )
+        )
 
     model = model.cpu().eval()
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
     try:
         model(images.cpu())
     finally:

@@ -30,14 +30,37 @@ from . import CpscError
 from .config import DistillConfig
 from .data import with_normalization
 from .distributed import DistContext, per_rank_batch
-from .generator import ClassConditionalBatchNorm2d, ConditionalGenerator, generate_per_class
-from .losses import (BNStatsLoss, agreeing_kl, competition, ikd_loss, instance_contrast, kl_divergence,
-                     pseudo_ce, supcon_loss, total_variation)
+from .generator import (
+    ClassConditionalBatchNorm2d,
+    ConditionalGenerator,
+    generate_per_class,
+)
+from .losses import (
+    BNStatsLoss,
+    agreeing_kl,
+    competition,
+    ikd_loss,
+    instance_contrast,
+    kl_divergence,
+    pseudo_ce,
+    supcon_loss,
+    total_variation,
+)
 from .models import create_model, feature_dim
 from .results import SessionLog
 from . import engine
-from .engine import (Acceleration, autocast, configure_backends, fused_optimizer_kwargs, grad_scaler, pick_device,
-                     resolve_amp, rng_state, seed_everything, set_rng_state)
+from .engine import (
+    Acceleration,
+    autocast,
+    configure_backends,
+    fused_optimizer_kwargs,
+    grad_scaler,
+    pick_device,
+    resolve_amp,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from .utils import augment_batch, warmup_cosine
 
 
@@ -63,14 +86,18 @@ def lr_factor(cfg: DistillConfig, iteration: int, warmup: int) -> float:
 
 
 # ---------------------------------------------------------------- the method
-def kd_distance(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+def kd_distance(
+    t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig
+) -> torch.Tensor:
     """The distillation distance: KL(softmax(t) || softmax(s)) (CPSC), or DFAD's ``mean |t - s|``."""
     if cfg.kd_loss == "l1":
         return (s_logits - t_logits).abs().mean()
     return kl_divergence(t_logits, s_logits, cfg.kd_temperature)
 
 
-def contrast(t_feat: torch.Tensor, s_feat: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrast(
+    t_feat: torch.Tensor, s_feat: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """L_SCL: SupCon over the teacher's and the student's L2-normalised view of each image (chapter 5).
 
     ``s_feat`` must already have the teacher's feature size (the Distiller's projection does that)."""
@@ -78,10 +105,18 @@ def contrast(t_feat: torch.Tensor, s_feat: torch.Tensor, labels: torch.Tensor, t
     return supcon_loss(views, labels, temperature)
 
 
-def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig, *,
-                   s_logits: Optional[torch.Tensor] = None, t_feat: Optional[torch.Tensor] = None,
-                   s_feat: Optional[torch.Tensor] = None, bn: Optional[torch.Tensor] = None,
-                   images: Optional[torch.Tensor] = None, adversarial: bool = True) -> tuple[torch.Tensor, dict]:
+def generator_loss(
+    t_logits: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: DistillConfig,
+    *,
+    s_logits: Optional[torch.Tensor] = None,
+    t_feat: Optional[torch.Tensor] = None,
+    s_feat: Optional[torch.Tensor] = None,
+    bn: Optional[torch.Tensor] = None,
+    images: Optional[torch.Tensor] = None,
+    adversarial: bool = True,
+) -> tuple[torch.Tensor, dict]:
     """The generator's objective L_G for one batch x = G(z, y) (paper Sec. 3; book chapter 6):
 
         L_G = -KL(t, s) - alpha * IKD(sg(t), s) + beta * L_BN + gamma * L_SCL(t, s; y) + eta * CE(t, y)
@@ -102,8 +137,12 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
         terms["adv_kd"] = kd_distance(t_logits, s_logits, cfg)
         loss = loss - terms["adv_kd"]
         if cfg.use_ikd:
-            terms["adv_ikd"] = ikd_loss(t_logits.detach(), s_logits)  # G moves S towards errors, not T's scale
-            loss = loss - cfg.alpha * (torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"])
+            terms["adv_ikd"] = ikd_loss(
+                t_logits.detach(), s_logits
+            )  # G moves S towards errors, not T's scale
+            loss = loss - cfg.alpha * (
+                torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"]
+            )
     if cfg.use_bn:
         terms["bn"] = bn
         loss = loss + cfg.beta * bn
@@ -125,9 +164,15 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
         terms["activation"] = -t_feat.abs().mean()
         p_mean = t_logits.softmax(1).mean(0)
         log = torch.log10 if cfg.dafl_log10 else torch.log
-        terms["info_entropy"] = (p_mean * log(p_mean + 1e-8)).sum()  # = -H(mean prediction)
-        loss = loss + cfg.dafl_onehot * terms["onehot"] + cfg.dafl_activation * terms["activation"] \
+        terms["info_entropy"] = (
+            p_mean * log(p_mean + 1e-8)
+        ).sum()  # = -H(mean prediction)
+        loss = (
+            loss
+            + cfg.dafl_onehot * terms["onehot"]
+            + cfg.dafl_activation * terms["activation"]
             + cfg.dafl_entropy * terms["info_entropy"]
+        )
     if cfg.adi_weight:
         terms["competition"] = competition(t_logits, s_logits)
         loss = loss + cfg.adi_weight * terms["competition"]
@@ -135,9 +180,15 @@ def generator_loss(t_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillCon
     return loss, terms
 
 
-def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillConfig, *,
-                 labels: Optional[torch.Tensor] = None, t_feat: Optional[torch.Tensor] = None,
-                 s_feat: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+def student_loss(
+    t_logits: torch.Tensor,
+    s_logits: torch.Tensor,
+    cfg: DistillConfig,
+    *,
+    labels: Optional[torch.Tensor] = None,
+    t_feat: Optional[torch.Tensor] = None,
+    s_feat: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, dict]:
     """The student's objective L_S for one batch (paper Sec. 3; book chapter 6):
 
         L_S = KL(t, s) + alpha * IKD(t, s) + eta * CE(s, y)  [+ gamma * L_SCL if ``student_scl``]
@@ -149,8 +200,11 @@ def student_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, cfg: DistillCon
     terms = {"kd": kd_distance(t_logits, s_logits, cfg)}
     loss = terms["kd"]
     if cfg.use_ikd:
-        terms["ikd"] = torch.log(torch.norm(t_logits - s_logits, 2) + 1e-8) if cfg.ikd_student_log \
+        terms["ikd"] = (
+            torch.log(torch.norm(t_logits - s_logits, 2) + 1e-8)
+            if cfg.ikd_student_log
             else ikd_loss(t_logits, s_logits)
+        )
         loss = loss + cfg.alpha * terms["ikd"]
     if labels is not None:
         if cfg.student_ce:
@@ -183,19 +237,37 @@ def augment_views(x: torch.Tensor, jitter: int, flip: bool) -> torch.Tensor:
     return x
 
 
-def local_views(x: torch.Tensor, flip: bool, scale: tuple = (0.25, 1.0)) -> torch.Tensor:
+def local_views(
+    x: torch.Tensor, flip: bool, scale: tuple = (0.25, 1.0)
+) -> torch.Tensor:
     """CMI's local views: per image, a random crop of ``scale`` of its area (aspect ratio 3/4 to 4/3)
     resized back to the full size (bilinear), mirrored at random when ``flip``."""
     b, dev = x.shape[0], x.device
     area = torch.empty(b, device=dev).uniform_(*scale)
-    ratio = torch.exp(torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3)))
-    w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)  # fractions of a side
-    cx, cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - w), (torch.rand(b, device=dev) * 2 - 1) * (1 - h)
-    sign = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0) if flip else torch.ones(b, device=dev)
+    ratio = torch.exp(
+        torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3))
+    )
+    w, h = (
+        (area * ratio).sqrt().clamp(max=1.0),
+        (area / ratio).sqrt().clamp(max=1.0),
+    )  # fractions of a side
+    cx, cy = (
+        (torch.rand(b, device=dev) * 2 - 1) * (1 - w),
+        (torch.rand(b, device=dev) * 2 - 1) * (1 - h),
+    )
+    sign = (
+        torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
+        if flip
+        else torch.ones(b, device=dev)
+    )
     zero = torch.zeros(b, device=dev)
-    theta = torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def reinitialise(generator: nn.Module) -> None:
@@ -225,19 +297,33 @@ class SamplePool:
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
         self.size = 0
-        self.next = 0  # where the next image goes (equal to size until the pool is full)
+        self.next = (
+            0  # where the next image goes (equal to size until the pool is full)
+        )
 
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        images, labels = images.detach()[-self.capacity:], labels.detach()[-self.capacity:]
+        images, labels = (
+            images.detach()[-self.capacity :],
+            labels.detach()[-self.capacity :],
+        )
         n = len(images)
         if self.images is None:
-            self.images, self.labels = images.new_empty((0,) + images.shape[1:]), labels.new_empty(0)
+            self.images, self.labels = (
+                images.new_empty((0,) + images.shape[1:]),
+                labels.new_empty(0),
+            )
         need = min(self.capacity, self.size + n)
         if need > len(self.images):  # grow by doubling, at most to the capacity
-            grow = min(self.capacity, max(2 * len(self.images), need)) - len(self.images)
-            self.images = torch.cat([self.images, images.new_empty((grow,) + images.shape[1:])])
+            grow = min(self.capacity, max(2 * len(self.images), need)) - len(
+                self.images
+            )
+            self.images = torch.cat(
+                [self.images, images.new_empty((grow,) + images.shape[1:])]
+            )
             self.labels = torch.cat([self.labels, labels.new_empty(grow)])
-        where = (self.next + torch.arange(n, device=images.device)) % self.capacity  # next == size until full
+        where = (
+            self.next + torch.arange(n, device=images.device)
+        ) % self.capacity  # next == size until full
         self.images[where] = images
         self.labels[where] = labels
         self.next = (self.next + n) % self.capacity
@@ -251,28 +337,45 @@ class SamplePool:
     def latest(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``n`` most recently added images, oldest first (fewer if the pool holds fewer)."""
         n = min(n, self.size)
-        idx = (self.next - n + torch.arange(n, device=self.images.device)) % self.capacity
+        idx = (
+            self.next - n + torch.arange(n, device=self.images.device)
+        ) % self.capacity
         return self.images[idx], self.labels[idx]
 
     def state_dict(self) -> dict:
         if self.images is None:
             return dict(size=0, next=0)
-        return dict(images=self.images[:self.size].clone(), labels=self.labels[:self.size].clone(), size=self.size,
-                    next=self.next)
+        return dict(
+            images=self.images[: self.size].clone(),
+            labels=self.labels[: self.size].clone(),
+            size=self.size,
+            next=self.next,
+        )
 
     def load_state_dict(self, state: dict, device) -> None:
         self.size, self.next = int(state["size"]), int(state["next"])
         if self.size:
-            self.images, self.labels = state["images"].to(device), state["labels"].to(device)
+            self.images, self.labels = (
+                state["images"].to(device),
+                state["labels"].to(device),
+            )
 
 
 class Distiller:
     """Teacher, student, generator, projection, their optimisers and schedules, and one iteration of the
     method (:meth:`iterate`); :func:`cpsc_lite.runner.train` runs the iterations and writes the run."""
 
-    def __init__(self, teacher: nn.Module, teacher_meta: dict, cfg: DistillConfig,
-                 test_set=None, train_set=None, augment=(0, False),
-                 accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        teacher_meta: dict,
+        cfg: DistillConfig,
+        test_set=None,
+        train_set=None,
+        augment=(0, False),
+        accel: Optional[Acceleration] = None,
+        dist: Optional[DistContext] = None,
+    ):
         self.cfg = cfg
         #: what the objectives read: ``cfg`` with the authors' dataset-dependent IKD form resolved
         self.loss_cfg = effective_ikd_forms(cfg, teacher_meta.get("dataset"))
@@ -280,74 +383,141 @@ class Distiller:
         self.accel = accel or Acceleration()
         self.dist = dist or DistContext()
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
-        self.batch_size = per_rank_batch(cfg.batch_size, self.dist.world_size)  # this rank's share
-        k, c, size = teacher_meta["num_classes"], teacher_meta["channels"], teacher_meta["img_size"]
+        self.batch_size = per_rank_batch(
+            cfg.batch_size, self.dist.world_size
+        )  # this rank's share
+        k, c, size = (
+            teacher_meta["num_classes"],
+            teacher_meta["channels"],
+            teacher_meta["img_size"],
+        )
         self.num_classes, self.channels, self.img_size = k, c, size
         self.teacher = teacher.to(self.device).eval()
-        for p in self.teacher.parameters():  # frozen: no parameter gradients are ever computed
+        for p in (
+            self.teacher.parameters()
+        ):  # frozen: no parameter gradients are ever computed
             p.requires_grad_(False)
         self.student = create_model(cfg.student, k, c, size).to(self.device)
-        self.generator = ConditionalGenerator(k, size, c, nz=cfg.nz, ngf=cfg.ngf,
-                                              conditional=cfg.conditional).to(self.device)
+        self.generator = ConditionalGenerator(
+            k, size, c, nz=cfg.nz, ngf=cfg.ngf, conditional=cfg.conditional
+        ).to(self.device)
         self.channels_last = self.accel.use_channels_last(self.device)
         if self.channels_last:
             for net in (self.teacher, self.student, self.generator):
                 net.to(memory_format=torch.channels_last)
-        self.sync_bn = self.accel.sync_bn and self.dist.enabled and self.device.type == "cuda"
+        self.sync_bn = (
+            self.accel.sync_bn and self.dist.enabled and self.device.type == "cuda"
+        )
         if self.accel.sync_bn and self.dist.enabled and not self.sync_bn:
-            raise CpscError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation); drop --sync-bn.")
+            raise CpscError(
+                "--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation); drop --sync-bn."
+            )
         if self.sync_bn:
             self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.uses_generator = cfg.input_source == "generator"
-        self.inverts = cfg.input_source == "inversion"  # DeepInversion: optimised pixels in a pool
+        self.inverts = (
+            cfg.input_source == "inversion"
+        )  # DeepInversion: optimised pixels in a pool
         if self.inverts and not (cfg.teacher_ce or cfg.use_bn):
-            raise CpscError("input_source 'inversion' needs an objective for the pixels: turn on teacher_ce or use_bn.")
-        self.pool = SamplePool(max(1, cfg.pool_batches) * self.batch_size) if self.inverts else None
+            raise CpscError(
+                "input_source 'inversion' needs an objective for the pixels: turn on teacher_ce or use_bn."
+            )
+        self.pool = (
+            SamplePool(max(1, cfg.pool_batches) * self.batch_size)
+            if self.inverts
+            else None
+        )
         #: CMI: the generator is re-initialised for every batch (inversion_target="generator")
         self.inverts_generator = self.inverts and cfg.inversion_target == "generator"
         if cfg.input_source == "data" and train_set is None:
-            raise CpscError("input_source 'data' (the 'data' baseline) needs the training split; "
-                            "pass train_set (the dataset has none, or it was not given).")
-        self.train_set = with_normalization(train_set, teacher_meta["mean"], teacher_meta["std"]) \
-            if train_set is not None else None
+            raise CpscError(
+                "input_source 'data' (the 'data' baseline) needs the training split; "
+                "pass train_set (the dataset has none, or it was not given)."
+            )
+        self.train_set = (
+            with_normalization(train_set, teacher_meta["mean"], teacher_meta["std"])
+            if train_set is not None
+            else None
+        )
         self.augment = augment
         # The contrast compares teacher and student features; if their sizes differ, a
         # linear map (trained with the generator) brings the student's to the teacher's size.
         dim_t = feature_dim(self.teacher, c, size)
         dim_s = feature_dim(self.student, c, size)
-        self.projection = nn.Linear(dim_s, dim_t, bias=False).to(self.device) if dim_s != dim_t else nn.Identity()
+        self.projection = (
+            nn.Linear(dim_s, dim_t, bias=False).to(self.device)
+            if dim_s != dim_t
+            else nn.Identity()
+        )
         self.cmi_head = self.cmi_bank = self.opt_head = None
-        if self.inverts_generator and cfg.cmi_weight:  # CMI's projection head and memory bank persist
-            self.cmi_head = nn.Sequential(nn.Linear(dim_t, dim_t), nn.ReLU(inplace=True),
-                                          nn.Linear(dim_t, cfg.cmi_head_dim)).to(self.device)
-            self.opt_head = torch.optim.Adam(self.cmi_head.parameters(), lr=cfg.lr_generator)
+        if (
+            self.inverts_generator and cfg.cmi_weight
+        ):  # CMI's projection head and memory bank persist
+            self.cmi_head = nn.Sequential(
+                nn.Linear(dim_t, dim_t),
+                nn.ReLU(inplace=True),
+                nn.Linear(dim_t, cfg.cmi_head_dim),
+            ).to(self.device)
+            self.opt_head = torch.optim.Adam(
+                self.cmi_head.parameters(), lr=cfg.lr_generator
+            )
             self.cmi_bank = SamplePool(cfg.cmi_bank)
-        g_params = list(self.generator.parameters()) + list(self.projection.parameters())
+        g_params = list(self.generator.parameters()) + list(
+            self.projection.parameters()
+        )
         fused = fused_optimizer_kwargs(self.device)
-        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas), **fused)
+        self.opt_g = torch.optim.Adam(
+            g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas), **fused
+        )
         if cfg.student_optimizer == "adam":
-            self.opt_s = torch.optim.Adam(self.student.parameters(), lr=cfg.lr_student,
-                                          weight_decay=cfg.weight_decay, **fused)
+            self.opt_s = torch.optim.Adam(
+                self.student.parameters(),
+                lr=cfg.lr_student,
+                weight_decay=cfg.weight_decay,
+                **fused,
+            )
         else:
-            self.opt_s = torch.optim.SGD(self.student.parameters(), lr=cfg.lr_student, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay, **fused)
+            self.opt_s = torch.optim.SGD(
+                self.student.parameters(),
+                lr=cfg.lr_student,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                **fused,
+            )
         warmup = int(cfg.warmup_frac * cfg.iters)
-        self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, lambda it: lr_factor(cfg, it, warmup))
-        g_factor = (lambda it: lr_factor(cfg, it, 0)) if cfg.generator_cosine else (lambda it: 1.0)
+        self.sched_s = torch.optim.lr_scheduler.LambdaLR(
+            self.opt_s, lambda it: lr_factor(cfg, it, warmup)
+        )
+        g_factor = (
+            (lambda it: lr_factor(cfg, it, 0))
+            if cfg.generator_cosine
+            else (lambda it: 1.0)
+        )
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
         self.amp_dtype = resolve_amp(self.accel.amp, self.device)
         bn_loss_type = BNStatsLoss if self.amp_dtype is None else _Float32BNStatsLoss
-        self.bn_loss = bn_loss_type(self.teacher) if cfg.use_bn and (self.uses_generator or self.inverts) else None
-        if self.bn_loss is not None:  # recording only inside generator steps, not in e.g. evaluate(teacher)
+        self.bn_loss = (
+            bn_loss_type(self.teacher)
+            if cfg.use_bn and (self.uses_generator or self.inverts)
+            else None
+        )
+        if (
+            self.bn_loss is not None
+        ):  # recording only inside generator steps, not in e.g. evaluate(teacher)
             self.bn_loss.enabled = False
-        self.test_set = with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"]) \
-            if test_set is not None else None
+        self.test_set = (
+            with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"])
+            if test_set is not None
+            else None
+        )
         self._real_feats = None
         self.iteration = 0
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
-        self.best_student_acc: Optional[float] = None  # best at any evaluation (what DFKD papers report)
+        self.best_student_acc: Optional[float] = (
+            None  # best at any evaluation (what DFKD papers report)
+        )
         #: (iteration, test accuracy) at every evaluation: time to accuracy (``accuracy_at``).
         self.acc_history: list[list] = []
         #: Fingerprints of the teacher and the evaluation data (``run_distill`` sets them); a resume checks them.
@@ -369,20 +539,40 @@ class Distiller:
         self.scaler_s = grad_scaler(self.device, self.amp_dtype)
         student_train, generator_train = self.student, self.generator
         if self.dist.enabled:
-            student_train, generator_train = engine.data_parallel((self.student, self.generator), self.device)
-            self.dist.broadcast_module(self.projection)  # not wrapped: start from rank 0's copy too
+            student_train, generator_train = engine.data_parallel(
+                (self.student, self.generator), self.device
+            )
+            self.dist.broadcast_module(
+                self.projection
+            )  # not wrapped: start from rank 0's copy too
         wrap = engine.compiler(self.accel)
         self._teacher_net = wrap(self.teacher)
-        self._student_net = wrap(self.student)      # generator step: S only passes gradients on to x
-        self._generator_net = wrap(self.generator)  # student step: images without gradients
-        self._student_train = self._student_net if student_train is self.student else wrap(student_train)
-        self._generator_train = self._generator_net if generator_train is self.generator else wrap(generator_train)
+        self._student_net = wrap(
+            self.student
+        )  # generator step: S only passes gradients on to x
+        self._generator_net = wrap(
+            self.generator
+        )  # student step: images without gradients
+        self._student_train = (
+            self._student_net if student_train is self.student else wrap(student_train)
+        )
+        self._generator_train = (
+            self._generator_net
+            if generator_train is self.generator
+            else wrap(generator_train)
+        )
 
     def runtime(self) -> dict:
         """How this run executes (recorded in metrics.json): precision, layout, compile, processes."""
-        return dict(device=str(self.device), amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
-                    else "off", channels_last=self.channels_last, compile=self.accel.compile or "off",
-                    world_size=self.dist.world_size, batch_per_rank=self.batch_size, sync_bn=self.sync_bn)
+        return dict(
+            device=str(self.device),
+            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            channels_last=self.channels_last,
+            compile=self.accel.compile or "off",
+            world_size=self.dist.world_size,
+            batch_per_rank=self.batch_size,
+            sync_bn=self.sync_bn,
+        )
 
     # ------------------------------------------------------------------ steps
     def _teacher(self, x, features: bool = False, bn: bool = False):
@@ -392,7 +582,9 @@ class Distiller:
 
     def _generate(self, z, y, train: bool = True):
         x = (self._generator_train if train else self._generator_net)(z, y)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return (
+            x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        )
 
     def _autocast(self):
         """Mixed precision for the forward passes, when on (a no-op in float32)."""
@@ -404,8 +596,12 @@ class Distiller:
     def _update(self, optimizer, scaler, loss, unwrapped_params=(), also=()) -> None:
         """One optimiser update (:func:`engine.update`) of ``optimizer`` and those in ``also``; gradients of
         ``unwrapped_params`` (outside DDP) are averaged over processes before the step."""
-        engine.update((optimizer, *also), loss, scaler,
-                      before_step=lambda: self.dist.average_gradients(unwrapped_params))
+        engine.update(
+            (optimizer, *also),
+            loss,
+            scaler,
+            before_step=lambda: self.dist.average_gradients(unwrapped_params),
+        )
 
     def _pseudo_labels(self, y, t_logits):
         """The conditioning label; an unconditional generator's images get the teacher's argmax instead."""
@@ -424,20 +620,35 @@ class Distiller:
             t_logits, t_feat = self._teacher(x_in, features=True, bn=cfg.use_bn)
             if cfg.use_adv or cfg.use_scl:
                 s_logits, s_feat = self._student_net(x_in, return_features=True)
-        t_logits, t_feat = t_logits.float(), t_feat.float()  # every loss in float32 (no-ops in float32)
+        t_logits, t_feat = (
+            t_logits.float(),
+            t_feat.float(),
+        )  # every loss in float32 (no-ops in float32)
         if s_logits is not None:
             s_logits, s_feat = s_logits.float(), s_feat.float()
         loss, terms = generator_loss(
-            t_logits, self._pseudo_labels(y, t_logits), self.loss_cfg, s_logits=s_logits, t_feat=t_feat,
+            t_logits,
+            self._pseudo_labels(y, t_logits),
+            self.loss_cfg,
+            s_logits=s_logits,
+            t_feat=t_feat,
             s_feat=self.projection(s_feat) if cfg.use_scl else None,
             bn=self.bn_loss.loss(cfg.bn_reduce) if cfg.use_bn else None,
             images=x.float() if cfg.prior_tv or cfg.prior_l2 else None,
-            adversarial=self.adversarial_on())
-        if cfg.generator_adam_reset:  # the authors' code builds a new Adam for every generator step
+            adversarial=self.adversarial_on(),
+        )
+        if (
+            cfg.generator_adam_reset
+        ):  # the authors' code builds a new Adam for every generator step
             self.opt_g.state.clear()
             for group in self.opt_g.param_groups:
                 group["lr"] = cfg.lr_generator
-        self._update(self.opt_g, self.scaler_g, loss, unwrapped_params=self.projection.parameters())
+        self._update(
+            self.opt_g,
+            self.scaler_g,
+            loss,
+            unwrapped_params=self.projection.parameters(),
+        )
         self.student.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
 
@@ -450,8 +661,16 @@ class Distiller:
         cfg = self.cfg
         if self.inverts_generator:
             return self.generator_inversion_step()
-        y = torch.arange(self.batch_size, device=self.device) % self.num_classes  # every class, in columns
-        x = torch.randn(self.batch_size, self.channels, self.img_size, self.img_size, device=self.device)
+        y = (
+            torch.arange(self.batch_size, device=self.device) % self.num_classes
+        )  # every class, in columns
+        x = torch.randn(
+            self.batch_size,
+            self.channels,
+            self.img_size,
+            self.img_size,
+            device=self.device,
+        )
         x.requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=cfg.inversion_lr)
         scaler = grad_scaler(self.device, self.amp_dtype)
@@ -464,10 +683,19 @@ class Distiller:
                 t_logits = self._teacher(x_in, bn=cfg.use_bn)
                 s_logits = self._student_net(x_in) if cfg.adi_weight else None
             loss, terms = generator_loss(
-                t_logits.float(), y, self.loss_cfg, s_logits=None if s_logits is None else s_logits.float(),
-                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight) if cfg.use_bn else None,
-                images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None, adversarial=False)
-            self._update(optimizer, scaler, loss)  # each rank's pixels are its own: nothing to average
+                t_logits.float(),
+                y,
+                self.loss_cfg,
+                s_logits=None if s_logits is None else s_logits.float(),
+                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
+                if cfg.use_bn
+                else None,
+                images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None,
+                adversarial=False,
+            )
+            self._update(
+                optimizer, scaler, loss
+            )  # each rank's pixels are its own: nothing to average
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(x.detach(), y)
@@ -485,8 +713,11 @@ class Distiller:
         reinitialise(self.generator)
         self.generator.train()
         z = torch.randn(b, self.generator.nz, device=self.device, requires_grad=True)
-        optimizer = torch.optim.Adam([{"params": list(self.generator.parameters())}, {"params": [z]}],
-                                     lr=cfg.lr_generator, betas=tuple(cfg.generator_betas))
+        optimizer = torch.optim.Adam(
+            [{"params": list(self.generator.parameters())}, {"params": [z]}],
+            lr=cfg.lr_generator,
+            betas=tuple(cfg.generator_betas),
+        )
         scaler = grad_scaler(self.device, self.amp_dtype)
         also = (self.opt_head,) if self.cmi_head is not None else ()
         self.student.requires_grad_(False)
@@ -497,29 +728,64 @@ class Distiller:
                 x = self._generate(z, y)
                 x_global = augment_views(x, cfg.jitter, cfg.flip)
                 t_logits, t_feat = self._teacher(x_global, features=True, bn=cfg.use_bn)
-                s_logits = self._student_net(x_global) if cfg.cmi_adv or cfg.adi_weight else None
-                local_feat = self._teacher(local_views(x, cfg.flip), features=True)[1] if self.cmi_head else None
+                s_logits = (
+                    self._student_net(x_global)
+                    if cfg.cmi_adv or cfg.adi_weight
+                    else None
+                )
+                local_feat = (
+                    self._teacher(local_views(x, cfg.flip), features=True)[1]
+                    if self.cmi_head
+                    else None
+                )
             loss, terms = generator_loss(
-                t_logits.float(), y, self.loss_cfg, s_logits=None if s_logits is None else s_logits.float(),
-                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight) if cfg.use_bn else None,
-                images=x_global.float() if cfg.prior_tv or cfg.prior_l2 else None, adversarial=False)
+                t_logits.float(),
+                y,
+                self.loss_cfg,
+                s_logits=None if s_logits is None else s_logits.float(),
+                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
+                if cfg.use_bn
+                else None,
+                images=x_global.float() if cfg.prior_tv or cfg.prior_l2 else None,
+                adversarial=False,
+            )
             if cfg.cmi_adv:
                 terms["cmi_adv"] = agreeing_kl(t_logits.float(), s_logits.float())
                 loss = loss - cfg.cmi_adv * terms["cmi_adv"]
             if self.cmi_head is not None:
-                feats = torch.stack([local_feat.float(), t_feat.float()], 1)  # (b, 2 views, d)
+                feats = torch.stack(
+                    [local_feat.float(), t_feat.float()], 1
+                )  # (b, 2 views, d)
                 if self.cmi_bank.size and cfg.cmi_negatives:
-                    feats = torch.cat([feats, self.cmi_bank.sample(min(cfg.cmi_negatives, self.cmi_bank.size))[0]])
-                proj = F.normalize(self.cmi_head(feats.flatten(0, 1)), dim=1).view(len(feats), 2, -1)
-                terms["cmi_contrast"] = instance_contrast(proj[:, 0], proj[:, 1], cfg.cmi_temperature, b)
+                    feats = torch.cat(
+                        [
+                            feats,
+                            self.cmi_bank.sample(
+                                min(cfg.cmi_negatives, self.cmi_bank.size)
+                            )[0],
+                        ]
+                    )
+                proj = F.normalize(self.cmi_head(feats.flatten(0, 1)), dim=1).view(
+                    len(feats), 2, -1
+                )
+                terms["cmi_contrast"] = instance_contrast(
+                    proj[:, 0], proj[:, 1], cfg.cmi_temperature, b
+                )
                 loss = loss + cfg.cmi_weight * terms["cmi_contrast"]
                 feats_now = torch.stack([local_feat, t_feat], 1).detach().float()
             terms["total"] = loss
-            value = float(loss.detach())  # one host sync per step, as in the published code (it keeps the best)
+            value = float(
+                loss.detach()
+            )  # one host sync per step, as in the published code (it keeps the best)
             if value < best_loss:
                 best_loss = value
-                best = (x.detach().float().clone(), feats_now if self.cmi_head is not None else None)
-            self._update(optimizer, scaler, loss, also=also)  # each rank's batch is its own
+                best = (
+                    x.detach().float().clone(),
+                    feats_now if self.cmi_head is not None else None,
+                )
+            self._update(
+                optimizer, scaler, loss, also=also
+            )  # each rank's batch is its own
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(best[0], y)
@@ -529,7 +795,9 @@ class Distiller:
 
     def adversarial_on(self) -> bool:
         """Whether G maximises the disagreement now (off during the first ``adv_warmup`` of the run)."""
-        return self.cfg.use_adv and self.iteration >= int(self.cfg.adv_warmup * self.cfg.iters)
+        return self.cfg.use_adv and self.iteration >= int(
+            self.cfg.adv_warmup * self.cfg.iters
+        )
 
     def student_inputs(self, batch_size: int):
         """A batch for the student step: generated (no gradient to G), Gaussian noise, or real images."""
@@ -538,12 +806,25 @@ class Distiller:
         if self.inverts:
             return self.pool.sample(batch_size)
         if self.cfg.input_source == "noise":
-            x = torch.randn(batch_size, self.channels, self.img_size, self.img_size, device=self.device)
+            x = torch.randn(
+                batch_size,
+                self.channels,
+                self.img_size,
+                self.img_size,
+                device=self.device,
+            )
             return x, None
         if self.cfg.input_source == "data":
             idx = torch.randint(0, len(self.train_set), (batch_size,))
-            x, y = self.train_set.batch(idx) if hasattr(self.train_set, "batch") else \
-                tuple(torch.utils.data.default_collate([self.train_set[int(i)] for i in idx]))
+            x, y = (
+                self.train_set.batch(idx)
+                if hasattr(self.train_set, "batch")
+                else tuple(
+                    torch.utils.data.default_collate(
+                        [self.train_set[int(i)] for i in idx]
+                    )
+                )
+            )
             return augment_batch(x.to(self.device), *self.augment), y.to(self.device)
         z, y = self.generator.sample_inputs(batch_size, self.device)
         with torch.no_grad(), self._autocast():
@@ -557,20 +838,41 @@ class Distiller:
             with torch.no_grad():
                 t_logits, t_feat = self._teacher(x, features=True, bn=False)
             s_logits, s_feat = self._student_train(x, return_features=True)
-        t_logits, t_feat, s_logits, s_feat = t_logits.float(), t_feat.float(), s_logits.float(), s_feat.float()
-        labels = self._pseudo_labels(y, t_logits) if y is not None and cfg.input_source in ("generator", "inversion") \
+        t_logits, t_feat, s_logits, s_feat = (
+            t_logits.float(),
+            t_feat.float(),
+            s_logits.float(),
+            s_feat.float(),
+        )
+        labels = (
+            self._pseudo_labels(y, t_logits)
+            if y is not None and cfg.input_source in ("generator", "inversion")
             else None
-        loss, terms = student_loss(t_logits, s_logits, self.loss_cfg, labels=labels, t_feat=t_feat,
-                                   s_feat=self.projection(s_feat) if cfg.student_scl else s_feat)
+        )
+        loss, terms = student_loss(
+            t_logits,
+            s_logits,
+            self.loss_cfg,
+            labels=labels,
+            t_feat=t_feat,
+            s_feat=self.projection(s_feat) if cfg.student_scl else s_feat,
+        )
         self._update(self.opt_s, self.scaler_s, loss)
         return {k: v.detach() for k, v in terms.items()}
 
     def iterate(self) -> dict:
         """One full iteration: g_steps generator updates, then s_steps student updates."""
         out: dict[str, torch.Tensor] = {}
-        trains_generator = self.uses_generator and (self.cfg.use_adv or self.cfg.use_bn or self.cfg.use_scl
-                                                    or self.cfg.teacher_ce or self.cfg.use_dafl)
-        if self.cfg.student_first:  # DFAD's order: the student learns, then the generator attacks it
+        trains_generator = self.uses_generator and (
+            self.cfg.use_adv
+            or self.cfg.use_bn
+            or self.cfg.use_scl
+            or self.cfg.teacher_ce
+            or self.cfg.use_dafl
+        )
+        if (
+            self.cfg.student_first
+        ):  # DFAD's order: the student learns, then the generator attacks it
             self._student_steps(out)
         if self.inverts and self.iteration % self.cfg.inversion_every == 0:
             out.update({"g/" + k: v for k, v in self.inversion_step().items()})
@@ -595,6 +897,7 @@ class Distiller:
     def diagnostics(self, per_class: int = 32) -> dict:
         """Diversity, class balance, teacher confidence and FID of the student's current inputs."""
         from .diagnostics import real_features, synthetic_diagnostics
+
         if self.bn_loss is not None:
             self.bn_loss.enabled = False
         if self.test_set is not None and self._real_feats is None:
@@ -603,7 +906,9 @@ class Distiller:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if self.uses_generator:
-                x, y = generate_per_class(self.generator, per_class, self.device, seed=1234)
+                x, y = generate_per_class(
+                    self.generator, per_class, self.device, seed=1234
+                )
                 cond = y if self.cfg.conditional else None
             elif self.inverts:
                 x, cond = self.pool.latest(per_class * self.num_classes)
@@ -611,24 +916,48 @@ class Distiller:
                 torch.manual_seed(1234)
                 x, _ = self.student_inputs(per_class * self.num_classes)
                 cond = None
-        return synthetic_diagnostics(self.teacher, x, cond, self.num_classes, self._real_feats)
+        return synthetic_diagnostics(
+            self.teacher, x, cond, self.num_classes, self._real_feats
+        )
 
     # ------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        return dict(iteration=self.iteration, elapsed=self.elapsed, config=self.cfg.to_dict(),
-                    student=self.student.state_dict(), generator=self.generator.state_dict(),
-                    projection=self.projection.state_dict(), opt_g=self.opt_g.state_dict(),
-                    opt_s=self.opt_s.state_dict(), sched_s=self.sched_s.state_dict(),
-                    sched_g=self.sched_g.state_dict(), rng=rng_state(),
-                    last_student_acc=self.last_student_acc, best_student_acc=self.best_student_acc,
-                    acc_history=[list(h) for h in self.acc_history], sessions=self.sessions.sessions,
-                    inputs=dict(self.inputs),
-                    **({} if self.pool is None else dict(pool=self.pool.state_dict())),
-                    **({} if self.cmi_head is None else dict(cmi_head=self.cmi_head.state_dict(),
-                                                             opt_head=self.opt_head.state_dict(),
-                                                             cmi_bank=self.cmi_bank.state_dict())),
-                    **({} if self.scaler_g is None else dict(scaler_g=self.scaler_g.state_dict(),
-                                                             scaler_s=self.scaler_s.state_dict())))
+        return dict(
+            iteration=self.iteration,
+            elapsed=self.elapsed,
+            config=self.cfg.to_dict(),
+            student=self.student.state_dict(),
+            generator=self.generator.state_dict(),
+            projection=self.projection.state_dict(),
+            opt_g=self.opt_g.state_dict(),
+            opt_s=self.opt_s.state_dict(),
+            sched_s=self.sched_s.state_dict(),
+            sched_g=self.sched_g.state_dict(),
+            rng=rng_state(),
+            last_student_acc=self.last_student_acc,
+            best_student_acc=self.best_student_acc,
+            acc_history=[list(h) for h in self.acc_history],
+            sessions=self.sessions.sessions,
+            inputs=dict(self.inputs),
+            **({} if self.pool is None else dict(pool=self.pool.state_dict())),
+            **(
+                {}
+                if self.cmi_head is None
+                else dict(
+                    cmi_head=self.cmi_head.state_dict(),
+                    opt_head=self.opt_head.state_dict(),
+                    cmi_bank=self.cmi_bank.state_dict(),
+                )
+            ),
+            **(
+                {}
+                if self.scaler_g is None
+                else dict(
+                    scaler_g=self.scaler_g.state_dict(),
+                    scaler_s=self.scaler_s.state_dict(),
+                )
+            ),
+        )
 
     def load_state_dict(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
@@ -652,8 +981,12 @@ class Distiller:
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
-        self.acc_history = [list(h) for h in state.get("acc_history", [])]  # absent before 0.4.0
-        self.sessions = SessionLog(state.get("sessions"))  # absent in runs saved before sessions were kept
+        self.acc_history = [
+            list(h) for h in state.get("acc_history", [])
+        ]  # absent before 0.4.0
+        self.sessions = SessionLog(
+            state.get("sessions")
+        )  # absent in runs saved before sessions were kept
         self._restore_rng(state)
 
     def _restore_rng(self, state: dict) -> None:
@@ -667,15 +1000,29 @@ class Distiller:
             seed_everything(self.cfg.seed + self.dist.rank + 1_000_003 * self.iteration)
 
     def student_meta(self) -> dict:
-        meta = {k: v for k, v in self.teacher_meta.items() if k not in ("test_acc", "train_config", "version",
-                                                                 "source_file")}
-        return dict(meta, model=self.cfg.student, method=self.cfg.method, iteration=self.iteration)
+        meta = {
+            k: v
+            for k, v in self.teacher_meta.items()
+            if k not in ("test_acc", "train_config", "version", "source_file")
+        }
+        return dict(
+            meta,
+            model=self.cfg.student,
+            method=self.cfg.method,
+            iteration=self.iteration,
+        )
 
     def generator_meta(self) -> dict:
         meta = self.teacher_meta
-        return dict(generator=self.generator.config(), class_names=list(meta["class_names"]), mean=list(meta["mean"]),
-                    std=list(meta["std"]), dataset=meta.get("dataset"), method=self.cfg.method,
-                    iteration=self.iteration)
+        return dict(
+            generator=self.generator.config(),
+            class_names=list(meta["class_names"]),
+            mean=list(meta["mean"]),
+            std=list(meta["std"]),
+            dataset=meta.get("dataset"),
+            method=self.cfg.method,
+            iteration=self.iteration,
+        )
 
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BN running statistics (each rank updates its own between DDP forwards)."""
@@ -702,5 +1049,3 @@ class Distiller:
     def close(self) -> None:
         if self.bn_loss is not None:
             self.bn_loss.remove()
-
-

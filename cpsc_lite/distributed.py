@@ -107,14 +107,16 @@ class DistContext:
         flat /= self.world_size
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def broadcast_module(self, module: nn.Module, buffers_only: bool = False) -> None:
         """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank, in place."""
         if not self.enabled:
             return
-        tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
+        tensors = list(module.buffers()) + (
+            [] if buffers_only else list(module.parameters())
+        )
         with torch.no_grad():
             for t in tensors:
                 dist.broadcast(t.data, src=0)
@@ -131,7 +133,9 @@ class DistContext:
         if not self.enabled:
             return obj
         box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)  # NCCL: on the current device (set at init)
+        dist.broadcast_object_list(
+            box, src=0
+        )  # NCCL: on the current device (set at init)
         return box[0]
 
     def close(self) -> None:
@@ -144,17 +148,29 @@ def launch_environment(env: Optional[Mapping[str, str]] = None) -> Optional[dict
     """Rank, world size and local rank from torchrun's or SLURM's variables; None outside a launcher."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
-        return dict(rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                    local_rank=int(env.get("LOCAL_RANK", 0)),
-                    launcher="torchrun" if "TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env else "env")
+        return dict(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            launcher="torchrun"
+            if "TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env
+            else "env",
+        )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        return dict(rank=int(env["SLURM_PROCID"]), world_size=int(env["SLURM_NTASKS"]),
-                    local_rank=int(env.get("SLURM_LOCALID", 0)), launcher="slurm")
+        return dict(
+            rank=int(env["SLURM_PROCID"]),
+            world_size=int(env["SLURM_NTASKS"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            launcher="slurm",
+        )
     return None
 
 
-def init_distributed(device: str = "auto", required: bool = False,
-                     env: Optional[Mapping[str, str]] = None) -> DistContext:
+def init_distributed(
+    device: str = "auto",
+    required: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+) -> DistContext:
     """Join the process group described by the launcher's environment (see the module docstring).
 
     Outside a launcher (or with one process) this returns a single-process context and
@@ -163,54 +179,76 @@ def init_distributed(device: str = "auto", required: bool = False,
     (an ``srun`` job step may run several independent commands). NCCL on CUDA, Gloo on CPU.
     """
     from .engine import pick_device
+
     info = launch_environment(env)
     if info is not None and info["launcher"] == "slurm" and not required:
         info = None
     if info is None:
         if required:
-            raise CpscError("--distributed needs a launcher that starts one process per GPU and tells each its "
-                            "rank: run `torchrun --standalone --nproc_per_node=N -m cpsc_lite distill ...` (on one "
-                            "machine), or under SLURM `srun ... cpsc-lite distill --distributed ...` with "
-                            "MASTER_ADDR exported (details: `python -m pydoc cpsc_lite.distributed`).")
+            raise CpscError(
+                "--distributed needs a launcher that starts one process per GPU and tells each its "
+                "rank: run `torchrun --standalone --nproc_per_node=N -m cpsc_lite distill ...` (on one "
+                "machine), or under SLURM `srun ... cpsc-lite distill --distributed ...` with "
+                "MASTER_ADDR exported (details: `python -m pydoc cpsc_lite.distributed`)."
+            )
         return DistContext()
     rank, world, local = info["rank"], info["world_size"], info["local_rank"]
     if world <= 1:
         return DistContext()
     env_map = os.environ if env is None else env
     if "MASTER_ADDR" not in env_map:
-        raise CpscError("Distributed mode needs MASTER_ADDR (and optionally MASTER_PORT, default 29500): the "
-                        "host of rank 0. Under SLURM: export MASTER_ADDR=$(scontrol show hostnames "
-                        "\"$SLURM_JOB_NODELIST\" | head -n1). torchrun sets it for you.")
+        raise CpscError(
+            "Distributed mode needs MASTER_ADDR (and optionally MASTER_PORT, default 29500): the "
+            "host of rank 0. Under SLURM: export MASTER_ADDR=$(scontrol show hostnames "
+            '"$SLURM_JOB_NODELIST" | head -n1). torchrun sets it for you.'
+        )
     os.environ.setdefault("MASTER_ADDR", env_map["MASTER_ADDR"])
     os.environ.setdefault("MASTER_PORT", env_map.get("MASTER_PORT", "29500"))
     dev = pick_device(device)
     if dev.type == "cuda":
         if dev.index is not None and device not in ("auto", "cuda"):
-            raise CpscError(f"--device {device} pins every process to one GPU; in distributed mode each process "
-                            "uses cuda:LOCAL_RANK. Pass --device cuda (or auto), and choose GPUs with "
-                            "CUDA_VISIBLE_DEVICES.")
+            raise CpscError(
+                f"--device {device} pins every process to one GPU; in distributed mode each process "
+                "uses cuda:LOCAL_RANK. Pass --device cuda (or auto), and choose GPUs with "
+                "CUDA_VISIBLE_DEVICES."
+            )
         if local >= torch.cuda.device_count():
-            raise CpscError(f"Local rank {local} has no GPU: this node has {torch.cuda.device_count()}. Start at "
-                            "most one process per GPU (--nproc_per_node).")
+            raise CpscError(
+                f"Local rank {local} has no GPU: this node has {torch.cuda.device_count()}. Start at "
+                "most one process per GPU (--nproc_per_node)."
+            )
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
         backend = "nccl"
     elif dev.type == "cpu":
         backend = "gloo"
     else:
-        raise CpscError(f"Distributed mode runs on CUDA (NCCL) or CPU (Gloo), not on {dev.type}. Pass --device cpu "
-                        "or run one process.")
+        raise CpscError(
+            f"Distributed mode runs on CUDA (NCCL) or CPU (Gloo), not on {dev.type}. Pass --device cpu "
+            "or run one process."
+        )
     if not dist.is_initialized():
-        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+        dist.init_process_group(
+            backend, init_method="env://", rank=rank, world_size=world
+        )
         owns = True
     else:
         owns = False
-    return DistContext(rank=rank, world_size=world, local_rank=local, backend=backend, device=dev, owns_group=owns)
+    return DistContext(
+        rank=rank,
+        world_size=world,
+        local_rank=local,
+        backend=backend,
+        device=dev,
+        owns_group=owns,
+    )
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
     """Each rank's share of the global batch; it must divide evenly."""
     if batch_size % world_size:
-        raise CpscError(f"batch_size {batch_size} is the global batch and must divide evenly over {world_size} "
-                        f"processes; use e.g. {batch_size - batch_size % world_size or world_size}.")
+        raise CpscError(
+            f"batch_size {batch_size} is the global batch and must divide evenly over {world_size} "
+            f"processes; use e.g. {batch_size - batch_size % world_size or world_size}."
+        )
     return batch_size // world_size

@@ -25,7 +25,10 @@ from . import CpscError
 
 
 def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    )
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -39,18 +42,26 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise CpscError(f"--device {name!r} is not a device name. Use auto, cpu, cuda, cuda:N or mps.") from None
+        raise CpscError(
+            f"--device {name!r} is not a device name. Use auto, cpu, cuda, cuda:N or mps."
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CpscError(f"--device {name} was requested, but PyTorch sees no CUDA GPU here "
-                            f"(torch {torch.__version__}, torch.cuda.is_available() is False). Use --device cpu "
-                            "(or auto), or install a CUDA build of PyTorch on a machine with an NVIDIA GPU.")
+            raise CpscError(
+                f"--device {name} was requested, but PyTorch sees no CUDA GPU here "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False). Use --device cpu "
+                "(or auto), or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CpscError(f"--device {name} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+            raise CpscError(
+                f"--device {name} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+            )
     if device.type == "mps" and not _mps_available():
-        raise CpscError(f"--device {name} was requested, but Apple's MPS backend is not available here. "
-                        "Use --device cpu (or auto).")
+        raise CpscError(
+            f"--device {name} was requested, but Apple's MPS backend is not available here. "
+            "Use --device cpu (or auto)."
+        )
     return device
 
 
@@ -74,13 +85,18 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
         if amp == "auto":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise CpscError("--amp bf16 needs a GPU with bfloat16 support (NVIDIA Ampere or newer); "
-                            "use --amp fp16 or --amp auto on this GPU.")
+            raise CpscError(
+                "--amp bf16 needs a GPU with bfloat16 support (NVIDIA Ampere or newer); "
+                "use --amp fp16 or --amp auto on this GPU."
+            )
         return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp == "auto":
         return None
     if device.type == "mps":
-        warnings.warn(f"--amp {amp} is not supported on Apple MPS here; running in float32.", stacklevel=2)
+        warnings.warn(
+            f"--amp {amp} is not supported on Apple MPS here; running in float32.",
+            stacklevel=2,
+        )
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
@@ -104,7 +120,11 @@ class Acceleration:
     sync_bn: bool = False
 
     def use_channels_last(self, device: torch.device) -> bool:
-        return device.type == "cuda" if self.channels_last is None else bool(self.channels_last)
+        return (
+            device.type == "cuda"
+            if self.channels_last is None
+            else bool(self.channels_last)
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,8 +162,11 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     """Every random state a run draws from, as plain tensors/lists (checkpoint-safe)."""
-    state = dict(torch=torch.get_rng_state(), python=_py_state_to_list(random.getstate()),
-                 numpy=_np_state_to_list(np.random.get_state()))
+    state = dict(
+        torch=torch.get_rng_state(),
+        python=_py_state_to_list(random.getstate()),
+        numpy=_np_state_to_list(np.random.get_state()),
+    )
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -166,18 +189,26 @@ def _list_to_py_state(s):
 
 
 def _np_state_to_list(s):
-    return [s[0], torch.from_numpy(s[1].astype(np.int64)), int(s[2]), int(s[3]), float(s[4])]
+    return [
+        s[0],
+        torch.from_numpy(s[1].astype(np.int64)),
+        int(s[2]),
+        int(s[3]),
+        float(s[4]),
+    ]
 
 
 def _list_to_np_state(s):
     return (s[0], s[1].numpy().astype(np.uint32), s[2], s[3], s[4])
 
 
-
-
 # ------------------------------------------------------------ one update
-def update(optimizers: Sequence[torch.optim.Optimizer], loss: torch.Tensor, scaler=None,
-           before_step: Optional[Callable[[], None]] = None) -> None:
+def update(
+    optimizers: Sequence[torch.optim.Optimizer],
+    loss: torch.Tensor,
+    scaler=None,
+    before_step: Optional[Callable[[], None]] = None,
+) -> None:
     """zero_grad, backward, step: the one optimiser update of teacher training and both distillation steps.
 
     With fp16 the ``scaler`` scales the loss and skips steps whose gradients overflow; ``before_step``
@@ -201,7 +232,11 @@ def step_scheduler(scheduler, scaler=None) -> None:
         scheduler.step()
         return
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message="Detected call of `lr_scheduler.step",
+            category=UserWarning,
+        )
         scheduler.step()
 
 
@@ -216,22 +251,30 @@ def compiler(accel: Acceleration) -> Callable[[nn.Module], nn.Module]:
     if not mode or mode == "off":
         return lambda net: net
     import torch._dynamo
+
     dynamo, name = torch._dynamo.config, "recompile_limit"
-    name = name if hasattr(dynamo, name) else "cache_size_limit"  # its name before torch 2.6
+    name = (
+        name if hasattr(dynamo, name) else "cache_size_limit"
+    )  # its name before torch 2.6
     setattr(dynamo, name, max(getattr(dynamo, name), 32))
-    options = dict(backend=accel.compile_backend, mode=None if mode == "default" else mode)
+    options = dict(
+        backend=accel.compile_backend, mode=None if mode == "default" else mode
+    )
     return lambda net: torch.compile(net, **options)
 
 
 def data_parallel(nets: Iterable[nn.Module], device: torch.device) -> list[nn.Module]:
     """Each module wrapped in DistributedDataParallel (the process group must be initialised)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     ids = dict(device_ids=[device.index]) if device.type == "cuda" else {}
     return [DDP(net, **ids) for net in nets]
 
 
 # ------------------------------------------------------------- timing and the machine
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, statistic: str = "median") -> tuple:
+def timed(
+    fn: Callable[[], object], repeats: int, warmup: int = 1, statistic: str = "median"
+) -> tuple:
     """``(seconds per call, the last call's result)`` over ``repeats`` calls after ``warmup`` untimed ones.
 
     Each timed call waits for the GPU before the clock is read. ``statistic``: ``"median"`` (robust to
@@ -248,14 +291,18 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, statistic: st
         result = fn()
         sync()
         times.append(time.perf_counter() - start)
-    return (statistics.median(times) if statistic == "median" else statistics.fmean(times)), result
+    return (
+        statistics.median(times) if statistic == "median" else statistics.fmean(times)
+    ), result
 
 
 def device_name(device) -> str:
     """What a person would call the hardware a run used: the GPU model, or the CPU and its threads."""
     device = torch.device(device)
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
         return torch.cuda.get_device_name(index)
     if device.type == "mps":
         return "Apple GPU (MPS)"
@@ -264,19 +311,33 @@ def device_name(device) -> str:
 
 def machine_info() -> dict:
     """The machine, as benchmarks record it: Python, torch, CUDA, CPU threads and, if there is one, the GPU."""
-    info = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
-                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                host=platform.node(), arch=platform.machine(), cpus=os.cpu_count(),
-                torch_threads=torch.get_num_threads())
+    info = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version()
+        if torch.backends.cudnn.is_available()
+        else None,
+        host=platform.node(),
+        arch=platform.machine(),
+        cpus=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+    )
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
-                    capability=f"{props.major}.{props.minor}", bf16=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     return info
 
 
 def describe_machine() -> str:
     """:func:`machine_info` in one line (results.json of a benchmark, the book's set-up cell)."""
     info = machine_info()
-    return (f"{info['arch']} {info['cpus']} cpu threads ({info['torch_threads']} used by torch), "
-            f"torch {info['torch']}, device {info.get('gpu', 'cpu')}")
+    return (
+        f"{info['arch']} {info['cpus']} cpu threads ({info['torch_threads']} used by torch), "
+        f"torch {info['torch']}, device {info.get('gpu', 'cpu')}"
+    )

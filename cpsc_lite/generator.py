@@ -57,8 +57,15 @@ class ConditionalGenerator(nn.Module):
     one shared scale/shift row, so ``y`` has no effect.
     """
 
-    def __init__(self, num_classes: int, img_size: int, channels: int, nz: int = 256, ngf: int = 64,
-                 conditional: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        img_size: int,
+        channels: int,
+        nz: int = 256,
+        ngf: int = 64,
+        conditional: bool = True,
+    ):
         super().__init__()
         self.num_classes, self.img_size, self.channels = num_classes, img_size, channels
         self.nz, self.ngf, self.conditional = nz, ngf, conditional
@@ -92,7 +99,9 @@ class ConditionalGenerator(nn.Module):
             h = self.act(bn(conv(up(h)), y))
         return self.bn_out(torch.tanh(self.to_image(h)), y)
 
-    def sample_inputs(self, batch_size: int, device=None, labels: torch.Tensor | None = None):
+    def sample_inputs(
+        self, batch_size: int, device=None, labels: torch.Tensor | None = None
+    ):
         """Fresh noise and uniformly drawn labels (or the given labels) for one batch."""
         z = torch.randn(batch_size, self.nz, device=device)
         if labels is None:
@@ -101,13 +110,25 @@ class ConditionalGenerator(nn.Module):
 
     def config(self) -> dict:
         """Plain-data constructor arguments, stored in checkpoints."""
-        return dict(num_classes=self.num_classes, img_size=self.img_size, channels=self.channels,
-                    nz=self.nz, ngf=self.ngf, conditional=self.conditional)
+        return dict(
+            num_classes=self.num_classes,
+            img_size=self.img_size,
+            channels=self.channels,
+            nz=self.nz,
+            ngf=self.ngf,
+            conditional=self.conditional,
+        )
 
 
 @torch.no_grad()
-def generate_per_class(generator, per_class: int, device=None, z: Optional[torch.Tensor] = None,
-                       seed: Optional[int] = 0, batch_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_per_class(
+    generator,
+    per_class: int,
+    device=None,
+    z: Optional[torch.Tensor] = None,
+    seed: Optional[int] = 0,
+    batch_size: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images for every class, class-major: returns ``(images, labels)``.
 
     The generator runs in eval mode (running BN statistics), so the images of a
@@ -124,7 +145,12 @@ def generate_per_class(generator, per_class: int, device=None, z: Optional[torch
     was_training = generator.training
     generator.eval()
     step = batch_size or len(labels)
-    images = torch.cat([generator(z[i:i + step], labels[i:i + step]) for i in range(0, len(labels), step)])
+    images = torch.cat(
+        [
+            generator(z[i : i + step], labels[i : i + step])
+            for i in range(0, len(labels), step)
+        ]
+    )
     generator.train(was_training)
     return images, labels
 
@@ -133,11 +159,14 @@ def load_generator(path: str) -> tuple[ConditionalGenerator, dict]:
     """``(generator in eval mode, its metadata)`` from a generator.pt written by a run (book chapters 6-7,
     ``cpsc-lite sample``); read with ``weights_only=True`` like every checkpoint."""
     from . import CpscError, checkpoint
+
     obj = checkpoint.load(path, kind="generator", what="generator checkpoint")
     generator = ConditionalGenerator(**obj["meta"]["generator"])
     try:
         generator.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:
-        raise CpscError(f"The weights in {path} do not fit the generator its metadata describes "
-                        f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy.") from None
+        raise CpscError(
+            f"The weights in {path} do not fit the generator its metadata describes "
+            f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy."
+        ) from None
     return generator.eval(), obj["meta"]

@@ -20,7 +20,9 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def kl_divergence(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """KL(p_t || p_s) with p = softmax(logits / temperature), averaged over the batch.
 
     Multiplied by temperature**2 (Hinton et al. 2015) so its gradient scale does
@@ -29,32 +31,41 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, te
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
-    return kl * temperature ** 2
+    return kl * temperature**2
 
 
-def ikd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+def ikd_loss(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor
+) -> torch.Tensor:
     """Mean squared difference of the logits (averaged over batch and classes)."""
     return F.mse_loss(student_logits, teacher_logits)
 
 
-def pseudo_ce(logits: torch.Tensor, pseudo_labels: torch.Tensor, on_softmax: bool = False) -> torch.Tensor:
+def pseudo_ce(
+    logits: torch.Tensor, pseudo_labels: torch.Tensor, on_softmax: bool = False
+) -> torch.Tensor:
     """Cross-entropy of raw *logits* against the labels the images were generated for.
 
     The authors' code applies CE to softmax outputs (a double softmax, which
     flattens the gradient 9-13x for 10 classes); ``on_softmax=True`` reproduces
     that for the ``reference_compat`` preset. By default CE takes logits, as it should.
     """
-    return F.cross_entropy(logits.softmax(dim=1) if on_softmax else logits, pseudo_labels)
+    return F.cross_entropy(
+        logits.softmax(dim=1) if on_softmax else logits, pseudo_labels
+    )
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between vertically and horizontally neighbouring pixels
     (DeepInversion's smoothness prior, Yin et al. 2020)."""
-    return (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean() + \
-        (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    return (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean() + (
+        images[:, :, :, 1:] - images[:, :, :, :-1]
+    ).abs().mean()
 
 
-def competition(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+def competition(
+    t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = 3.0
+) -> torch.Tensor:
     """Adaptive DeepInversion's competition term (Yin et al. 2020): 1 - JS(p_S || p_T) with the
     probabilities at ``temperature`` clamped to [0.01, 0.99] as in the published code; minimising it
     pushes images to where teacher and student disagree. In [0, 1]."""
@@ -62,7 +73,9 @@ def competition(t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: flo
     q = F.softmax(t_logits / temperature, dim=1)
     m = (0.5 * (p + q)).clamp(0.01, 0.99)
     p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
-    js = 0.5 * F.kl_div(p.log(), m, reduction="batchmean") + 0.5 * F.kl_div(q.log(), m, reduction="batchmean")
+    js = 0.5 * F.kl_div(p.log(), m, reduction="batchmean") + 0.5 * F.kl_div(
+        q.log(), m, reduction="batchmean"
+    )
     return 1.0 - js.clamp(0.0, 1.0)
 
 
@@ -70,24 +83,33 @@ def agreeing_kl(t_logits: torch.Tensor, s_logits: torch.Tensor) -> torch.Tensor:
     """CMI's adversarial term (Fang et al. 2021): KL(p_T || p_S) per image, averaged over the batch with
     0 for the images on which the two networks' top classes differ; maximised by the synthesiser, so it
     seeks images the student still gets wrong in its probabilities but not yet in its decision."""
-    kl = (F.softmax(t_logits, 1) * (F.log_softmax(t_logits, 1) - F.log_softmax(s_logits, 1))).sum(1)
+    kl = (
+        F.softmax(t_logits, 1)
+        * (F.log_softmax(t_logits, 1) - F.log_softmax(s_logits, 1))
+    ).sum(1)
     agree = (t_logits.argmax(1) == s_logits.argmax(1)).float()
     return (kl * agree).mean()
 
 
-def instance_contrast(local: torch.Tensor, global_: torch.Tensor, temperature: float, n_current: int) -> torch.Tensor:
+def instance_contrast(
+    local: torch.Tensor, global_: torch.Tensor, temperature: float, n_current: int
+) -> torch.Tensor:
     """CMI's instance contrast (Fang et al. 2021): row i of ``local`` (L2-normalised projections of
     local views) must pick row i of ``global_`` (projections of the same images' global views, not
     differentiated) among all rows, at ``temperature``. The first ``n_current`` rows are the batch
     being synthesised, the rest come from the memory bank; the loss is the batch's mean cross-entropy
     plus the bank's."""
     logits = local @ global_.detach().T / temperature
-    ce = F.cross_entropy(logits, torch.arange(len(local), device=local.device), reduction="none")
+    ce = F.cross_entropy(
+        logits, torch.arange(len(local), device=local.device), reduction="none"
+    )
     loss = ce[:n_current].mean()
     return loss + ce[n_current:].mean() if len(ce) > n_current else loss
 
 
-def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+def supcon_loss(
+    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), contrast mode "all".
 
     ``features``: [B, V, D], L2-normalised, V views of each of B samples
@@ -103,9 +125,13 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     extra base-temperature factor is applied.
     """
     if features.dim() != 3:
-        raise ValueError(f"features must be [batch, views, dim], got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"features must be [batch, views, dim], got shape {tuple(features.shape)}"
+        )
     b, v, _ = features.shape
-    flat = features.transpose(0, 1).reshape(b * v, -1)  # view-major: rows 0..B-1 are view 0
+    flat = features.transpose(0, 1).reshape(
+        b * v, -1
+    )  # view-major: rows 0..B-1 are view 0
     lab = labels.repeat(v)
     logits = flat @ flat.T / temperature
     self_mask = torch.eye(b * v, dtype=torch.bool, device=features.device)
@@ -117,7 +143,9 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     n_pos = positives.sum(dim=1)
     has_pos = (n_pos > 0).to(log_prob.dtype)
     # Masked means instead of boolean indexing: no data-dependent shapes, so no GPU->host sync.
-    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1) / n_pos.clamp_min(1)
+    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(
+        dim=1
+    ) / n_pos.clamp_min(1)
     return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
@@ -141,17 +169,25 @@ class BNStatsLoss:
     def __init__(self, model: nn.Module):
         self._terms: list[torch.Tensor] = []
         self.enabled = True
-        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                         if isinstance(m, nn.BatchNorm2d)]
+        self._handles = [
+            m.register_forward_hook(self._hook)
+            for m in model.modules()
+            if isinstance(m, nn.BatchNorm2d)
+        ]
         if not self._handles:
-            raise ValueError("the model has no BatchNorm2d layer, so the BN-statistics loss cannot be used; "
-                             "turn it off (beta = 0 / use_bn = False)")
+            raise ValueError(
+                "the model has no BatchNorm2d layer, so the BN-statistics loss cannot be used; "
+                "turn it off (beta = 0 / use_bn = False)"
+            )
 
     def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
         if not self.enabled:
             return
         mean, var = batch_statistics(inputs[0])
-        self._terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
+        self._terms.append(
+            torch.norm(mean - module.running_mean, 2)
+            + torch.norm(var - module.running_var, 2)
+        )
 
     def loss(self, reduce: str = "sum", first_weight: float = 1.0) -> torch.Tensor:
         """The terms recorded since the last call, summed over layers (the paper) or averaged
@@ -159,7 +195,9 @@ class BNStatsLoss:
         ``first_weight`` multiplies the first BN layer's term (DeepInversion's ImageNet code: 10),
         the one closest to the pixels."""
         if not self._terms:
-            raise RuntimeError("no BN statistics were recorded: run the teacher forward pass first")
+            raise RuntimeError(
+                "no BN statistics were recorded: run the teacher forward pass first"
+            )
         stacked = torch.stack(self._terms)
         self._terms = []
         if first_weight != 1.0:

@@ -25,7 +25,9 @@ def available_models() -> dict[str, str]:
     return MODELS.describe()
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, img_size: int = 32) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, in_channels: int = 3, img_size: int = 32
+) -> nn.Module:
     """Build a registered classifier; unknown names raise a :class:`CpscError` listing the choices."""
     build, _ = MODELS.resolve(name)
     model = build(num_classes=num_classes, in_channels=in_channels, img_size=img_size)
@@ -39,7 +41,10 @@ def feature_dim(model: nn.Module, in_channels: int, img_size: int) -> int:
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
-        _, feats = model(torch.zeros(2, in_channels, img_size, img_size, device=device), return_features=True)
+        _, feats = model(
+            torch.zeros(2, in_channels, img_size, img_size, device=device),
+            return_features=True,
+        )
     model.train(was_training)
     return feats.shape[1]
 
@@ -51,19 +56,28 @@ class SmallCNN(nn.Module):
     the penultimate features always have ``4 * width`` dimensions.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, img_size: int = 8):
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, width: int = 32, img_size: int = 8
+    ):
         super().__init__()
         w = width
 
         def block(cin, cout):
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         # Pool only while the map is large enough: an 8x8 input ends at 2x2.
         pool1 = [nn.MaxPool2d(2)] if img_size >= 4 else []
         pool2 = [nn.MaxPool2d(2)] if img_size >= 8 else []
         self.features = nn.Sequential(
-            *block(in_channels, w), *block(w, w), *pool1,
-            *block(w, 2 * w), *pool2,
+            *block(in_channels, w),
+            *block(w, w),
+            *pool1,
+            *block(w, 2 * w),
+            *pool2,
             *block(2 * w, 4 * w),
         )
         self.classifier = nn.Linear(4 * w, num_classes)
@@ -74,11 +88,17 @@ class SmallCNN(nn.Module):
         return (logits, feats) if return_features else logits
 
 
-@register_model("cnn_base", "SmallCNN width 32 (about 0.1M parameters): the demo's teacher for tiny images")
+@register_model(
+    "cnn_base",
+    "SmallCNN width 32 (about 0.1M parameters): the demo's teacher for tiny images",
+)
 def cnn_base(num_classes: int, in_channels: int = 1, img_size: int = 8) -> nn.Module:
     return SmallCNN(num_classes, in_channels, width=32, img_size=img_size)
 
 
-@register_model("cnn_small", "SmallCNN width 16 (about 27k parameters): the demo's student for tiny images")
+@register_model(
+    "cnn_small",
+    "SmallCNN width 16 (about 27k parameters): the demo's student for tiny images",
+)
 def cnn_small(num_classes: int, in_channels: int = 1, img_size: int = 8) -> nn.Module:
     return SmallCNN(num_classes, in_channels, width=16, img_size=img_size)

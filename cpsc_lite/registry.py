@@ -21,8 +21,8 @@ class Registry:
     """A name -> builder table with one-line descriptions and a clear error for unknown names."""
 
     def __init__(self, kind: str, hint: str = ""):
-        self.kind = kind    #: "model" or "dataset": used in the error message
-        self.hint = hint    #: appended to the unknown-name error (where to read more)
+        self.kind = kind  #: "model" or "dataset": used in the error message
+        self.hint = hint  #: appended to the unknown-name error (where to read more)
         self._builders: dict[str, Callable] = {}
         self._descriptions: dict[str, str] = {}
         self._takes_path: set[str] = set()
@@ -34,7 +34,9 @@ class Registry:
             if name in self._builders:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._builders[name] = fn
-            self._descriptions[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+            self._descriptions[name] = (
+                description or (fn.__doc__ or "").strip().splitlines()[0]
+            )
             if takes_path:
                 self._takes_path.add(name)
             return fn
@@ -69,8 +71,10 @@ class Registry:
         if spec in self._builders and spec not in self._takes_path:
             return self._builders[spec], None
         choices = ", ".join(self.spelled(n) for n in sorted(self._builders))
-        raise CpscError(f"Unknown {self.kind} {spec!r}. Choose one of: {choices}." + (f" {self.hint}" if self.hint
-                                                                                           else ""))
+        raise CpscError(
+            f"Unknown {self.kind} {spec!r}. Choose one of: {choices}."
+            + (f" {self.hint}" if self.hint else "")
+        )
 
 
 #: Classifiers: ``fn(num_classes, in_channels, img_size) -> nn.Module``.

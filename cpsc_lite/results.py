@@ -28,7 +28,12 @@ import torch
 from . import CpscError, __version__, engine
 
 #: Files copied from a run folder by :func:`record_run` (those marked False may be absent).
-RECORDED_FILES = {"metrics.json": True, "log.jsonl": True, "samples.png": True, "curves.png": False}
+RECORDED_FILES = {
+    "metrics.json": True,
+    "log.jsonl": True,
+    "samples.png": True,
+    "curves.png": False,
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -43,22 +48,43 @@ class SessionLog:
         self.sessions: list[dict] = [dict(s) for s in (sessions or [])]
         self._t0: Optional[float] = None
 
-    def begin(self, command: Optional[str], device, world_size: int, launcher: Optional[str],
-              iteration: int) -> None:
+    def begin(
+        self,
+        command: Optional[str],
+        device,
+        world_size: int,
+        launcher: Optional[str],
+        iteration: int,
+    ) -> None:
         self._t0 = time.time()
-        self.sessions.append(dict(
-            command=command or "(called from Python, not from the command line)",
-            launcher=launcher or "none", world_size=world_size, device=str(device),
-            device_name=engine.device_name(device), cpsc_lite=__version__, torch=str(torch.__version__),
-            python=platform.python_version(), started_utc=_utc_now(), finished_utc=None,
-            wall_seconds=0.0, from_iter=iteration, to_iter=iteration))
+        self.sessions.append(
+            dict(
+                command=command or "(called from Python, not from the command line)",
+                launcher=launcher or "none",
+                world_size=world_size,
+                device=str(device),
+                device_name=engine.device_name(device),
+                cpsc_lite=__version__,
+                torch=str(torch.__version__),
+                python=platform.python_version(),
+                started_utc=_utc_now(),
+                finished_utc=None,
+                wall_seconds=0.0,
+                from_iter=iteration,
+                to_iter=iteration,
+            )
+        )
 
     def update(self, iteration: int) -> None:
         """Bring the open session up to date (called before every checkpoint and at the end)."""
         if self._t0 is None:
             return
         s = self.sessions[-1]
-        s.update(finished_utc=_utc_now(), wall_seconds=round(time.time() - self._t0, 1), to_iter=iteration)
+        s.update(
+            finished_utc=_utc_now(),
+            wall_seconds=round(time.time() - self._t0, 1),
+            to_iter=iteration,
+        )
 
     def wall_seconds(self) -> float:
         return round(sum(s.get("wall_seconds") or 0.0 for s in self.sessions), 1)
@@ -69,11 +95,18 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise CpscError(f"Cannot read {what} {path}: {e}. Is it the folder a `cpsc-lite distill --out` wrote?")
+        raise CpscError(
+            f"Cannot read {what} {path}: {e}. Is it the folder a `cpsc-lite distill --out` wrote?"
+        )
 
 
-def record_run(run_dir: str, name: str, into: str = "data/results", overwrite: bool = False,
-               partial: bool = False) -> Path:
+def record_run(
+    run_dir: str,
+    name: str,
+    into: str = "data/results",
+    overwrite: bool = False,
+    partial: bool = False,
+) -> Path:
     """Copy a distillation run into ``into/name/`` with its provenance; returns that folder.
 
     Refuses (with the fix in the message) a folder that is not a finished run, a run without
@@ -82,29 +115,45 @@ def record_run(run_dir: str, name: str, into: str = "data/results", overwrite: b
     """
     src = Path(run_dir)
     if not _NAME.match(name):
-        raise CpscError(f"--name {name!r} is not usable as a folder name: use letters, digits, '.', '_' "
-                        "and '-' (e.g. c10_resnet34_resnet18_fast).")
+        raise CpscError(
+            f"--name {name!r} is not usable as a folder name: use letters, digits, '.', '_' "
+            "and '-' (e.g. c10_resnet34_resnet18_fast)."
+        )
     if not (src / "metrics.json").is_file():
-        raise CpscError(f"{src} has no metrics.json, so it is not a finished distillation run. Record the --out "
-                        "folder of `cpsc-lite distill` after it has ended (or after --stop-after, with --partial).")
-    missing = [f for f, required in RECORDED_FILES.items() if required and not (src / f).is_file()]
+        raise CpscError(
+            f"{src} has no metrics.json, so it is not a finished distillation run. Record the --out "
+            "folder of `cpsc-lite distill` after it has ended (or after --stop-after, with --partial)."
+        )
+    missing = [
+        f
+        for f, required in RECORDED_FILES.items()
+        if required and not (src / f).is_file()
+    ]
     if missing:
-        raise CpscError(f"{src} lacks {', '.join(missing)}; a distillation run writes them. Record the whole --out "
-                        "folder of one run, unchanged.")
+        raise CpscError(
+            f"{src} lacks {', '.join(missing)}; a distillation run writes them. Record the whole --out "
+            "folder of one run, unchanged."
+        )
     metrics = _read_json(src / "metrics.json", "the metrics file")
     sessions = metrics.get("sessions")
     if not sessions:
-        raise CpscError(f"{src}/metrics.json has no session records (command, GPU, versions): it was written by a "
-                        "cpsc-lite older than this one. Run the same distill command again with --resume: a "
-                        "finished run trains nothing and rewrites metrics.json with a record of that call (the "
-                        "earlier sessions' commands stay unknown, and RUN.md says so).")
+        raise CpscError(
+            f"{src}/metrics.json has no session records (command, GPU, versions): it was written by a "
+            "cpsc-lite older than this one. Run the same distill command again with --resume: a "
+            "finished run trains nothing and rewrites metrics.json with a record of that call (the "
+            "earlier sessions' commands stay unknown, and RUN.md says so)."
+        )
     if not metrics.get("complete") and not partial:
-        raise CpscError(f"{src} is an unfinished run ({metrics.get('iters')} of {metrics['config']['iters']} "
-                        "iterations). Finish it with --resume, or pass --partial to record it labelled as partial.")
+        raise CpscError(
+            f"{src} is an unfinished run ({metrics.get('iters')} of {metrics['config']['iters']} "
+            "iterations). Finish it with --resume, or pass --partial to record it labelled as partial."
+        )
     dest_root = Path(into)
     dest = dest_root / name
     if dest.exists() and not overwrite:
-        raise CpscError(f"{dest} already exists. Choose another --name, or pass --overwrite to replace it.")
+        raise CpscError(
+            f"{dest} already exists. Choose another --name, or pass --overwrite to replace it."
+        )
     summary = run_summary(metrics, name)
     dest_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest_root))
@@ -135,17 +184,31 @@ def run_summary(metrics: dict, name: str) -> dict:
     cfg, sessions = metrics["config"], metrics["sessions"]
     last = sessions[-1]
     return dict(
-        name=name, recorded_utc=_utc_now(), complete=bool(metrics.get("complete")),
-        dataset=metrics["dataset"], teacher=metrics["teacher"], student=metrics["student"],
-        method=metrics["method"], teacher_acc=metrics["teacher_acc"], student_acc=metrics["student_acc"],
-        iters=metrics["iters"], planned_iters=cfg["iters"], batch_size=cfg["batch_size"],
-        g_steps=cfg["g_steps"], s_steps=cfg["s_steps"], train_seconds=metrics["seconds"],
+        name=name,
+        recorded_utc=_utc_now(),
+        complete=bool(metrics.get("complete")),
+        dataset=metrics["dataset"],
+        teacher=metrics["teacher"],
+        student=metrics["student"],
+        method=metrics["method"],
+        teacher_acc=metrics["teacher_acc"],
+        student_acc=metrics["student_acc"],
+        iters=metrics["iters"],
+        planned_iters=cfg["iters"],
+        batch_size=cfg["batch_size"],
+        g_steps=cfg["g_steps"],
+        s_steps=cfg["s_steps"],
+        train_seconds=metrics["seconds"],
         wall_seconds=SessionLog(sessions).wall_seconds(),
         device_names=sorted({s["device_name"] for s in sessions}),
         world_sizes=sorted({s["world_size"] for s in sessions}),
-        cpsc_lite_versions=sorted({s["cpsc_lite"] for s in sessions}), torch=last["torch"],
-        commands=[s["command"] for s in sessions], first_recorded_iter=sessions[0]["from_iter"],
-        runtime=metrics.get("runtime", {}), sessions=sessions)
+        cpsc_lite_versions=sorted({s["cpsc_lite"] for s in sessions}),
+        torch=last["torch"],
+        commands=[s["command"] for s in sessions],
+        first_recorded_iter=sessions[0]["from_iter"],
+        runtime=metrics.get("runtime", {}),
+        sessions=sessions,
+    )
 
 
 def duration(seconds: float) -> str:
@@ -157,24 +220,44 @@ def duration(seconds: float) -> str:
 
 def run_markdown(summary: dict) -> str:
     s = summary
-    lines = [f"# {s['name']}", "",
-             "Written by `cpsc-lite record` from this folder's metrics.json; nothing here is typed by hand.", "",
-             f"- {s['method']} on {s['dataset']}: {s['teacher']} -> {s['student']}"
-             + ("" if s["complete"] else f" (PARTIAL: {s['iters']} of {s['planned_iters']} iterations)"),
-             f"- teacher test accuracy {100 * s['teacher_acc']:.2f} %, student test accuracy "
-             f"{100 * s['student_acc']:.2f} %",
-             f"- {s['iters']} iterations x batch {s['batch_size']} ({s['g_steps']} generator : {s['s_steps']} student "
-             f"steps); training {duration(s['train_seconds'])}, wall {duration(s['wall_seconds'])} over "
-             f"{len(s['sessions'])} session(s)",
-             f"- hardware: {', '.join(s['device_names'])}; processes: {', '.join(map(str, s['world_sizes']))}; "
-             f"cpsc-lite {', '.join(s['cpsc_lite_versions'])}, torch {s['torch']}", ""]
+    lines = [
+        f"# {s['name']}",
+        "",
+        "Written by `cpsc-lite record` from this folder's metrics.json; nothing here is typed by hand.",
+        "",
+        f"- {s['method']} on {s['dataset']}: {s['teacher']} -> {s['student']}"
+        + (
+            ""
+            if s["complete"]
+            else f" (PARTIAL: {s['iters']} of {s['planned_iters']} iterations)"
+        ),
+        f"- teacher test accuracy {100 * s['teacher_acc']:.2f} %, student test accuracy "
+        f"{100 * s['student_acc']:.2f} %",
+        f"- {s['iters']} iterations x batch {s['batch_size']} ({s['g_steps']} generator : {s['s_steps']} student "
+        f"steps); training {duration(s['train_seconds'])}, wall {duration(s['wall_seconds'])} over "
+        f"{len(s['sessions'])} session(s)",
+        f"- hardware: {', '.join(s['device_names'])}; processes: {', '.join(map(str, s['world_sizes']))}; "
+        f"cpsc-lite {', '.join(s['cpsc_lite_versions'])}, torch {s['torch']}",
+        "",
+    ]
     if s["first_recorded_iter"]:
-        lines += [f"Sessions before iteration {s['first_recorded_iter']} were made by a cpsc-lite that kept no "
-                  "session records; their commands are unknown.", ""]
-    lines += ["Sessions, in order (iterations, hardware, processes, wall time), each followed by its command:", ""]
+        lines += [
+            f"Sessions before iteration {s['first_recorded_iter']} were made by a cpsc-lite that kept no "
+            "session records; their commands are unknown.",
+            "",
+        ]
+    lines += [
+        "Sessions, in order (iterations, hardware, processes, wall time), each followed by its command:",
+        "",
+    ]
     for x in s["sessions"]:
-        lines += [f"- iterations {x['from_iter']}-{x['to_iter']}, {x['device_name']}, {x['world_size']} process(es), "
-                  f"{x['wall_seconds']:.0f} s, started {x['started_utc']}", "", f"      {x['command']}", ""]
+        lines += [
+            f"- iterations {x['from_iter']}-{x['to_iter']}, {x['device_name']}, {x['world_size']} process(es), "
+            f"{x['wall_seconds']:.0f} s, started {x['started_utc']}",
+            "",
+            f"      {x['command']}",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

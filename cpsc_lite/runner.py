@@ -33,8 +33,13 @@ class NonFiniteLossError(CpscError):
 STATE_FILE = "state.pt"
 
 
-def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, stop_after: Optional[int] = None,
-          callback: Optional[Callable[[Distiller, dict], None]] = None) -> dict:
+def train(
+    d: Distiller,
+    out_dir: Optional[str] = None,
+    progress: bool = True,
+    stop_after: Optional[int] = None,
+    callback: Optional[Callable[[Distiller, dict], None]] = None,
+) -> dict:
     """Train ``d`` until ``cfg.iters`` (or ``stop_after`` more iterations); with ``out_dir``, log to
     ``log.jsonl`` and checkpoint there every ``ckpt_every`` iterations and at the end.
 
@@ -51,8 +56,13 @@ def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, st
     end = cfg.iters if stop_after is None else min(cfg.iters, d.iteration + stop_after)
     sums: dict[str, torch.Tensor] = {}
     n_sum = 0
-    bar = tqdm(total=cfg.iters, initial=d.iteration, desc=f"distill {cfg.method}",
-               disable=not (progress and main), leave=False)
+    bar = tqdm(
+        total=cfg.iters,
+        initial=d.iteration,
+        desc=f"distill {cfg.method}",
+        disable=not (progress and main),
+        leave=False,
+    )
     t0 = time.time() - d.elapsed
     while d.iteration < end:
         terms = d.iterate()
@@ -60,7 +70,9 @@ def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, st
             sums[k] = sums.get(k, 0) + v
         n_sum += 1
         it = d.iteration
-        do_eval = d.test_set is not None and (it % cfg.eval_every == 0 or it in d.budget_marks())
+        do_eval = d.test_set is not None and (
+            it % cfg.eval_every == 0 or it in d.budget_marks()
+        )
         if it % cfg.log_every == 0 or do_eval or it == end or it % cfg.ckpt_every == 0:
             # The only place loss tensors reach the host (one sync per log line, not per step).
             record = _mean_over_ranks(d, sums, n_sum)
@@ -68,28 +80,45 @@ def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, st
             if bad:
                 raise NonFiniteLossError(
                     f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
-                    + (f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
-                       if out and os.path.exists(os.path.join(out, STATE_FILE)) else "")
+                    + (
+                        f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
+                        if out and os.path.exists(os.path.join(out, STATE_FILE))
+                        else ""
+                    )
                     + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) or "
                     "a lower weight of that term, and --overwrite (or another --out): --resume would continue "
-                    "with the stored settings. Check also that the teacher's own outputs are finite.")
+                    "with the stored settings. Check also that the teacher's own outputs are finite."
+                )
             sums, n_sum = {}, 0
             d.elapsed = time.time() - t0
-            record = dict(iter=it, lr_student=d.opt_s.param_groups[0]["lr"],
-                          lr_generator=d.opt_g.param_groups[0]["lr"], seconds=round(d.elapsed, 3),
-                          **{k: round(v, 6) for k, v in record.items()})
+            record = dict(
+                iter=it,
+                lr_student=d.opt_s.param_groups[0]["lr"],
+                lr_generator=d.opt_g.param_groups[0]["lr"],
+                seconds=round(d.elapsed, 3),
+                **{k: round(v, 6) for k, v in record.items()},
+            )
             if do_eval and main:
                 d.last_student_acc = evaluate(d.student, d.test_set, d.device)
                 d.best_student_acc = max(d.best_student_acc or 0.0, d.last_student_acc)
-                d.acc_history = [h for h in d.acc_history if h[0] < it] + [[it, d.last_student_acc]]
+                d.acc_history = [h for h in d.acc_history if h[0] < it] + [
+                    [it, d.last_student_acc]
+                ]
                 record["student_acc"] = d.last_student_acc
                 bar.set_postfix(acc=f"{d.last_student_acc:.3f}")
                 if cfg.diagnostics:
                     diag = d.diagnostics()
-                    record.update({k: round(v, 5) for k, v in diag.items()
-                                   if isinstance(v, float) and math.isfinite(v)})
+                    record.update(
+                        {
+                            k: round(v, 5)
+                            for k, v in diag.items()
+                            if isinstance(v, float) and math.isfinite(v)
+                        }
+                    )
                     warning = collapse_warning(diag, d.teacher_meta["class_names"])
-                    if warning and it >= 0.2 * cfg.iters:  # early on, imbalance is normal
+                    if (
+                        warning and it >= 0.2 * cfg.iters
+                    ):  # early on, imbalance is normal
                         record["collapsed_classes"] = diag["collapsed_classes"]
                         tqdm.write(f"iteration {it}: {warning}")
             if log_path:
@@ -109,13 +138,21 @@ def train(d: Distiller, out_dir: Optional[str] = None, progress: bool = True, st
                 d.elapsed = time.time() - t0
                 save(d, out)
             bar.close()
-            raise Terminated(f"Stopped by SIGTERM after iteration {it} of {cfg.iters}"
-                             + (f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
-                                "--resume to continue from it." if out else " (no --out, so nothing was saved)."))
+            raise Terminated(
+                f"Stopped by SIGTERM after iteration {it} of {cfg.iters}"
+                + (
+                    f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
+                    "--resume to continue from it."
+                    if out
+                    else " (no --out, so nothing was saved)."
+                )
+            )
     bar.close()
     d.elapsed = time.time() - t0
     d.sync_buffers()
-    return dict(iters=d.iteration, seconds=round(d.elapsed, 2), student_acc=d.last_student_acc)
+    return dict(
+        iters=d.iteration, seconds=round(d.elapsed, 2), student_acc=d.last_student_acc
+    )
 
 
 def _termination_requested(d: Distiller, iteration: int) -> bool:
@@ -128,12 +165,15 @@ def _termination_requested(d: Distiller, iteration: int) -> bool:
     flag = torch.tensor([float(checkpoint.termination_requested())], device=d.device)
     return bool(d.dist.all_reduce_mean(flag).item() > 0)
 
+
 def _mean_over_ranks(d: Distiller, sums: dict, n: int) -> dict:
     """Per-iteration means of the summed loss terms, averaged over ranks (one all-reduce)."""
     keys = sorted(sums)
     if not d.dist.enabled:
         return {k: float(sums[k]) / n for k in sums}
-    means = d.dist.all_reduce_mean(torch.stack([torch.as_tensor(sums[k]).float() for k in keys]))
+    means = d.dist.all_reduce_mean(
+        torch.stack([torch.as_tensor(sums[k]).float() for k in keys])
+    )
     return {k: v / n for k, v in zip(keys, means.tolist())}
 
 
@@ -143,28 +183,43 @@ def save(d: Distiller, out_dir: str) -> None:
     With several processes every rank must call it (their random states are gathered);
     rank 0 writes, the others wait.
     """
-    bad = (checkpoint.diverged_weights(d.student.state_dict(), "student")
-           + checkpoint.diverged_weights(d.generator.state_dict(), "generator"))
+    bad = checkpoint.diverged_weights(
+        d.student.state_dict(), "student"
+    ) + checkpoint.diverged_weights(d.generator.state_dict(), "generator")
     if bad:  # the previous checkpoint is the last good one; never replace it with these
         raise NonFiniteLossError(
             f"Weights diverged by iteration {d.iteration} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
             f" are NaN, infinite or beyond 1e12); training stopped without saving them. "
-            + (f"The previous checkpoint in {out_dir} was kept. " if os.path.exists(os.path.join(out_dir, STATE_FILE))
-               else "")
+            + (
+                f"The previous checkpoint in {out_dir} was kept. "
+                if os.path.exists(os.path.join(out_dir, STATE_FILE))
+                else ""
+            )
             + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) and "
-            "--overwrite (or another --out).")
+            "--overwrite (or another --out)."
+        )
     d.sessions.update(d.iteration)
     state = d.state_dict()
     if d.dist.enabled:
         state["rng_per_rank"] = d.dist.all_gather_object(state["rng"])
     if d.dist.is_main:
-        checkpoint.save(checkpoint.make("resume", {}, {"method": d.cfg.method}, state=state),
-                        os.path.join(out_dir, STATE_FILE))
-        checkpoint.save(checkpoint.make("student", d.student.state_dict(), d.student_meta()),
-                        os.path.join(out_dir, "student.pt"))
-        if not d.inverts:  # DeepInversion trains no generator; its images are in transfer_set.npz
-            checkpoint.save(checkpoint.make("generator", d.generator.state_dict(), d.generator_meta()),
-                            os.path.join(out_dir, "generator.pt"))
+        checkpoint.save(
+            checkpoint.make("resume", {}, {"method": d.cfg.method}, state=state),
+            os.path.join(out_dir, STATE_FILE),
+        )
+        checkpoint.save(
+            checkpoint.make("student", d.student.state_dict(), d.student_meta()),
+            os.path.join(out_dir, "student.pt"),
+        )
+        if (
+            not d.inverts
+        ):  # DeepInversion trains no generator; its images are in transfer_set.npz
+            checkpoint.save(
+                checkpoint.make(
+                    "generator", d.generator.state_dict(), d.generator_meta()
+                ),
+                os.path.join(out_dir, "generator.pt"),
+            )
     d.dist.barrier()
 
 
@@ -188,17 +243,31 @@ def read_log(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _config_differences(a: DistillConfig, b: DistillConfig, ignore=("device", "eval_every", "log_every",
-                                                                     "ckpt_every")) -> list[str]:
+def _config_differences(
+    a: DistillConfig,
+    b: DistillConfig,
+    ignore=("device", "eval_every", "log_every", "ckpt_every"),
+) -> list[str]:
     da, db = a.to_dict(), b.to_dict()
     return [k for k in da if k not in ignore and da[k] != db[k]]
 
 
-def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_dir: str, resume: bool = False,
-                overwrite: bool = False, stop_after: Optional[int] = None, progress: bool = True,
-                sample_per_class: int = 8, say: Callable[[str], None] = print, teacher_model: Optional[str] = None,
-                accel: Optional[Acceleration] = None, dist: Optional[DistContext] = None,
-                command: Optional[str] = None) -> dict:
+def run_distill(
+    teacher_path: str,
+    bundle: DataBundle,
+    cfg: DistillConfig,
+    out_dir: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: Optional[int] = None,
+    progress: bool = True,
+    sample_per_class: int = 8,
+    say: Callable[[str], None] = print,
+    teacher_model: Optional[str] = None,
+    accel: Optional[Acceleration] = None,
+    dist: Optional[DistContext] = None,
+    command: Optional[str] = None,
+) -> dict:
     """Data-free distillation from a teacher checkpoint into ``out_dir``; returns the metrics.
 
     Writes student.pt, generator.pt (deepinv: transfer_set.npz instead), state.pt (resume), metrics.json, log.jsonl,
@@ -212,9 +281,16 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
     dist = dist or DistContext()
     if not dist.is_main:
         say, progress = (lambda *_: None), False
-    resuming = checkpoint.prepare_output_dir(out_dir, state_file=STATE_FILE, owner="distillation",
-                                             what="a distillation run", resume=resume, overwrite=overwrite,
-                                             say=say, take_over=dist.is_main)
+    resuming = checkpoint.prepare_output_dir(
+        out_dir,
+        state_file=STATE_FILE,
+        owner="distillation",
+        what="a distillation run",
+        resume=resume,
+        overwrite=overwrite,
+        say=say,
+        take_over=dist.is_main,
+    )
     teacher, meta = load_teacher(teacher_path, bundle, teacher_model, say=say)
     check_compatible(meta, bundle, teacher_path)
     state_path = os.path.join(out_dir, STATE_FILE)
@@ -224,93 +300,183 @@ def run_distill(teacher_path: str, bundle: DataBundle, cfg: DistillConfig, out_d
         stored = DistillConfig.from_saved(state["config"])
         changed = _config_differences(stored, cfg)
         if changed:
-            say(f"note: resuming with the settings stored in {state_path}; ignoring changed "
-                f"{', '.join(changed)}")
+            say(
+                f"note: resuming with the settings stored in {state_path}; ignoring changed "
+                f"{', '.join(changed)}"
+            )
         cfg = stored.replace(device=cfg.device)
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
-    if dist.is_main and state is None:  # a new run: no log or metrics of an earlier one may remain
+    if (
+        dist.is_main and state is None
+    ):  # a new run: no log or metrics of an earlier one may remain
         for name in ("log.jsonl", "metrics.json"):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
 
-    data_baseline = cfg.input_source == "data"  # the upper-bound baseline trains on the real images
-    seed_everything(cfg.seed + dist.rank)  # each rank its own z, y; rank 0 = the single-process run
-    distiller = Distiller(teacher, meta, cfg, bundle.test, accel=accel, dist=dist,
-                          train_set=bundle.train if data_baseline else None,
-                          augment=(bundle.augment_pad, bundle.augment_flip))
-    inputs = dict(teacher=checkpoint.fingerprint(teacher.state_dict()),
-                  test_data=checkpoint.fingerprint({"x": getattr(bundle.test, "images", None),
-                                                    "y": getattr(bundle.test, "labels", None)}))
+    data_baseline = (
+        cfg.input_source == "data"
+    )  # the upper-bound baseline trains on the real images
+    seed_everything(
+        cfg.seed + dist.rank
+    )  # each rank its own z, y; rank 0 = the single-process run
+    distiller = Distiller(
+        teacher,
+        meta,
+        cfg,
+        bundle.test,
+        accel=accel,
+        dist=dist,
+        train_set=bundle.train if data_baseline else None,
+        augment=(bundle.augment_pad, bundle.augment_flip),
+    )
+    inputs = dict(
+        teacher=checkpoint.fingerprint(teacher.state_dict()),
+        test_data=checkpoint.fingerprint(
+            {
+                "x": getattr(bundle.test, "images", None),
+                "y": getattr(bundle.test, "labels", None),
+            }
+        ),
+    )
     try:
         if state is not None:
-            for key, what, flag in (("teacher", "teacher", "--teacher"), ("test_data", "evaluation data", "--dataset")):
+            for key, what, flag in (
+                ("teacher", "teacher", "--teacher"),
+                ("test_data", "evaluation data", "--dataset"),
+            ):
                 stored_print = (state.get("inputs") or {}).get(key)
-                if stored_print is not None and stored_print != inputs[key] and not overwrite:
-                    raise CpscError(f"The run in {out_dir} was started with another {what} than the one given now "
-                                    f"({flag}), so resuming would mix two experiments. Pass the {what} it was "
-                                    "started with, or --overwrite (or another --out) to start a new run.")
+                if (
+                    stored_print is not None
+                    and stored_print != inputs[key]
+                    and not overwrite
+                ):
+                    raise CpscError(
+                        f"The run in {out_dir} was started with another {what} than the one given now "
+                        f"({flag}), so resuming would mix two experiments. Pass the {what} it was "
+                        "started with, or --overwrite (or another --out) to start a new run."
+                    )
             distiller.load_state_dict(state)
             say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
         distiller.inputs = inputs
-        launcher = (launch_environment() or {}).get("launcher") if dist.enabled else None
-        distiller.sessions.begin(command, distiller.device, dist.world_size, launcher, distiller.iteration)
-        teacher_acc = evaluate(distiller.teacher, distiller.test_set, distiller.device) if dist.is_main else None
+        launcher = (
+            (launch_environment() or {}).get("launcher") if dist.enabled else None
+        )
+        distiller.sessions.begin(
+            command, distiller.device, dist.world_size, launcher, distiller.iteration
+        )
+        teacher_acc = (
+            evaluate(distiller.teacher, distiller.test_set, distiller.device)
+            if dist.is_main
+            else None
+        )
         if distiller.iteration < cfg.iters:
             train(distiller, out_dir, progress=progress, stop_after=stop_after)
         metrics = None
         if dist.is_main:
-            metrics = _finish(distiller, bundle, meta, teacher_acc, out_dir, sample_per_class)
+            metrics = _finish(
+                distiller, bundle, meta, teacher_acc, out_dir, sample_per_class
+            )
         return dist.broadcast_object(metrics)
     finally:
         distiller.close()
 
 
-def _finish(distiller: Distiller, bundle: DataBundle, meta: dict, teacher_acc: float, out_dir: str,
-            sample_per_class: int) -> dict:
+def _finish(
+    distiller: Distiller,
+    bundle: DataBundle,
+    meta: dict,
+    teacher_acc: float,
+    out_dir: str,
+    sample_per_class: int,
+) -> dict:
     """Rank 0's end of a run: final accuracy, metrics.json, samples.png, curves.png."""
     from .generator import generate_per_class
     from .viz import plot_curves, plot_samples
+
     cfg = distiller.cfg
     student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
     best_acc = max(distiller.best_student_acc or 0.0, student_acc)
     complete = distiller.iteration >= cfg.iters
     distiller.sessions.update(distiller.iteration)
     final = final_diagnostics(distiller, bundle)
-    metrics = dict(teacher_acc=teacher_acc, student_acc=student_acc, best_student_acc=best_acc,
-                   reported_acc=best_acc if cfg.report_best else student_acc,
-                   accuracy_at=distiller.time_to_accuracy(), **final, iters=distiller.iteration,
-                   seconds=round(distiller.elapsed, 2), complete=complete, method=cfg.method,
-                   student=cfg.student, teacher=meta["model"], dataset=bundle.name,
-                   device=str(distiller.device), config=cfg.to_dict(), runtime=distiller.runtime(),
-                   wall_seconds=distiller.sessions.wall_seconds(), sessions=distiller.sessions.sessions)
+    metrics = dict(
+        teacher_acc=teacher_acc,
+        student_acc=student_acc,
+        best_student_acc=best_acc,
+        reported_acc=best_acc if cfg.report_best else student_acc,
+        accuracy_at=distiller.time_to_accuracy(),
+        **final,
+        iters=distiller.iteration,
+        seconds=round(distiller.elapsed, 2),
+        complete=complete,
+        method=cfg.method,
+        student=cfg.student,
+        teacher=meta["model"],
+        dataset=bundle.name,
+        device=str(distiller.device),
+        config=cfg.to_dict(),
+        runtime=distiller.runtime(),
+        wall_seconds=distiller.sessions.wall_seconds(),
+        sessions=distiller.sessions.sessions,
+    )
     checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
     if distiller.inverts:
         from .data import save_transfer_set
+
         # The optimised images are the method's product: kept as a transfer set (--dataset npz:FILE).
-        save_transfer_set(os.path.join(out_dir, "transfer_set.npz"), *distiller.pool.latest(distiller.pool.size),
-                          meta["mean"], meta["std"], meta["class_names"])
-        images, labels = _pool_per_class(distiller.pool, distiller.num_classes, sample_per_class)
+        save_transfer_set(
+            os.path.join(out_dir, "transfer_set.npz"),
+            *distiller.pool.latest(distiller.pool.size),
+            meta["mean"],
+            meta["std"],
+            meta["class_names"],
+        )
+        images, labels = _pool_per_class(
+            distiller.pool, distiller.num_classes, sample_per_class
+        )
     else:
-        images, labels = generate_per_class(distiller.generator, sample_per_class, distiller.device)
+        images, labels = generate_per_class(
+            distiller.generator, sample_per_class, distiller.device
+        )
     from .viz import teacher_predictions
-    fig = plot_samples(images, labels, meta["class_names"], meta["mean"], meta["std"],
-                       title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
-                             f"iteration {distiller.iteration}",
-                       path=os.path.join(out_dir, "samples.png"),
-                       predictions=teacher_predictions(distiller.teacher, images.to(distiller.device))
-                       if distiller.inverts or cfg.conditional else None,
-                       xlabel=f"{len(images) // distiller.num_classes} optimised images per target class"
-                       if distiller.inverts else None)
+
+    fig = plot_samples(
+        images,
+        labels,
+        meta["class_names"],
+        meta["mean"],
+        meta["std"],
+        title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
+        f"iteration {distiller.iteration}",
+        path=os.path.join(out_dir, "samples.png"),
+        predictions=teacher_predictions(distiller.teacher, images.to(distiller.device))
+        if distiller.inverts or cfg.conditional
+        else None,
+        xlabel=f"{len(images) // distiller.num_classes} optimised images per target class"
+        if distiller.inverts
+        else None,
+    )
     _close(fig)
-    records = read_log(os.path.join(out_dir, "log.jsonl")) if os.path.exists(
-        os.path.join(out_dir, "log.jsonl")) else []
+    records = (
+        read_log(os.path.join(out_dir, "log.jsonl"))
+        if os.path.exists(os.path.join(out_dir, "log.jsonl"))
+        else []
+    )
     if records:
-        _close(plot_curves(records, os.path.join(out_dir, "curves.png"), teacher_acc=teacher_acc,
-                           title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"))
+        _close(
+            plot_curves(
+                records,
+                os.path.join(out_dir, "curves.png"),
+                teacher_acc=teacher_acc,
+                title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}",
+            )
+        )
     return metrics
 
 
-def _pool_per_class(pool: SamplePool, num_classes: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pool_per_class(
+    pool: SamplePool, num_classes: int, per_class: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png).
 
     With random target labels (CMI) a class may have fewer: its images are then repeated, and a class
@@ -322,12 +488,18 @@ def _pool_per_class(pool: SamplePool, num_classes: int, per_class: int) -> tuple
         if len(idx):
             images.append(x[idx[torch.arange(per_class, device=idx.device) % len(idx)]])
         else:
-            images.append(torch.zeros((per_class,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device))
+            images.append(
+                torch.zeros(
+                    (per_class,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device
+                )
+            )
     labels = torch.arange(num_classes, device=y.device).repeat_interleave(per_class)
     return torch.cat(images), labels
 
 
-def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int = 50) -> dict:
+def final_diagnostics(
+    distiller: Distiller, bundle: DataBundle, per_class: int = 50
+) -> dict:
     """End-of-run measures of the synthetic images (metrics.json; book chapter 7).
 
     ``teacher_agreement``: share of class-wise samples the teacher assigns to their conditioning
@@ -338,26 +510,38 @@ def final_diagnostics(distiller: Distiller, bundle: DataBundle, per_class: int =
     """
     from .diagnostics import PixelJudge, teacher_view
     from .generator import generate_per_class
+
     out = dict(teacher_agreement=None, pixel_recognition=None)
-    if not ((distiller.uses_generator and distiller.cfg.conditional) or distiller.inverts):
+    if not (
+        (distiller.uses_generator and distiller.cfg.conditional) or distiller.inverts
+    ):
         return out
     if distiller.bn_loss is not None:
         distiller.bn_loss.enabled = False
-    per_class = max(1, min(per_class, 2000 // distiller.num_classes))  # about 2000 images at most, any K
-    if distiller.inverts:  # DeepInversion: the newest optimised images and their target labels
+    per_class = max(
+        1, min(per_class, 2000 // distiller.num_classes)
+    )  # about 2000 images at most, any K
+    if (
+        distiller.inverts
+    ):  # DeepInversion: the newest optimised images and their target labels
         x, y = distiller.pool.latest(per_class * distiller.num_classes)
     else:  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
-        x, y = generate_per_class(distiller.generator, per_class, distiller.device, seed=4321, batch_size=256)
+        x, y = generate_per_class(
+            distiller.generator, per_class, distiller.device, seed=4321, batch_size=256
+        )
     distiller.teacher.eval()
     pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
     if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
         judge = PixelJudge(bundle.train)
         meta = distiller.teacher_meta
-        out["pixel_recognition"] = round(judge.recognition(x, y, meta["mean"], meta["std"]), 4)
+        out["pixel_recognition"] = round(
+            judge.recognition(x, y, meta["mean"], meta["std"]), 4
+        )
     return out
 
 
 def _close(fig) -> None:
     import matplotlib.pyplot as plt
+
     plt.close(fig)

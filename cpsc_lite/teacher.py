@@ -29,8 +29,18 @@ from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
 from . import engine
-from .engine import (Acceleration, autocast, configure_backends, fused_optimizer_kwargs, grad_scaler, pick_device,
-                     resolve_amp, rng_state, seed_everything, set_rng_state)
+from .engine import (
+    Acceleration,
+    autocast,
+    configure_backends,
+    fused_optimizer_kwargs,
+    grad_scaler,
+    pick_device,
+    resolve_amp,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from .utils import augment_batch, evaluate, warmup_cosine
 
 #: Per-dataset recipes: changes to TeacherConfig's defaults (which stay the recipe for digits,
@@ -39,11 +49,38 @@ from .utils import augment_batch, evaluate, warmup_cosine
 #: Tiny-ImageNet uses the CIFAR recipe with the 64x64 ResNet. ``--epochs``/``--lr``/
 #: ``--batch-size``/``--model`` override any of them.
 TEACHER_RECIPES: dict[str, dict] = {
-    "cifar10": dict(model="resnet34", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
-    "cifar100": dict(model="resnet34", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
-    "svhn": dict(model="resnet34", epochs=50, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
-    "tiny-imagenet": dict(model="resnet34_64", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
-                          weight_decay=5e-4),
+    "cifar10": dict(
+        model="resnet34",
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+    ),
+    "cifar100": dict(
+        model="resnet34",
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+    ),
+    "svhn": dict(
+        model="resnet34",
+        epochs=50,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+    ),
+    "tiny-imagenet": dict(
+        model="resnet34_64",
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+    ),
 }
 
 STATE_FILE = "teacher_state.pt"
@@ -59,10 +96,18 @@ def teacher_recipe(dataset: str, **overrides) -> TeacherConfig:
 
 def _on_device(dataset, device: torch.device):
     """An in-memory dataset moved to the GPU once (uint8 CIFAR is 150 MB), so batches never cross PCIe."""
-    if device.type != "cuda" or not isinstance(dataset, ArrayDataset) or dataset.images.nbytes > 4 * 2 ** 30:
+    if (
+        device.type != "cuda"
+        or not isinstance(dataset, ArrayDataset)
+        or dataset.images.nbytes > 4 * 2**30
+    ):
         return dataset
-    moved = ArrayDataset(dataset.images.to(device), dataset.labels.to(device), dataset.mean.flatten().tolist(),
-                         dataset.std.flatten().tolist())
+    moved = ArrayDataset(
+        dataset.images.to(device),
+        dataset.labels.to(device),
+        dataset.mean.flatten().tolist(),
+        dataset.std.flatten().tolist(),
+    )
     moved.mean, moved.std = moved.mean.to(device), moved.std.to(device)
     return moved
 
@@ -71,19 +116,33 @@ def _train_batches(dataset, batch_size: int, device, generator: torch.Generator)
     if isinstance(dataset, ArrayDataset):
         order = torch.randperm(len(dataset), generator=generator)
         for i in range(0, len(order), batch_size):
-            x, y = dataset.batch(order[i:i + batch_size].to(dataset.labels.device))
+            x, y = dataset.batch(order[i : i + batch_size].to(dataset.labels.device))
             yield x.to(device), y.to(device)
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                        num_workers=min(4, os.cpu_count() or 1), pin_memory=device.type == "cuda",
-                        drop_last=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=min(4, os.cpu_count() or 1),
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+    )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True, out_dir: Optional[str] = None,
-                  state: Optional[dict] = None, eval_every: int = 5, ckpt_every: int = 5,
-                  accel: Optional[Acceleration] = None, say: Callable[[str], None] = print):
+def train_teacher(
+    bundle: DataBundle,
+    cfg: TeacherConfig,
+    progress: bool = True,
+    out_dir: Optional[str] = None,
+    state: Optional[dict] = None,
+    eval_every: int = 5,
+    ckpt_every: int = 5,
+    accel: Optional[Acceleration] = None,
+    say: Callable[[str], None] = print,
+):
     """Train ``cfg.model`` on ``bundle.train``; returns ``(model, test_accuracy, history)``.
 
     Every ``eval_every`` epochs the test accuracy joins the history; with ``out_dir``, every
@@ -92,19 +151,28 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
     bit-identical to uninterrupted training; ``accel`` adds mixed precision and channels-last on CUDA.
     """
     if bundle.train is None:
-        raise CpscError(f"Dataset {bundle.name} has no training split, so a teacher cannot be trained on it. "
-                        "Add x_train/y_train to the .npz (or a train/ folder), or bring a trained teacher.")
+        raise CpscError(
+            f"Dataset {bundle.name} has no training split, so a teacher cannot be trained on it. "
+            "Add x_train/y_train to the .npz (or a train/ folder), or bring a trained teacher."
+        )
     accel = accel or Acceleration()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     configure_backends(device)
-    model = create_model(cfg.model, bundle.num_classes, bundle.channels, bundle.img_size).to(device)
+    model = create_model(
+        cfg.model, bundle.num_classes, bundle.channels, bundle.img_size
+    ).to(device)
     if accel.use_channels_last(device):
         model.to(memory_format=torch.channels_last)
     amp = resolve_amp(accel.amp, device)
     scaler = grad_scaler(device, amp)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          **fused_optimizer_kwargs(device))
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        **fused_optimizer_kwargs(device),
+    )
     steps_per_epoch = -(-len(bundle.train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, 0))
@@ -118,14 +186,25 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
             scaler.load_state_dict(state["scaler"])
         gen.set_state(state["data_rng"])
         set_rng_state(state["rng"])
-        history, first_epoch, elapsed = list(state["history"]), state["epoch"], state["elapsed"]
+        history, first_epoch, elapsed = (
+            list(state["history"]),
+            state["epoch"],
+            state["elapsed"],
+        )
         say(f"resuming teacher training after epoch {first_epoch} of {cfg.epochs}")
     train_set = _on_device(bundle.train, device)
     start = time.time() - elapsed
-    bar = tqdm(range(first_epoch, cfg.epochs), desc=f"teacher {cfg.model}", disable=not progress, leave=False)
+    bar = tqdm(
+        range(first_epoch, cfg.epochs),
+        desc=f"teacher {cfg.model}",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         model.train()
-        running = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no per-step sync
+        running = torch.zeros(
+            (), dtype=torch.float64, device=device
+        )  # summed on the device: no per-step sync
         n = 0
         for x, y in _train_batches(train_set, cfg.batch_size, device, gen):
             x = augment_batch(x, bundle.augment_pad, bundle.augment_flip)
@@ -136,38 +215,83 @@ def train_teacher(bundle: DataBundle, cfg: TeacherConfig, progress: bool = True,
             sched.step()
             running += loss.detach().double() * len(y)
             n += len(y)
-        record = dict(epoch=epoch + 1, loss=float(running) / n, seconds=round(time.time() - start, 2))
+        record = dict(
+            epoch=epoch + 1,
+            loss=float(running) / n,
+            seconds=round(time.time() - start, 2),
+        )
         last = epoch + 1 == cfg.epochs
-        if not math.isfinite(record["loss"]) or checkpoint.diverged_weights(model.state_dict()):
-            raise CpscError(f"Teacher training diverged in epoch {epoch + 1} (loss {record['loss']:.3g}, or weights "
-                            "NaN/infinite); nothing from this epoch was saved. Start again with a lower --lr "
-                            "(and --overwrite).")
+        if not math.isfinite(record["loss"]) or checkpoint.diverged_weights(
+            model.state_dict()
+        ):
+            raise CpscError(
+                f"Teacher training diverged in epoch {epoch + 1} (loss {record['loss']:.3g}, or weights "
+                "NaN/infinite); nothing from this epoch was saved. Start again with a lower --lr "
+                "(and --overwrite)."
+            )
         if eval_every and ((epoch + 1) % eval_every == 0 or last):
             record["test_acc"] = evaluate(model, bundle.test, device)
         history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", **({"acc": f"{record['test_acc']:.3f}"}
-                                                         if "test_acc" in record else {}))
+        bar.set_postfix(
+            loss=f"{record['loss']:.3f}",
+            **({"acc": f"{record['test_acc']:.3f}"} if "test_acc" in record else {}),
+        )
         stop = checkpoint.termination_requested() and not last
-        if out_dir and not last and ((ckpt_every and (epoch + 1) % ckpt_every == 0) or stop):
-            snapshot = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            data_rng=gen.get_state(), rng=rng_state(), history=history, epoch=epoch + 1,
-                            elapsed=time.time() - start, config=cfg.to_dict(),
-                            **({} if scaler is None else dict(scaler=scaler.state_dict())))
-            checkpoint.save(checkpoint.make("teacher_resume", {}, {"model": cfg.model}, state=snapshot),
-                            os.path.join(out_dir, STATE_FILE))
+        if (
+            out_dir
+            and not last
+            and ((ckpt_every and (epoch + 1) % ckpt_every == 0) or stop)
+        ):
+            snapshot = dict(
+                model=model.state_dict(),
+                opt=opt.state_dict(),
+                sched=sched.state_dict(),
+                data_rng=gen.get_state(),
+                rng=rng_state(),
+                history=history,
+                epoch=epoch + 1,
+                elapsed=time.time() - start,
+                config=cfg.to_dict(),
+                **({} if scaler is None else dict(scaler=scaler.state_dict())),
+            )
+            checkpoint.save(
+                checkpoint.make(
+                    "teacher_resume", {}, {"model": cfg.model}, state=snapshot
+                ),
+                os.path.join(out_dir, STATE_FILE),
+            )
         if stop:
             bar.close()
-            raise Terminated(f"Stopped by SIGTERM after epoch {epoch + 1} of {cfg.epochs}"
-                             + (f"; its checkpoint is {os.path.join(out_dir, STATE_FILE)}. Rerun the same command "
-                                "with --resume to continue from it." if out_dir else " (nothing was saved)."))
-    acc = history[-1]["test_acc"] if history and "test_acc" in history[-1] else evaluate(model, bundle.test, device)
+            raise Terminated(
+                f"Stopped by SIGTERM after epoch {epoch + 1} of {cfg.epochs}"
+                + (
+                    f"; its checkpoint is {os.path.join(out_dir, STATE_FILE)}. Rerun the same command "
+                    "with --resume to continue from it."
+                    if out_dir
+                    else " (nothing was saved)."
+                )
+            )
+    acc = (
+        history[-1]["test_acc"]
+        if history and "test_acc" in history[-1]
+        else evaluate(model, bundle.test, device)
+    )
     return model, acc, history
 
 
-def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: bool = True,
-                metrics_name: str = "metrics.json", resume: bool = False, eval_every: int = 5,
-                ckpt_every: int = 5, accel: Optional[Acceleration] = None,
-                say: Callable[[str], None] = print, overwrite: bool = False) -> dict:
+def run_teacher(
+    bundle: DataBundle,
+    cfg: TeacherConfig,
+    out_dir: str,
+    progress: bool = True,
+    metrics_name: str = "metrics.json",
+    resume: bool = False,
+    eval_every: int = 5,
+    ckpt_every: int = 5,
+    accel: Optional[Acceleration] = None,
+    say: Callable[[str], None] = print,
+    overwrite: bool = False,
+) -> dict:
     """Train, then write ``out_dir/teacher.pt`` and ``out_dir/<metrics_name>``.
 
     With ``resume`` an interrupted training (``teacher_state.pt``) continues with its stored
@@ -176,51 +300,101 @@ def run_teacher(bundle: DataBundle, cfg: TeacherConfig, out_dir: str, progress: 
     ``overwrite`` (:func:`checkpoint.prepare_output_dir`).
     """
     start = time.time()
-    resuming = checkpoint.prepare_output_dir(out_dir, state_file=STATE_FILE, owner="teacher",
-                                             what="an interrupted teacher training", resume=resume,
-                                             overwrite=overwrite, products=("teacher.pt",),
-                                             metrics_file=metrics_name, say=say)
+    resuming = checkpoint.prepare_output_dir(
+        out_dir,
+        state_file=STATE_FILE,
+        owner="teacher",
+        what="an interrupted teacher training",
+        resume=resume,
+        overwrite=overwrite,
+        products=("teacher.pt",),
+        metrics_file=metrics_name,
+        say=say,
+    )
     state_path = os.path.join(out_dir, STATE_FILE)
     state = None
     if resuming:
-        state = checkpoint.load(state_path, kind="teacher_resume", what="teacher resume state")["state"]
+        state = checkpoint.load(
+            state_path, kind="teacher_resume", what="teacher resume state"
+        )["state"]
         stored = TeacherConfig(**dict(state["config"], device=cfg.device))
-        changed = [k for k, v in stored.to_dict().items() if k != "device" and v != cfg.to_dict()[k]]
+        changed = [
+            k
+            for k, v in stored.to_dict().items()
+            if k != "device" and v != cfg.to_dict()[k]
+        ]
         if changed:
-            say(f"note: resuming with the settings stored in {state_path}; ignoring changed {', '.join(changed)}")
+            say(
+                f"note: resuming with the settings stored in {state_path}; ignoring changed {', '.join(changed)}"
+            )
         cfg = stored
         start -= state["elapsed"]
     elif os.path.exists(state_path):
-        os.remove(state_path)  # --overwrite: a fresh start must not leave an older run's state to resume later
-    model, acc, history = train_teacher(bundle, cfg, progress, out_dir=out_dir, state=state, eval_every=eval_every,
-                                        ckpt_every=ckpt_every, accel=accel, say=say)
-    meta = checkpoint.model_meta(cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict())
-    checkpoint.save(checkpoint.make("teacher", model.state_dict(), meta), os.path.join(out_dir, "teacher.pt"))
-    metrics = dict(test_acc=acc, model=cfg.model, dataset=bundle.name, epochs=cfg.epochs,
-                   seconds=round(time.time() - start, 2), history=history)
+        os.remove(
+            state_path
+        )  # --overwrite: a fresh start must not leave an older run's state to resume later
+    model, acc, history = train_teacher(
+        bundle,
+        cfg,
+        progress,
+        out_dir=out_dir,
+        state=state,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        accel=accel,
+        say=say,
+    )
+    meta = checkpoint.model_meta(
+        cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict()
+    )
+    checkpoint.save(
+        checkpoint.make("teacher", model.state_dict(), meta),
+        os.path.join(out_dir, "teacher.pt"),
+    )
+    metrics = dict(
+        test_acc=acc,
+        model=cfg.model,
+        dataset=bundle.name,
+        epochs=cfg.epochs,
+        seconds=round(time.time() - start, 2),
+        history=history,
+    )
     checkpoint.write_json(metrics, os.path.join(out_dir, metrics_name))
     if os.path.exists(state_path):
-        os.remove(state_path)  # teacher.pt now holds the result; the resume state is no longer needed
+        os.remove(
+            state_path
+        )  # teacher.pt now holds the result; the resume state is no longer needed
     return metrics
 
 
-def load_classifier(path: str, kind: str = "teacher", device: Optional[torch.device] = None):
+def load_classifier(
+    path: str, kind: str = "teacher", device: Optional[torch.device] = None
+):
     """Rebuild a classifier from a cpsc_lite checkpoint; returns ``(model, meta)``."""
     obj = checkpoint.load(path, kind=kind, what=f"{kind} checkpoint")
     meta = obj["meta"]
-    model = create_model(meta["model"], meta["num_classes"], meta["channels"], meta["img_size"])
+    model = create_model(
+        meta["model"], meta["num_classes"], meta["channels"], meta["img_size"]
+    )
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:
-        raise CpscError(f"The weights in {path} do not fit model {meta['model']!r}: "
-                        f"{str(exc).splitlines()[0]} The file may come from another version; re-create it.") from None
+        raise CpscError(
+            f"The weights in {path} do not fit model {meta['model']!r}: "
+            f"{str(exc).splitlines()[0]} The file may come from another version; re-create it."
+        ) from None
     if device is not None:
         model.to(device)
     return model, meta
 
 
-def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Optional[str] = None,
-                 device: Optional[torch.device] = None, say: Callable[[str], None] = print):
+def load_teacher(
+    path: str,
+    bundle: Optional[DataBundle] = None,
+    model_name: Optional[str] = None,
+    device: Optional[torch.device] = None,
+    say: Callable[[str], None] = print,
+):
     """A teacher ``(model, meta)`` from a cpsc_lite teacher.pt, or from a community state dict.
 
     With ``model_name`` (``--teacher-model``) a file that is not a cpsc_lite checkpoint (a
@@ -235,15 +409,24 @@ def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Opt
     if isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT:
         model, meta = load_classifier(path, "teacher", device)
         if meta["model"] != model_name:
-            say(f"note: {path} is a cpsc_lite teacher ({meta['model']}); ignoring --teacher-model {model_name}")
+            say(
+                f"note: {path} is a cpsc_lite teacher ({meta['model']}); ignoring --teacher-model {model_name}"
+            )
         return model, meta
     if bundle is None:
-        raise CpscError(f"To load the community teacher {path} as {model_name}, name its dataset (--dataset): "
-                        "the number of classes, image size and normalisation come from it.")
+        raise CpscError(
+            f"To load the community teacher {path} as {model_name}, name its dataset (--dataset): "
+            "the number of classes, image size and normalisation come from it."
+        )
     from .cifar_models import load_community_state_dict
-    model = create_model(model_name, bundle.num_classes, bundle.channels, bundle.img_size)
+
+    model = create_model(
+        model_name, bundle.num_classes, bundle.channels, bundle.img_size
+    )
     load_community_state_dict(model, obj)
-    checkpoint.refuse_diverged(model.state_dict(), f"teacher {path}", "Use a good copy.")
+    checkpoint.refuse_diverged(
+        model.state_dict(), f"teacher {path}", "Use a good copy."
+    )
     meta = checkpoint.model_meta(model_name, bundle, source_file=os.path.abspath(path))
     if device is not None:
         model.to(device)
@@ -253,12 +436,16 @@ def load_teacher(path: str, bundle: Optional[DataBundle] = None, model_name: Opt
 def check_compatible(meta: dict, bundle: DataBundle, path: str) -> None:
     """Refuse a teacher trained for other classes or another image shape than ``bundle``."""
     if meta["num_classes"] != bundle.num_classes:
-        raise CpscError(f"The teacher {path} predicts {meta['num_classes']} classes but dataset {bundle.name} has "
-                        f"{bundle.num_classes}. Use the dataset the teacher was trained on "
-                        f"({meta.get('dataset')}) or train a teacher for this one with `cpsc-lite teacher`.")
+        raise CpscError(
+            f"The teacher {path} predicts {meta['num_classes']} classes but dataset {bundle.name} has "
+            f"{bundle.num_classes}. Use the dataset the teacher was trained on "
+            f"({meta.get('dataset')}) or train a teacher for this one with `cpsc-lite teacher`."
+        )
     want = (meta["channels"], meta["img_size"])
     have = (bundle.channels, bundle.img_size)
     if want != have:
-        raise CpscError(f"The teacher {path} expects {want[0]}-channel {want[1]}x{want[1]} images but dataset "
-                        f"{bundle.name} has {have[0]}-channel {have[1]}x{have[1]} images. Use the dataset the "
-                        f"teacher was trained on ({meta.get('dataset')}) or train a matching teacher.")
+        raise CpscError(
+            f"The teacher {path} expects {want[0]}-channel {want[1]}x{want[1]} images but dataset "
+            f"{bundle.name} has {have[0]}-channel {have[1]}x{have[1]} images. Use the dataset the "
+            f"teacher was trained on ({meta.get('dataset')}) or train a matching teacher."
+        )

@@ -20,8 +20,13 @@ def batches(dataset: Dataset, batch_size: int, device: torch.device):
             x, y = dataset.batch(slice(i, i + batch_size))
             yield _to_device(x, device), _to_device(y, device)
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=0,
+        pin_memory=device.type == "cuda",
+    )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
@@ -34,7 +39,9 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512) -> float:
+def evaluate(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512
+) -> float:
     """Top-1 accuracy (fraction 0..1) of ``model`` on ``dataset``; restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
@@ -53,11 +60,14 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
         padded = nn.functional.pad(x, (pad, pad, pad, pad))
         dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
         dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # [B, H]
-        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # [B, W]
-        x = padded[torch.arange(b, device=x.device)[:, None, None, None],
-                   torch.arange(x.shape[1], device=x.device)[None, :, None, None],
-                   rows[:, None, :, None], cols[:, None, None, :]]
+        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # [B, H]
+        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # [B, W]
+        x = padded[
+            torch.arange(b, device=x.device)[:, None, None, None],
+            torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
     if flip:
         mask = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)

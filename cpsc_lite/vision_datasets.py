@@ -71,8 +71,18 @@ _FIX_ROOT = "or pass --data-root DIR (or set CPSC_LITE_DATA=DIR) if your copy is
 
 # Errors that mean "the files are missing, corrupt or the download failed" (never TypeError & co,
 # which would be bugs and must surface as such).
-_DATA_ERRORS = (RuntimeError, OSError, ValueError, EOFError, AssertionError, KeyError, IndexError,
-                pickle.UnpicklingError, tarfile.TarError, zipfile.BadZipFile)
+_DATA_ERRORS = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    EOFError,
+    AssertionError,
+    KeyError,
+    IndexError,
+    pickle.UnpicklingError,
+    tarfile.TarError,
+    zipfile.BadZipFile,
+)
 
 
 def default_data_root() -> str:
@@ -91,8 +101,10 @@ def _torchvision_datasets():
     try:
         import torchvision.datasets as tvd
     except ImportError as exc:
-        raise CpscError(f"This dataset is read with torchvision, which cannot be imported ({exc}). "
-                        "Install it: pip install torchvision") from None
+        raise CpscError(
+            f"This dataset is read with torchvision, which cannot be imported ({exc}). "
+            "Install it: pip install torchvision"
+        ) from None
     return tvd
 
 
@@ -100,13 +112,14 @@ def _torchvision_datasets():
 # torchvision datasets
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Layout:
     """Where torchvision looks for one dataset's files, in words and as paths."""
 
-    where: str            # e.g. "ROOT/cifar-10-batches-py/ holding data_batch_1, ..."
-    paths: list           # every file torchvision's existence/integrity check needs
-    manual: str           # how to get the files by hand
+    where: str  # e.g. "ROOT/cifar-10-batches-py/ holding data_batch_1, ..."
+    paths: list  # every file torchvision's existence/integrity check needs
+    manual: str  # how to get the files by hand
 
 
 def _cifar_layout(cls, root: str) -> _Layout:
@@ -115,8 +128,10 @@ def _cifar_layout(cls, root: str) -> _Layout:
     return _Layout(
         where=f"{folder}{os.sep} holding {', '.join(names)} (the unpacked {cls.filename})",
         paths=[os.path.join(folder, n) for n in names],
-        manual=(f"If you already have {cls.filename} (from {cls.url}), put it in {root} and run with "
-                "--download: it is checked and unpacked, not downloaded again"),
+        manual=(
+            f"If you already have {cls.filename} (from {cls.url}), put it in {root} and run with "
+            "--download: it is checked and unpacked, not downloaded again"
+        ),
     )
 
 
@@ -127,15 +142,18 @@ def _mnist_layout(cls, root: str) -> _Layout:
     return _Layout(
         where=f"{raw}{os.sep} holding the uncompressed idx files {', '.join(names)}",
         paths=[os.path.join(raw, n) for n in names],
-        manual=(f"If you already have the .gz files ({', '.join(gz)}, from {cls.mirrors[0]}), put them in "
-                f"{raw} and run with --download: they are checked and unpacked, not downloaded again"),
+        manual=(
+            f"If you already have the .gz files ({', '.join(gz)}, from {cls.mirrors[0]}), put them in "
+            f"{raw} and run with --download: they are checked and unpacked, not downloaded again"
+        ),
     )
 
 
 def _svhn_layout(cls, root: str) -> _Layout:
     entries = [cls.split_list[s] for s in ("train", "test")]
     return _Layout(
-        where=" and ".join(os.path.join(root, e[1]) for e in entries) + " (directly in the data root)",
+        where=" and ".join(os.path.join(root, e[1]) for e in entries)
+        + " (directly in the data root)",
         paths=[os.path.join(root, e[1]) for e in entries],
         manual=f"The files come from {' and '.join(e[0] for e in entries)}",
     )
@@ -145,18 +163,20 @@ def _svhn_layout(cls, root: str) -> _Layout:
 class _TorchvisionDataset:
     name: str
     title: str
-    class_name: str                      # attribute of torchvision.datasets
-    layout: Callable                     # (cls, root) -> _Layout
-    split_kwargs: tuple                  # (train kwargs, test kwargs) for the constructor
-    to_arrays: Callable                  # torchvision dataset -> (uint8 [N,C,H,W], long [N])
-    size: str                            # download size, for the messages
+    class_name: str  # attribute of torchvision.datasets
+    layout: Callable  # (cls, root) -> _Layout
+    split_kwargs: tuple  # (train kwargs, test kwargs) for the constructor
+    to_arrays: Callable  # torchvision dataset -> (uint8 [N,C,H,W], long [N])
+    size: str  # download size, for the messages
     augment_pad: int
     augment_flip: bool
 
 
 def _hwc_arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR: ``.data`` is uint8 numpy (N, H, W, C), ``.targets`` a list of ints."""
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    images = (
+        torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    )
     return images, torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))
 
 
@@ -173,29 +193,81 @@ def _grey_arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 _TORCHVISION_DATASETS = {
-    d.name: d for d in (
-        _TorchvisionDataset("cifar10", "CIFAR-10", "CIFAR10", _cifar_layout,
-                            ({"train": True}, {"train": False}), _hwc_arrays, "about 170 MB", 4, True),
-        _TorchvisionDataset("cifar100", "CIFAR-100", "CIFAR100", _cifar_layout,
-                            ({"train": True}, {"train": False}), _hwc_arrays, "about 170 MB", 4, True),
-        _TorchvisionDataset("svhn", "SVHN", "SVHN", _svhn_layout,
-                            ({"split": "train"}, {"split": "test"}), _chw_arrays, "about 250 MB", 4, False),
-        _TorchvisionDataset("mnist", "MNIST", "MNIST", _mnist_layout,
-                            ({"train": True}, {"train": False}), _grey_arrays, "about 12 MB", 2, False),
-        _TorchvisionDataset("fashion-mnist", "Fashion-MNIST", "FashionMNIST", _mnist_layout,
-                            ({"train": True}, {"train": False}), _grey_arrays, "about 30 MB", 2, False),
+    d.name: d
+    for d in (
+        _TorchvisionDataset(
+            "cifar10",
+            "CIFAR-10",
+            "CIFAR10",
+            _cifar_layout,
+            ({"train": True}, {"train": False}),
+            _hwc_arrays,
+            "about 170 MB",
+            4,
+            True,
+        ),
+        _TorchvisionDataset(
+            "cifar100",
+            "CIFAR-100",
+            "CIFAR100",
+            _cifar_layout,
+            ({"train": True}, {"train": False}),
+            _hwc_arrays,
+            "about 170 MB",
+            4,
+            True,
+        ),
+        _TorchvisionDataset(
+            "svhn",
+            "SVHN",
+            "SVHN",
+            _svhn_layout,
+            ({"split": "train"}, {"split": "test"}),
+            _chw_arrays,
+            "about 250 MB",
+            4,
+            False,
+        ),
+        _TorchvisionDataset(
+            "mnist",
+            "MNIST",
+            "MNIST",
+            _mnist_layout,
+            ({"train": True}, {"train": False}),
+            _grey_arrays,
+            "about 12 MB",
+            2,
+            False,
+        ),
+        _TorchvisionDataset(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            "FashionMNIST",
+            _mnist_layout,
+            ({"train": True}, {"train": False}),
+            _grey_arrays,
+            "about 30 MB",
+            2,
+            False,
+        ),
     )
 }
 
 
-def _open_torchvision_split(spec: _TorchvisionDataset, cls, root: str, download: bool, kwargs: dict):
+def _open_torchvision_split(
+    spec: _TorchvisionDataset, cls, root: str, download: bool, kwargs: dict
+):
     """``cls(root, download=download, **kwargs)``, with every failure turned into a CpscError."""
     try:
         return cls(root, download=download, **kwargs)
-    except ImportError as exc:  # SVHN reads .mat files with scipy, imported only when needed
+    except (
+        ImportError
+    ) as exc:  # SVHN reads .mat files with scipy, imported only when needed
         missing = getattr(exc, "name", None) or "an optional package"
-        raise CpscError(f"Reading {spec.title} needs {missing}, which is not installed ({exc}). "
-                        f"Install it: pip install {'scipy' if missing.startswith('scipy') else missing}") from exc
+        raise CpscError(
+            f"Reading {spec.title} needs {missing}, which is not installed ({exc}). "
+            f"Install it: pip install {'scipy' if missing.startswith('scipy') else missing}"
+        ) from exc
     except _DATA_ERRORS as exc:
         layout = spec.layout(cls, root)
         missing = [p for p in layout.paths if not os.path.isfile(p)]
@@ -203,30 +275,40 @@ def _open_torchvision_split(spec: _TorchvisionDataset, cls, root: str, download:
             raise CpscError(
                 f"Could not download {spec.title} into {root} ({type(exc).__name__}: {exc}). Check the internet "
                 f"connection and that {root} is writable, or fetch the files by hand: torchvision expects "
-                f"{layout.where}. {layout.manual}. Then run without --download, {_FIX_ROOT}.") from exc
+                f"{layout.where}. {layout.manual}. Then run without --download, {_FIX_ROOT}."
+            ) from exc
         if missing:
             present = len(layout.paths) - len(missing)
-            what = ("none of them exists" if present == 0 else
-                    f"missing: {', '.join(os.path.relpath(p, root) for p in missing)}")
+            what = (
+                "none of them exists"
+                if present == 0
+                else f"missing: {', '.join(os.path.relpath(p, root) for p in missing)}"
+            )
             raise CpscError(
                 f"{spec.title} not found in {root}: torchvision expects {layout.where}, and {what}. "
-                f"Run with --download to fetch it ({spec.size}) into {root}, {_FIX_ROOT}. {layout.manual}.") from exc
+                f"Run with --download to fetch it ({spec.size}) into {root}, {_FIX_ROOT}. {layout.manual}."
+            ) from exc
         raise CpscError(
             f"{spec.title} files in {root} are there but cannot be used ({type(exc).__name__}: {exc}); "
             f"torchvision checks their checksums, so they are probably a partial download or a different "
             f"version. Delete {', '.join(layout.paths)} and run with --download to fetch fresh copies, "
-            f"{_FIX_ROOT}.") from exc
+            f"{_FIX_ROOT}."
+        ) from exc
 
 
-def load_torchvision_dataset(name: str, root: Optional[str] = None, download: bool = False) -> DataBundle:
+def load_torchvision_dataset(
+    name: str, root: Optional[str] = None, download: bool = False
+) -> DataBundle:
     """Load ``cifar10``, ``cifar100``, ``svhn``, ``mnist`` or ``fashion-mnist`` as a :class:`DataBundle`.
 
     Files are read from torchvision's layout under :func:`data_root` and fetched
     only when ``download`` is true.
     """
     if name not in _TORCHVISION_DATASETS:
-        raise CpscError(f"{name!r} is not a torchvision dataset here. Use one of: "
-                        f"{', '.join(_TORCHVISION_DATASETS)}.")
+        raise CpscError(
+            f"{name!r} is not a torchvision dataset here. Use one of: "
+            f"{', '.join(_TORCHVISION_DATASETS)}."
+        )
     spec = _TORCHVISION_DATASETS[name]
     root = data_root(root)
     cls = getattr(_torchvision_datasets(), spec.class_name)
@@ -235,25 +317,36 @@ def load_torchvision_dataset(name: str, root: Optional[str] = None, download: bo
     for kwargs in spec.split_kwargs:
         ds = _open_torchvision_split(spec, cls, root, download, kwargs)
         images, labels = spec.to_arrays(ds)
-        class_names = class_names or [str(c) for c in getattr(ds, "classes", None) or []]
+        class_names = class_names or [
+            str(c) for c in getattr(ds, "classes", None) or []
+        ]
         splits.append((images, labels))
         del ds  # keep only the tensors: torchvision's copy of the arrays can go
     (x_train, y_train), (x_test, y_test) = splits
-    num_classes = len(class_names) or 10  # the digit datasets without .classes (SVHN) have 10
+    num_classes = (
+        len(class_names) or 10
+    )  # the digit datasets without .classes (SVHN) have 10
     if not class_names:
         class_names = [str(i) for i in range(num_classes)]
     for split, y in (("train", y_train), ("test", y_test)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise CpscError(f"{spec.title}'s {split} labels run from {int(y.min())} to {int(y.max())}, outside "
-                            f"0..{num_classes - 1}: the files in {root} are not the standard ones. Delete them and "
-                            "run with --download.")
+            raise CpscError(
+                f"{spec.title}'s {split} labels run from {int(y.min())} to {int(y.max())}, outside "
+                f"0..{num_classes - 1}: the files in {root} are not the standard ones. Delete them and "
+                "run with --download."
+            )
     return DataBundle(
         name=name,
         train=ArrayDataset(x_train, y_train, mean, std),
         test=ArrayDataset(x_test, y_test, mean, std),
-        num_classes=num_classes, channels=int(x_test.shape[1]), img_size=int(x_test.shape[2]),
-        mean=tuple(mean), std=tuple(std), class_names=class_names,
-        augment_pad=spec.augment_pad, augment_flip=spec.augment_flip,
+        num_classes=num_classes,
+        channels=int(x_test.shape[1]),
+        img_size=int(x_test.shape[2]),
+        mean=tuple(mean),
+        std=tuple(std),
+        class_names=class_names,
+        augment_pad=spec.augment_pad,
+        augment_flip=spec.augment_flip,
     )
 
 
@@ -267,36 +360,58 @@ def _register_torchvision(name: str, description: str) -> None:
     globals()[loader.__name__] = loader
 
 
-_register_torchvision("cifar10", "CIFAR-10: 60000 colour 32x32 images, 10 classes "
-                      "(torchvision; --download fetches ~170 MB)")
-_register_torchvision("cifar100", "CIFAR-100: 60000 colour 32x32 images, 100 classes "
-                      "(torchvision; --download fetches ~170 MB)")
-_register_torchvision("svhn", "SVHN: 99289 colour 32x32 house-number digits, 10 classes "
-                      "(torchvision + scipy; --download fetches ~250 MB)")
-_register_torchvision("mnist", "MNIST: 70000 grey 28x28 handwritten digits, 10 classes "
-                      "(torchvision; --download fetches ~12 MB)")
-_register_torchvision("fashion-mnist", "Fashion-MNIST: 70000 grey 28x28 clothing images, 10 classes "
-                      "(torchvision; --download fetches ~30 MB)")
+_register_torchvision(
+    "cifar10",
+    "CIFAR-10: 60000 colour 32x32 images, 10 classes "
+    "(torchvision; --download fetches ~170 MB)",
+)
+_register_torchvision(
+    "cifar100",
+    "CIFAR-100: 60000 colour 32x32 images, 100 classes "
+    "(torchvision; --download fetches ~170 MB)",
+)
+_register_torchvision(
+    "svhn",
+    "SVHN: 99289 colour 32x32 house-number digits, 10 classes "
+    "(torchvision + scipy; --download fetches ~250 MB)",
+)
+_register_torchvision(
+    "mnist",
+    "MNIST: 70000 grey 28x28 handwritten digits, 10 classes "
+    "(torchvision; --download fetches ~12 MB)",
+)
+_register_torchvision(
+    "fashion-mnist",
+    "Fashion-MNIST: 70000 grey 28x28 clothing images, 10 classes "
+    "(torchvision; --download fetches ~30 MB)",
+)
 
 
 # --------------------------------------------------------------------------------------------------
 # Decoding image files with PIL
 # --------------------------------------------------------------------------------------------------
 
+
 def _pil():
     try:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover  (torchvision depends on pillow)
-        raise CpscError(f"Reading image files needs Pillow ({exc}). Install it: pip install pillow") from None
+        raise CpscError(
+            f"Reading image files needs Pillow ({exc}). Install it: pip install pillow"
+        ) from None
     return Image
 
 
 def _unreadable(path: str, exc: Exception) -> CpscError:
-    return CpscError(f"Cannot read image {path} ({type(exc).__name__}: {exc}). Delete or replace the file "
-                     "(it may be truncated or not an image).")
+    return CpscError(
+        f"Cannot read image {path} ({type(exc).__name__}: {exc}). Delete or replace the file "
+        "(it may be truncated or not an image)."
+    )
 
 
-def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> torch.Tensor:
+def _decode_images(
+    paths: Sequence[str], mode: str, size: int, resize: bool
+) -> torch.Tensor:
     """Decode image files into one uint8 tensor ``[N, C, H, W]`` (C = 1 for mode 'L', 3 for 'RGB').
 
     Without ``resize`` every image must already be ``size`` x ``size`` (the file is named otherwise).
@@ -312,16 +427,22 @@ def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> 
             with Image.open(path) as im:
                 if im.size != (size, size):
                     if not resize:
-                        raise CpscError(f"Image {path} is {im.size[0]}x{im.size[1]} pixels, but the other images "
-                                        f"are {size}x{size}. All images must have the same size: resize it.")
+                        raise CpscError(
+                            f"Image {path} is {im.size[0]}x{im.size[1]} pixels, but the other images "
+                            f"are {size}x{size}. All images must have the same size: resize it."
+                        )
                 if im.mode in _SIXTEEN_BIT_MODES:
                     wide = np.asarray(im, dtype=np.float64)
                     # 16-bit data spans 0..65535; a 32-bit "I" image whose values fit in 0..255 is 8-bit data.
                     scale = 1.0 if im.mode == "I" and wide.max() <= 255 else 257.0
-                    im = Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), "L")
+                    im = Image.fromarray(
+                        np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), "L"
+                    )
                 elif im.mode == "F":
-                    raise CpscError(f"Image {path} stores floating-point pixels (PIL mode F), whose range cpsc_lite "
-                                    "cannot know. Save it as an 8-bit PNG or JPEG.")
+                    raise CpscError(
+                        f"Image {path} stores floating-point pixels (PIL mode F), whose range cpsc_lite "
+                        "cannot know. Save it as an 8-bit PNG or JPEG."
+                    )
                 im = im.convert(mode)
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.BICUBIC)
@@ -330,7 +451,11 @@ def _decode_images(paths: Sequence[str], mode: str, size: int, resize: bool) -> 
                 arr = np.asarray(im, dtype=np.uint8)
         except CpscError:
             raise
-        except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as exc:  # UnidentifiedImageError is an OSError
             raise _unreadable(path, exc) from exc
         out[i] = arr.reshape(size, size, channels)
 
@@ -356,31 +481,45 @@ def _image_files_under(directory: str) -> list[str]:
         keep = []
         for d in sorted(d for d in dirnames if not d.startswith(".")):
             real = os.path.realpath(os.path.join(dirpath, d))
-            if real not in seen:  # a symlink loop (or a second link to one folder) is read once
+            if (
+                real not in seen
+            ):  # a symlink loop (or a second link to one folder) is read once
                 seen.add(real)
                 keep.append(d)
         dirnames[:] = keep
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image_file(f))
+        found.extend(
+            os.path.join(dirpath, f) for f in sorted(filenames) if _is_image_file(f)
+        )
     return found
 
 
 def _subdirs(directory: str) -> list[str]:
-    return sorted(d for d in os.listdir(directory)
-                  if not d.startswith(".") and os.path.isdir(os.path.join(directory, d)))
+    return sorted(
+        d
+        for d in os.listdir(directory)
+        if not d.startswith(".") and os.path.isdir(os.path.join(directory, d))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Tiny-ImageNet
 # --------------------------------------------------------------------------------------------------
 
-def _tiny_imagenet_missing(base: str, root: str, what: str, download: bool) -> CpscError:
-    first = ("Tiny-ImageNet cannot be downloaded automatically (--download does not apply to it). "
-             if download else "")
+
+def _tiny_imagenet_missing(
+    base: str, root: str, what: str, download: bool
+) -> CpscError:
+    first = (
+        "Tiny-ImageNet cannot be downloaded automatically (--download does not apply to it). "
+        if download
+        else ""
+    )
     return CpscError(
         f"{first}Tiny-ImageNet not found in {root}: {what}. The loader expects the standard layout {base}{os.sep} "
         "with wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt. "
         f"Get tiny-imagenet-200.zip from {TINY_IMAGENET_URL} (about 240 MB) and unzip it inside {root}, "
-        f"{_FIX_ROOT} (the directory that contains tiny-imagenet-200/).")
+        f"{_FIX_ROOT} (the directory that contains tiny-imagenet-200/)."
+    )
 
 
 def _read_lines(path: str) -> list[str]:
@@ -388,9 +527,14 @@ def _read_lines(path: str) -> list[str]:
         return [line.rstrip("\n\r") for line in f if line.strip()]
 
 
-@register_dataset("tiny-imagenet", "Tiny-ImageNet: 110000 colour 64x64 images, 200 classes (unzip "
-                                   "tiny-imagenet-200.zip into the data root; no download)")
-def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> DataBundle:
+@register_dataset(
+    "tiny-imagenet",
+    "Tiny-ImageNet: 110000 colour 64x64 images, 200 classes (unzip "
+    "tiny-imagenet-200.zip into the data root; no download)",
+)
+def load_tiny_imagenet(
+    root: Optional[str] = None, download: bool = False
+) -> DataBundle:
     """Tiny-ImageNet from ``ROOT/tiny-imagenet-200/``; its labelled ``val`` split is the test split.
 
     Class indices follow the *sorted* wnids (the order torchvision's ImageFolder gives
@@ -404,10 +548,14 @@ def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> Da
         raise _tiny_imagenet_missing(base, root, f"{base} does not exist", download)
     for needed in ("wnids.txt", "train", "val"):
         if not os.path.exists(os.path.join(base, needed)):
-            raise _tiny_imagenet_missing(base, root, f"{os.path.join(base, needed)} is missing", download)
+            raise _tiny_imagenet_missing(
+                base, root, f"{os.path.join(base, needed)} is missing", download
+            )
     wnids = sorted(set(w.strip() for w in _read_lines(os.path.join(base, "wnids.txt"))))
     if not wnids:
-        raise _tiny_imagenet_missing(base, root, f"{os.path.join(base, 'wnids.txt')} is empty", download)
+        raise _tiny_imagenet_missing(
+            base, root, f"{os.path.join(base, 'wnids.txt')} is empty", download
+        )
     index = {w: i for i, w in enumerate(wnids)}
 
     words = {}
@@ -423,10 +571,17 @@ def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> Da
     for wnid in wnids:
         class_dir = os.path.join(base, "train", wnid)
         images_dir = os.path.join(class_dir, "images")
-        files = _image_files_under(images_dir if os.path.isdir(images_dir) else class_dir)
+        files = _image_files_under(
+            images_dir if os.path.isdir(images_dir) else class_dir
+        )
         if not files:
-            raise _tiny_imagenet_missing(base, root, f"{images_dir} holds no .JPEG images (wnid {wnid} is listed "
-                                                     "in wnids.txt)", download)
+            raise _tiny_imagenet_missing(
+                base,
+                root,
+                f"{images_dir} holds no .JPEG images (wnid {wnid} is listed "
+                "in wnids.txt)",
+                download,
+            )
         train_paths += files
         train_labels += [index[wnid]] * len(files)
 
@@ -437,12 +592,18 @@ def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> Da
         for n, line in enumerate(_read_lines(annotations), 1):
             fields = line.split("\t")
             if len(fields) < 2 or fields[1].strip() not in index:
-                raise CpscError(f"{annotations}, line {n}: expected 'FILE<TAB>WNID<TAB>...' with a wnid from "
-                                f"wnids.txt, got {line!r}. Restore the file from tiny-imagenet-200.zip.")
+                raise CpscError(
+                    f"{annotations}, line {n}: expected 'FILE<TAB>WNID<TAB>...' with a wnid from "
+                    f"wnids.txt, got {line!r}. Restore the file from tiny-imagenet-200.zip."
+                )
             path = os.path.join(val_dir, "images", fields[0].strip())
             if not os.path.isfile(path):
-                raise _tiny_imagenet_missing(base, root, f"{path} (listed in val_annotations.txt) is missing",
-                                             download)
+                raise _tiny_imagenet_missing(
+                    base,
+                    root,
+                    f"{path} (listed in val_annotations.txt) is missing",
+                    download,
+                )
             test_paths.append(path)
             test_labels.append(index[fields[1].strip()])
     else:  # a val/ already sorted into val/<wnid>/[images/]*.JPEG, as some scripts do
@@ -452,18 +613,32 @@ def load_tiny_imagenet(root: Optional[str] = None, download: bool = False) -> Da
                 test_paths += files
                 test_labels += [index[wnid]] * len(files)
     if not test_paths:
-        raise _tiny_imagenet_missing(base, root, f"{annotations} is missing (and {val_dir} has no <wnid>/ "
-                                                 "folders)", download)
+        raise _tiny_imagenet_missing(
+            base,
+            root,
+            f"{annotations} is missing (and {val_dir} has no <wnid>/ folders)",
+            download,
+        )
 
     mean, std = NORMALIZATION["tiny-imagenet"]
     x_train = _decode_images(train_paths, "RGB", 64, resize=False)
     x_test = _decode_images(test_paths, "RGB", 64, resize=False)
     return DataBundle(
         name="tiny-imagenet",
-        train=ArrayDataset(x_train, torch.tensor(train_labels, dtype=torch.long), mean, std),
-        test=ArrayDataset(x_test, torch.tensor(test_labels, dtype=torch.long), mean, std),
-        num_classes=len(wnids), channels=3, img_size=64, mean=tuple(mean), std=tuple(std),
-        class_names=class_names, augment_pad=4, augment_flip=True,
+        train=ArrayDataset(
+            x_train, torch.tensor(train_labels, dtype=torch.long), mean, std
+        ),
+        test=ArrayDataset(
+            x_test, torch.tensor(test_labels, dtype=torch.long), mean, std
+        ),
+        num_classes=len(wnids),
+        channels=3,
+        img_size=64,
+        mean=tuple(mean),
+        std=tuple(std),
+        class_names=class_names,
+        augment_pad=4,
+        augment_flip=True,
     )
 
 
@@ -476,8 +651,10 @@ _GREY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B", "I")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
 #: The image sizes a folder may hold: the conditional generator's range (generator.stage_sizes).
 _FOLDER_SIZES = (4, 128)
-_FOLDER_LAYOUT = ("one subfolder per class: PATH/train/<class>/*.png|jpg and PATH/test/<class>/... "
-                  "(or PATH/val/...), or just PATH/<class>/... which is then the test split")
+_FOLDER_LAYOUT = (
+    "one subfolder per class: PATH/train/<class>/*.png|jpg and PATH/test/<class>/... "
+    "(or PATH/val/...), or just PATH/<class>/... which is then the test split"
+)
 
 
 def _class_folders(split_dir: str) -> tuple[list[str], list[str], list[int]]:
@@ -486,14 +663,18 @@ def _class_folders(split_dir: str) -> tuple[list[str], list[str], list[int]]:
     if not classes:
         loose = [f for f in os.listdir(split_dir) if _is_image_file(f)]
         found = f"only loose images such as {loose[0]}" if loose else "nothing usable"
-        raise CpscError(f"{split_dir} has no class subfolders ({found}). An image folder dataset needs "
-                        f"{_FOLDER_LAYOUT}. Move the images of each class into a folder named after it.")
+        raise CpscError(
+            f"{split_dir} has no class subfolders ({found}). An image folder dataset needs "
+            f"{_FOLDER_LAYOUT}. Move the images of each class into a folder named after it."
+        )
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = _image_files_under(os.path.join(split_dir, name))
         if not files:
-            raise CpscError(f"Class folder {os.path.join(split_dir, name)} holds no images "
-                            f"({', '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder.")
+            raise CpscError(
+                f"Class folder {os.path.join(split_dir, name)} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder."
+            )
         paths += files
         labels += [label] * len(files)
     return classes, paths, labels
@@ -517,19 +698,27 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
     Image = _pil()
     path = os.path.expanduser(os.fspath(path))
     if not path:
-        raise CpscError(f"folder: needs a path, e.g. folder:./my_images, holding {_FOLDER_LAYOUT}.")
+        raise CpscError(
+            f"folder: needs a path, e.g. folder:./my_images, holding {_FOLDER_LAYOUT}."
+        )
     if not os.path.isdir(path):
-        raise CpscError(f"Image folder {path} does not exist or is not a directory. Check the path after "
-                        "'folder:' (it is relative to the current directory).")
+        raise CpscError(
+            f"Image folder {path} does not exist or is not a directory. Check the path after "
+            "'folder:' (it is relative to the current directory)."
+        )
     if size is not None and (not isinstance(size, int) or size < 1):
-        raise CpscError(f"Image size must be a positive number of pixels, got {size!r}.")
+        raise CpscError(
+            f"Image size must be a positive number of pixels, got {size!r}."
+        )
 
     top = _subdirs(path)
     test_name = "test" if "test" in top else ("val" if "val" in top else None)
     if "train" in top and test_name is None:
-        raise CpscError(f"{path} has a train/ folder but no test/ or val/ folder. Data-free distillation evaluates "
-                        f"on the test split: move some images of each class to {os.path.join(path, 'test')}"
-                        f"{os.sep}<class>/.")
+        raise CpscError(
+            f"{path} has a train/ folder but no test/ or val/ folder. Data-free distillation evaluates "
+            f"on the test split: move some images of each class to {os.path.join(path, 'test')}"
+            f"{os.sep}<class>/."
+        )
     if test_name is not None:
         test_dir = os.path.join(path, test_name)
         train_dir = os.path.join(path, "train") if "train" in top else None
@@ -546,7 +735,8 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
             raise CpscError(
                 f"The class folders of {train_dir} and {test_dir} differ (only in train: "
                 f"{', '.join(only_train) or 'none'}; only in {test_name}: {', '.join(only_test) or 'none'}). "
-                "Both splits need the same class folders (an empty class folder is not allowed either).")
+                "Both splits need the same class folders (an empty class folder is not allowed either)."
+            )
 
     # Pass 1: headers only (cheap), to choose the size and the number of channels and to fail early.
     resize = size is not None
@@ -559,22 +749,30 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
             raise _unreadable(p, exc) from exc
         if size is None:
             if im_size[0] != im_size[1]:
-                raise CpscError(f"Image {p} is {im_size[0]}x{im_size[1]} pixels, not square. The first image sets "
-                                "the size of the dataset, which must be square: resize (or crop) all images to the "
-                                "same square size first, e.g. 32x32.")
+                raise CpscError(
+                    f"Image {p} is {im_size[0]}x{im_size[1]} pixels, not square. The first image sets "
+                    "the size of the dataset, which must be square: resize (or crop) all images to the "
+                    "same square size first, e.g. 32x32."
+                )
             size, first = im_size[0], p
             low, high = _FOLDER_SIZES
             if not low <= size <= high:
-                raise CpscError(f"Image {p} is {size}x{size} pixels; image folders must hold square images of "
-                                f"{low} to {high} pixels (the generator's range). Resize all images first, e.g. to "
-                                "32x32 (PIL: Image.open(f).resize((32, 32)).save(f)).")
+                raise CpscError(
+                    f"Image {p} is {size}x{size} pixels; image folders must hold square images of "
+                    f"{low} to {high} pixels (the generator's range). Resize all images first, e.g. to "
+                    "32x32 (PIL: Image.open(f).resize((32, 32)).save(f))."
+                )
         elif not resize and im_size != (size, size):
-            raise CpscError(f"Image {p} is {im_size[0]}x{im_size[1]} pixels, but the first image ({first}) is "
-                            f"{size}x{size}. All images must have the same square size: resize them first.")
+            raise CpscError(
+                f"Image {p} is {im_size[0]}x{im_size[1]} pixels, but the first image ({first}) is "
+                f"{size}x{size}. All images must have the same square size: resize them first."
+            )
         grey = grey and im_mode in _GREY_MODES
     if len(test_classes) < 2:
-        raise CpscError(f"{test_dir} holds a single class folder ({test_classes[0]}); a classifier needs at least "
-                        f"two. Add a folder per class ({_FOLDER_LAYOUT}).")
+        raise CpscError(
+            f"{test_dir} holds a single class folder ({test_classes[0]}); a classifier needs at least "
+            f"two. Add a folder per class ({_FOLDER_LAYOUT})."
+        )
     mode = "L" if grey else "RGB"
     x_test = _decode_images(test_paths, mode, size, resize=resize)
     y_test = torch.tensor(test_labels, dtype=torch.long)
@@ -586,13 +784,24 @@ def load_image_folder(path: str, size: Optional[int] = None) -> DataBundle:
     name = os.path.basename(os.path.normpath(os.path.abspath(path)))
     return DataBundle(
         name=f"folder:{name}",
-        train=ArrayDataset(x_train, y_train, mean, std) if x_train is not None else None,
+        train=ArrayDataset(x_train, y_train, mean, std)
+        if x_train is not None
+        else None,
         test=ArrayDataset(x_test, y_test, mean, std),
-        num_classes=len(test_classes), channels=1 if grey else 3, img_size=size, mean=mean, std=std,
-        class_names=list(test_classes), augment_pad=max(1, size // 8), augment_flip=False,
+        num_classes=len(test_classes),
+        channels=1 if grey else 3,
+        img_size=size,
+        mean=mean,
+        std=std,
+        class_names=list(test_classes),
+        augment_pad=max(1, size // 8),
+        augment_flip=False,
     )
 
 
-register_dataset("folder", "your own images, one subfolder per class: PATH/train/<class>/ and PATH/test/<class>/ "
-                 "(or PATH/val/), or just PATH/<class>/ as the test split", takes_path=True)(
-    lambda path: load_image_folder(path))
+register_dataset(
+    "folder",
+    "your own images, one subfolder per class: PATH/train/<class>/ and PATH/test/<class>/ "
+    "(or PATH/val/), or just PATH/<class>/ as the test split",
+    takes_path=True,
+)(lambda path: load_image_folder(path))

@@ -10,7 +10,8 @@ its scripts run, and reads back, for every ``<img>``: whether it finished loadin
 and its natural size. A page fails if any image did not load or is empty (0x0),
 if a chapter that draws figures shows none, or if an image file it points to is
 missing or empty on disk; and if any formula is left as raw TeX (MathJax is served
-from the built site, see ``book/_ext/offline_mathjax.py``) or shows a TeX error.
+from the built site, see ``book/_ext/offline_mathjax.py``) or shows a TeX error;
+and if a code cell is wider than the page's code column in a 1280-pixel window.
 Nothing is fetched from outside the machine; pages whose widgets would load
 JavaScript from a CDN still show their static figures.
 
@@ -38,15 +39,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_build import toc_files  # noqa: E402
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 # Pages whose notebooks draw no figure (they print commands and tables only).
 NO_FIGURES = {"book/08_scaling_up", "book/status"}  # tables and text only
 
 PROBE = """<!doctype html><html><body>
-<iframe id="page" src="/{page}" style="width:1200px;height:30000px;border:0"></iframe>
+<iframe id="page" src="/{page}" style="width:1280px;height:30000px;border:0"></iframe>
 <pre id="result">pending</pre>
 <script>
 function probe() {{
@@ -58,6 +68,16 @@ function probe() {{
                       in_output: !!img.closest('.cell_output, .output')}});
   }});
   out.tracebacks = doc.querySelectorAll('.output.traceback, .traceback').length;
+  // Code: no code cell scrolls sideways at this width (the formatter's 88 columns fit).
+  var code = doc.querySelectorAll('div.cell_input pre');
+  out.code_cells = code.length;
+  out.wide_code = [];
+  code.forEach(function (pre) {{
+    if (pre.scrollWidth > pre.clientWidth + 1) {{
+      var longest = pre.textContent.split('\\n').reduce(function (a, b) {{ return b.length > a.length ? b : a; }}, '');
+      out.wide_code.push(longest.trim().slice(0, 60));
+    }}
+  }});
   // Maths: every element MyST marks as maths must hold MathJax's rendering, not raw TeX.
   var maths = doc.querySelectorAll('span.math.notranslate, div.math.notranslate');  // MyST's, not MathJax's
   out.maths = maths.length;
@@ -84,7 +104,12 @@ document.getElementById('page').addEventListener('load', function () {{
 
 
 def find_chromium() -> str | None:
-    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+    for name in (
+        os.environ.get("CHROMIUM"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+    ):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -121,9 +146,15 @@ def chromium(binary: str, url: str, *extra: str, timeout: int = 90) -> str:
     return result.stdout
 
 
-def check_page(binary: str, base: str, html_dir: Path, entry: str) -> tuple[list[str], dict]:
+def check_page(
+    binary: str, base: str, html_dir: Path, entry: str
+) -> tuple[list[str], dict]:
     """Problems found on one page, and what the browser reported."""
-    dom = chromium(binary, f"{base}/__probe__?page={urllib.parse.quote(entry + '.html')}", "--dump-dom")
+    dom = chromium(
+        binary,
+        f"{base}/__probe__?page={urllib.parse.quote(entry + '.html')}",
+        "--dump-dom",
+    )
     match = re.search(r'<pre id="result">(.*?)</pre>', dom, flags=re.S)
     if not match or match.group(1).strip() == "pending":
         return [f"{entry}: the page did not finish loading in the browser"], {}
@@ -133,42 +164,79 @@ def check_page(binary: str, base: str, html_dir: Path, entry: str) -> tuple[list
     for im in report["images"]:
         src = im["src"]
         if not im["complete"] or im["width"] == 0 or im["height"] == 0:
-            problems.append(f"{entry}: image {src[:80]} did not load or is empty "
-                            f"({im['width']}x{im['height']})")
+            problems.append(
+                f"{entry}: image {src[:80]} did not load or is empty "
+                f"({im['width']}x{im['height']})"
+            )
         if not src.startswith("data:") and not src.startswith("http"):
             file = (html_dir / entry).parent / src.split("#")[0].split("?")[0]
             if not file.exists() or file.stat().st_size == 0:
-                problems.append(f"{entry}: image file {src} is missing or empty on disk")
+                problems.append(
+                    f"{entry}: image file {src} is missing or empty on disk"
+                )
         elif src.startswith("data:") and len(src) < 100:
             problems.append(f"{entry}: inline image {src[:60]} is (nearly) empty")
     notebook = (ROOT / f"{entry}.ipynb").exists()
     if notebook and entry not in NO_FIGURES and not figures:
         problems.append(f"{entry}: a chapter that draws figures shows none")
     if report.get("raw_maths"):
-        problems.append(f"{entry}: {len(report['raw_maths'])} of {report['maths']} formulas did not render "
-                        f"(first: {report['raw_maths'][0]!r}); the book serves MathJax itself when "
-                        "jupyter-server-mathjax is installed (pip install -e '.[book]'), see book/_ext")
+        problems.append(
+            f"{entry}: {len(report['raw_maths'])} of {report['maths']} formulas did not render "
+            f"(first: {report['raw_maths'][0]!r}); the book serves MathJax itself when "
+            "jupyter-server-mathjax is installed (pip install -e '.[book]'), see book/_ext"
+        )
     if report.get("math_errors"):
-        problems.append(f"{entry}: TeX errors in {len(report['math_errors'])} formula(s), "
-                        f"first: {report['math_errors'][0]!r}")
+        problems.append(
+            f"{entry}: TeX errors in {len(report['math_errors'])} formula(s), "
+            f"first: {report['math_errors'][0]!r}"
+        )
+    if report.get("wide_code"):
+        problems.append(
+            f"{entry}: {len(report['wide_code'])} code cell(s) scroll sideways in a 1280-pixel "
+            f"window (first: {report['wide_code'][0]!r}); keep code to 88 columns "
+            "(`ruff format`, and break long strings and comments by hand)"
+        )
     if report.get("tracebacks"):
-        problems.append(f"{entry}: {report['tracebacks']} error traceback(s) on the page")
+        problems.append(
+            f"{entry}: {report['tracebacks']} error traceback(s) on the page"
+        )
     return problems, report
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build", type=Path, default=ROOT / "_build", help="build folder (default: _build)")
-    parser.add_argument("--screenshots", type=Path, default=None, help="save a PNG of each page into this folder")
-    parser.add_argument("--pages", nargs="*", default=None, help="only these toc entries (e.g. book/06_full_loop)")
+    parser.add_argument(
+        "--build",
+        type=Path,
+        default=ROOT / "_build",
+        help="build folder (default: _build)",
+    )
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="save a PNG of each page into this folder",
+    )
+    parser.add_argument(
+        "--pages",
+        nargs="*",
+        default=None,
+        help="only these toc entries (e.g. book/06_full_loop)",
+    )
     args = parser.parse_args(argv)
     html_dir = args.build / "html"
     binary = find_chromium()
     if binary is None:
-        print("chromium not found: apt-get install -y chromium (or set $CHROMIUM)", file=sys.stderr)
+        print(
+            "chromium not found: apt-get install -y chromium (or set $CHROMIUM)",
+            file=sys.stderr,
+        )
         return 2
     if not html_dir.is_dir():
-        print(f"no built book in {html_dir}: run scripts/build_book.sh first", file=sys.stderr)
+        print(
+            f"no built book in {html_dir}: run scripts/build_book.sh first",
+            file=sys.stderr,
+        )
         return 2
     server = serve(html_dir)
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -178,13 +246,21 @@ def main(argv=None) -> int:
             problems, report = check_page(binary, base, html_dir, entry)
             n_fig = sum(im["in_output"] for im in report.get("images", []))
             status = "ok" if not problems else "FAIL"
-            print(f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded, "
-                  f"{report.get('maths', 0)} formula(s) rendered in Chromium")
+            print(
+                f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded, "
+                f"{report.get('maths', 0)} formula(s) rendered, "
+                f"{report.get('code_cells', 0)} code cell(s) fit, in Chromium"
+            )
             all_problems += problems
             if args.screenshots is not None:
                 args.screenshots.mkdir(parents=True, exist_ok=True)
                 shot = (args.screenshots / (entry.replace("/", "_") + ".png")).resolve()
-                chromium(binary, f"{base}/{entry}.html", f"--screenshot={shot}", "--window-size=1280,2400")
+                chromium(
+                    binary,
+                    f"{base}/{entry}.html",
+                    f"--screenshot={shot}",
+                    "--window-size=1280,2400",
+                )
     finally:
         server.shutdown()
     for p in all_problems:

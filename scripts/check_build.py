@@ -37,8 +37,10 @@ def problems(build: Path, root: Path = ROOT) -> list[str]:
     reports = html / "reports"
     if reports.is_dir():
         for report in sorted(reports.iterdir()):
-            found.append(f"execution report {report.relative_to(build)} (a notebook failed): "
-                         + report.read_text(errors="replace")[-400:].strip())
+            found.append(
+                f"execution report {report.relative_to(build)} (a notebook failed): "
+                + report.read_text(errors="replace")[-400:].strip()
+            )
     for entry in toc_files(root):
         page = html / f"{entry}.html"
         if not page.exists():
@@ -46,8 +48,13 @@ def problems(build: Path, root: Path = ROOT) -> list[str]:
             continue
         text = page.read_text(errors="replace")
         if (root / f"{entry}.ipynb").exists() and not SETUP_OUTPUT.search(text):
-            found.append(f"{entry}: the set-up cell's output is missing, so the notebook did not execute")
-        if re.search(r'class="[^"]*\boutput traceback\b', text) or "Traceback (most recent call last)" in text:
+            found.append(
+                f"{entry}: the set-up cell's output is missing, so the notebook did not execute"
+            )
+        if (
+            re.search(r'class="[^"]*\boutput traceback\b', text)
+            or "Traceback (most recent call last)" in text
+        ):
             found.append(f"{entry}: a cell output is an error traceback")
     return found
 
@@ -56,7 +63,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     build = Path(argv[0]) if argv else ROOT / "_build"
     if not (build / "html").is_dir():
-        print(f"no built book in {build}/html: run scripts/build_book.sh first", file=sys.stderr)
+        print(
+            f"no built book in {build}/html: run scripts/build_book.sh first",
+            file=sys.stderr,
+        )
         return 1
     found = problems(build)
     for p in found:

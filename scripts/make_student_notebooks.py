@@ -26,8 +26,10 @@ BOOK = ROOT / "book"
 STUDENT = ROOT / "student_notebooks"
 SOLUTION_TAG = "solution"
 
-NOTE = ("**Student version.** The solutions to the exercises are removed from this copy; the book's "
-        "version of this chapter has them.")
+NOTE = (
+    "**Student version.** The solutions to the exercises are removed from this copy; the book's "
+    "version of this chapter has them."
+)
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
@@ -58,8 +60,12 @@ def clear_outputs(nb: dict) -> dict:
 def student_version(nb: dict) -> dict:
     """The notebook without its solution cells and outputs, with a note cell first."""
     nb = clear_outputs(nb)
-    note = {"cell_type": "markdown", "id": "student-version-note", "metadata": {"tags": ["student-note"]},
-            "source": [NOTE]}
+    note = {
+        "cell_type": "markdown",
+        "id": "student-version-note",
+        "metadata": {"tags": ["student-note"]},
+        "source": [NOTE],
+    }
     nb["cells"] = [note] + [c for c in nb["cells"] if not is_solution(c)]
     return nb
 
@@ -82,20 +88,32 @@ def out_of_date(book: Path = BOOK, student: Path = STUDENT) -> list[str]:
     """Names of student notebooks that are missing, stale, or have no chapter any more."""
     want = expected_files(book)
     have = {p.name for p in student.glob("*.ipynb")} if student.is_dir() else set()
-    stale = [name for name, text in want.items()
-             if not (student / name).exists() or (student / name).read_text(encoding="utf-8") != text]
+    stale = [
+        name
+        for name, text in want.items()
+        if not (student / name).exists()
+        or (student / name).read_text(encoding="utf-8") != text
+    ]
     return sorted(stale + sorted(have - set(want)))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report whether student_notebooks/ is up to date")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only report whether student_notebooks/ is up to date",
+    )
     args = parser.parse_args(argv)
     if args.check:
         stale = out_of_date()
         if stale:
-            print("student notebooks out of date: " + ", ".join(stale)
-                  + "\nrun: python scripts/make_student_notebooks.py", file=sys.stderr)
+            print(
+                "student notebooks out of date: "
+                + ", ".join(stale)
+                + "\nrun: python scripts/make_student_notebooks.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"student notebooks up to date ({len(chapters())} chapters)")
         return 0

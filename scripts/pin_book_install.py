@@ -23,7 +23,10 @@ PATTERN = re.compile(r'url = "cpsc-lite\[viz\] @ git\+[^"]*"')
 def install_url() -> str:
     sys.path.insert(0, str(ROOT))
     from cpsc_lite import __version__
-    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"][
+        "url"
+    ].rstrip("/")
     return f"cpsc-lite[viz] @ git+{repo}@v{__version__}"
 
 
@@ -38,7 +41,11 @@ def main(argv=None) -> int:
         changed = False
         for cell in nb["cells"]:
             text = "".join(cell["source"])
-            if cell["cell_type"] == "code" and PATTERN.search(text) and wanted not in text:
+            if (
+                cell["cell_type"] == "code"
+                and PATTERN.search(text)
+                and wanted not in text
+            ):
                 cell["source"] = PATTERN.sub(wanted, text).splitlines(keepends=True)
                 changed = True
         if changed:
@@ -46,7 +53,12 @@ def main(argv=None) -> int:
             if not args.check:
                 path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     if stale:
-        print(("not pinned to " if args.check else "pinned to ") + wanted + ": " + ", ".join(stale))
+        print(
+            ("not pinned to " if args.check else "pinned to ")
+            + wanted
+            + ": "
+            + ", ".join(stale)
+        )
     return 1 if stale and args.check else 0
 
 

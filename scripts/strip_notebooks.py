@@ -38,10 +38,17 @@ def main(argv=None) -> int:
             if not args.check:
                 path.write_text(clean, encoding="utf-8")
     if args.check and dirty:
-        print("notebooks with outputs or unnormalised JSON: " + ", ".join(dirty)
-              + "\nrun: python scripts/strip_notebooks.py", file=sys.stderr)
+        print(
+            "notebooks with outputs or unnormalised JSON: "
+            + ", ".join(dirty)
+            + "\nrun: python scripts/strip_notebooks.py",
+            file=sys.stderr,
+        )
         return 1
-    print(("would strip: " if args.check else "stripped: ") + (", ".join(dirty) or "nothing to do"))
+    print(
+        ("would strip: " if args.check else "stripped: ")
+        + (", ".join(dirty) or "nothing to do")
+    )
     return 0
 
 

@@ -13,7 +13,9 @@ matplotlib.use("Agg")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A run of two iterations on tiny networks: enough to exercise a code path, in about a second.
-TINY = dict(iters=2, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1, ckpt_every=2)
+TINY = dict(
+    iters=2, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1, ckpt_every=2
+)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # `pytest -m cuda` selects the GPU tests (gpu_check.sh registers the marker with -o markers=...).
 # Applied only where CUDA exists, so CPU runs do not warn about an unregistered marker.
@@ -23,6 +25,7 @@ cuda_marker = pytest.mark.cuda if torch.cuda.is_available() else (lambda test: t
 def run_cli(capsys, *argv):
     """``cpsc-lite ARGV`` in-process: ``(exit code, stdout, stderr)``."""
     from cpsc_lite.cli import main
+
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -38,6 +41,7 @@ def _fixed_random_state():
     """Every test starts from the same random state, whatever ran before it (constructing a Distiller
     does not seed; runs seed themselves, and tests that compare two models seed explicitly)."""
     from cpsc_lite.engine import seed_everything
+
     seed_everything(0)
 
 
@@ -45,12 +49,29 @@ def _fixed_random_state():
 def digits_teacher(tmp_path_factory):
     """A quickly trained digits teacher (2 epochs: enough to be far above chance)."""
     from cpsc_lite.cli import main
+
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["teacher", "--dataset", "digits", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "teacher",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return str(out / "teacher.pt")
 
 
-def make_colour_npz(path, num_classes=4, size=12, n_train=160, n_test=80, seed=0, train=True):
+def make_colour_npz(
+    path, num_classes=4, size=12, n_train=160, n_test=80, seed=0, train=True
+):
     """Procedural 3-channel dataset: each class is a coloured shape at a random position."""
     rng = np.random.default_rng(seed)
     colours = rng.integers(60, 255, size=(num_classes, 3))
@@ -59,7 +80,11 @@ def make_colour_npz(path, num_classes=4, size=12, n_train=160, n_test=80, seed=0
         x = rng.integers(0, 40, size=(n, size, size, 3)).astype(np.uint8)
         y = rng.integers(0, num_classes, size=n)
         for i, c in enumerate(y):
-            r, cy, cx = size // 4, rng.integers(size // 4, 3 * size // 4), rng.integers(size // 4, 3 * size // 4)
+            r, cy, cx = (
+                size // 4,
+                rng.integers(size // 4, 3 * size // 4),
+                rng.integers(size // 4, 3 * size // 4),
+            )
             yy, xx = np.ogrid[:size, :size]
             if c % 2 == 0:
                 mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r

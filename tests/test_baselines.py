@@ -20,19 +20,30 @@ FT = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
 def test_dafl_entropy_uses_log10_as_published():
     p = T.softmax(1).mean(0)
     expected_ln = float((p * p.log()).sum())
-    on = generator_loss(T, None, make_config("dafl", dafl_onehot=0, dafl_activation=0, dafl_entropy=1.0),
-                        t_feat=FT, bn=None)[1]["info_entropy"]
-    off = generator_loss(T, None, make_config("dafl", dafl_log10=False), t_feat=FT, bn=None)[1]["info_entropy"]
+    on = generator_loss(
+        T,
+        None,
+        make_config("dafl", dafl_onehot=0, dafl_activation=0, dafl_entropy=1.0),
+        t_feat=FT,
+        bn=None,
+    )[1]["info_entropy"]
+    off = generator_loss(
+        T, None, make_config("dafl", dafl_log10=False), t_feat=FT, bn=None
+    )[1]["info_entropy"]
     assert off.item() == pytest.approx(expected_ln, rel=1e-5)
     assert on.item() == pytest.approx(expected_ln / math.log(10), rel=1e-5)
 
 
 def test_lr_schedules():
     cos = make_config("cpsc", iters=100, warmup_frac=0.1)
-    assert lr_factor(cos, 0, 10) == pytest.approx(0.1) and lr_factor(cos, 9, 10) == pytest.approx(1.0)
+    assert lr_factor(cos, 0, 10) == pytest.approx(0.1) and lr_factor(
+        cos, 9, 10
+    ) == pytest.approx(1.0)
     assert lr_factor(cos, 55, 10) == pytest.approx(0.5, abs=1e-6)
     step = make_config("cpsc", iters=100, lr_schedule="step", lr_steps=[0.2, 0.4])
-    assert [lr_factor(step, i, 0) for i in (0, 19, 20, 39, 40, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr_factor(step, i, 0) for i in (0, 19, 20, 39, 40, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
     const = make_config("cpsc", iters=100, lr_schedule="constant")
     assert {lr_factor(const, i, 0) for i in range(100)} == {1.0}
     with pytest.raises(CpscError, match="lr_steps must be two fractions"):
@@ -43,36 +54,87 @@ def test_lr_schedules():
 
 def test_quick_presets_carry_the_published_generator_settings():
     dafl, dfad, cpsc = make_config("dafl"), make_config("dfad"), make_config("cpsc")
-    assert (dafl.dafl_onehot, dafl.dafl_entropy, dafl.dafl_activation, dafl.dafl_log10) == (1.0, 5.0, 0.1, True)
-    assert dafl.generator_betas == (0.9, 0.999) and not dafl.generator_cosine and dafl.nz == 100
-    assert dfad.student_first and dfad.kd_loss == "l1" and dfad.lr_generator == 1e-3 and dfad.nz == 100
-    for m in (dafl, dfad):  # the student learns as in every other method of the quick benchmark
-        assert (m.student_optimizer, m.lr_student, m.lr_schedule, m.s_steps) == \
-            (cpsc.student_optimizer, cpsc.lr_student, cpsc.lr_schedule, cpsc.s_steps)
+    assert (
+        dafl.dafl_onehot,
+        dafl.dafl_entropy,
+        dafl.dafl_activation,
+        dafl.dafl_log10,
+    ) == (1.0, 5.0, 0.1, True)
+    assert (
+        dafl.generator_betas == (0.9, 0.999)
+        and not dafl.generator_cosine
+        and dafl.nz == 100
+    )
+    assert (
+        dfad.student_first
+        and dfad.kd_loss == "l1"
+        and dfad.lr_generator == 1e-3
+        and dfad.nz == 100
+    )
+    for m in (
+        dafl,
+        dfad,
+    ):  # the student learns as in every other method of the quick benchmark
+        assert (m.student_optimizer, m.lr_student, m.lr_schedule, m.s_steps) == (
+            cpsc.student_optimizer,
+            cpsc.lr_student,
+            cpsc.lr_schedule,
+            cpsc.s_steps,
+        )
 
 
-@pytest.mark.parametrize("preset,onehot,entropy", [("c10_resnet34_resnet18", 0.05, 5.0),
-                                                   ("c100_wrn40_2_wrn16_2_fast", 0.5, 20.0)])
+@pytest.mark.parametrize(
+    "preset,onehot,entropy",
+    [("c10_resnet34_resnet18", 0.05, 5.0), ("c100_wrn40_2_wrn16_2_fast", 0.5, 20.0)],
+)
 def test_a_preset_gives_each_baseline_its_own_cifar_settings(preset, onehot, entropy):
     base, _ = load_preset(preset)
     cpsc = make_config("cpsc", base)
     assert (cpsc.g_steps, cpsc.s_steps, cpsc.lr_generator) == (6, 5, 1e-3)
     dafl = make_config("dafl", base)
-    assert (dafl.g_steps, dafl.lr_generator, dafl.dafl_onehot, dafl.dafl_entropy) == (1, 0.02, onehot, entropy)
-    assert dafl.student_optimizer == "sgd" and dafl.lr_schedule == "step" and dafl.lr_steps == (0.4, 0.8)
-    assert dafl.batch_size == cpsc.batch_size and dafl.iters == cpsc.iters  # the budget stays the file's
+    assert (dafl.g_steps, dafl.lr_generator, dafl.dafl_onehot, dafl.dafl_entropy) == (
+        1,
+        0.02,
+        onehot,
+        entropy,
+    )
+    assert (
+        dafl.student_optimizer == "sgd"
+        and dafl.lr_schedule == "step"
+        and dafl.lr_steps == (0.4, 0.8)
+    )
+    assert (
+        dafl.batch_size == cpsc.batch_size and dafl.iters == cpsc.iters
+    )  # the budget stays the file's
     dfad = make_config("dfad", base)
-    assert dfad.student_first and (dfad.g_steps, dfad.lr_steps, dfad.nz) == (1, (0.2, 0.4), 256)
+    assert dfad.student_first and (dfad.g_steps, dfad.lr_steps, dfad.nz) == (
+        1,
+        (0.2, 0.4),
+        256,
+    )
     deepinv = make_config("deepinv", base)
-    assert (deepinv.inversion_steps, deepinv.beta, deepinv.bn_reduce, deepinv.adi_weight) == (1000, 10.0, "sum", 1.0)
+    assert (
+        deepinv.inversion_steps,
+        deepinv.beta,
+        deepinv.bn_reduce,
+        deepinv.adi_weight,
+    ) == (1000, 10.0, "sum", 1.0)
     cmi = make_config("cmi", base)
-    assert (cmi.inversion_target, cmi.inversion_steps, cmi.cmi_bank, cmi.cmi_head_dim) == ("generator", 200, 40960, 256)
+    assert (
+        cmi.inversion_target,
+        cmi.inversion_steps,
+        cmi.cmi_bank,
+        cmi.cmi_head_dim,
+    ) == ("generator", 200, 40960, 256)
     # command-line overrides still win over the section
     assert make_config("dafl", base, lr_generator=0.05).lr_generator == 0.05
 
 
 def test_methods_section_forms_and_errors():
-    assert make_config("dafl", {"methods": {"dafl": {"lr_generator": 0.03}}}).lr_generator == 0.03
+    assert (
+        make_config("dafl", {"methods": {"dafl": {"lr_generator": 0.03}}}).lr_generator
+        == 0.03
+    )
     published = BASELINE_SETTINGS["cifar10"]["dafl"]["dafl_onehot"]
     assert make_config("dafl", {"methods": "cifar10"}).dafl_onehot == published
     with pytest.raises(CpscError, match="names no known set"):
@@ -87,8 +149,10 @@ def test_methods_section_forms_and_errors():
         make_config("dafl", {"iters": 10})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make_config("cpsc", {"iters": 10})  # CPSC's schedule is the file's own: no warning
-        make_config("dafl")                 # no file: the quick preset, no warning
+        make_config(
+            "cpsc", {"iters": 10}
+        )  # CPSC's schedule is the file's own: no warning
+        make_config("dafl")  # no file: the quick preset, no warning
 
 
 def _order(cfg, digits_teacher):
@@ -105,22 +169,39 @@ def _order(cfg, digits_teacher):
 @pytest.mark.filterwarnings("ignore:Detected call of")
 def test_step_order(digits_teacher):
     small = dict(batch_size=8, ngf=8, nz=16)
-    assert _order(make_config("cpsc", g_steps=2, s_steps=3, **small), digits_teacher) == "GGSSS"
+    assert (
+        _order(make_config("cpsc", g_steps=2, s_steps=3, **small), digits_teacher)
+        == "GGSSS"
+    )
     assert _order(make_config("dfad", s_steps=5, **small), digits_teacher) == "SSSSSG"
 
 
 def test_student_optimizer_choice(digits_teacher):
     teacher, meta = load_teacher(digits_teacher)
-    cfg = make_config("dafl", batch_size=8, ngf=8, student_optimizer="adam", lr_student=2e-3)
+    cfg = make_config(
+        "dafl", batch_size=8, ngf=8, student_optimizer="adam", lr_student=2e-3
+    )
     d = Distiller(teacher, meta, cfg)
-    assert isinstance(d.opt_s, torch.optim.Adam) and d.opt_s.param_groups[0]["initial_lr"] == pytest.approx(2e-3)
+    assert isinstance(d.opt_s, torch.optim.Adam) and d.opt_s.param_groups[0][
+        "initial_lr"
+    ] == pytest.approx(2e-3)
     d.close()
 
 
 def test_saved_runs_from_before_the_settings_resume_as_they_trained():
     old = DistillConfig().to_dict()
-    for key in ("lr_schedule", "lr_steps", "student_optimizer", "student_first", "dafl_log10"):
+    for key in (
+        "lr_schedule",
+        "lr_steps",
+        "student_optimizer",
+        "student_first",
+        "dafl_log10",
+    ):
         old.pop(key)
     cfg = DistillConfig.from_saved(old)
-    assert (cfg.lr_schedule, cfg.student_optimizer, cfg.student_first, cfg.dafl_log10) == \
-        ("cosine", "sgd", False, False)
+    assert (
+        cfg.lr_schedule,
+        cfg.student_optimizer,
+        cfg.student_first,
+        cfg.dafl_log10,
+    ) == ("cosine", "sgd", False, False)

@@ -53,40 +53,80 @@ def cache(tmp_path, monkeypatch):
 def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "_FLOPS_PER_SAMPLE", {})
     a = bench.preset_cost(_preset(tmp_path / "a.yaml"), teacher_epochs=2, tflops=(4.0,))
-    b = bench.preset_cost(_preset(tmp_path / "b.yaml", batch=16), teacher_epochs=4, tflops=(4.0,))
-    c = bench.preset_cost(_preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,))
+    b = bench.preset_cost(
+        _preset(tmp_path / "b.yaml", batch=16), teacher_epochs=4, tflops=(4.0,)
+    )
+    c = bench.preset_cost(
+        _preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,)
+    )
     assert b["tflop_per_iter"] == pytest.approx(2 * a["tflop_per_iter"])
-    assert c["tflop_per_iter"] > 1.3 * a["tflop_per_iter"]  # a generator step is more work than a student step
+    assert (
+        c["tflop_per_iter"] > 1.3 * a["tflop_per_iter"]
+    )  # a generator step is more work than a student step
     with FlopCounterMode(display=False) as counter:
         create_model("wrn16_1", 10, 3, 32).eval()(torch.zeros(1, 3, 32, 32))
-    assert a["teacher_pflop"] == pytest.approx(3 * counter.get_total_flops() * 50000 * 2 / 1e15)
+    assert a["teacher_pflop"] == pytest.approx(
+        3 * counter.get_total_flops() * 50000 * 2 / 1e15
+    )
     assert b["teacher_pflop"] == pytest.approx(2 * a["teacher_pflop"])
-    assert a["hours"][4.0]["distill"] == pytest.approx(a["distill_pflop"] * 1e15 / 4e12 / 3600)
+    assert a["hours"][4.0]["distill"] == pytest.approx(
+        a["distill_pflop"] * 1e15 / 4e12 / 3600
+    )
     assert a["distill_pflop"] == pytest.approx(a["tflop_per_iter"] * 2 / 1000)
 
 
 def test_preset_file_names_the_known_presets():
-    assert bench.preset_file("c10_wrn40_2_wrn16_2_fast").name == "c10_wrn40_2_wrn16_2_fast.yaml"
-    with pytest.raises(CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18"):
+    assert (
+        bench.preset_file("c10_wrn40_2_wrn16_2_fast").name
+        == "c10_wrn40_2_wrn16_2_fast.yaml"
+    )
+    with pytest.raises(
+        CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18"
+    ):
         bench.preset_file("c10_nope")
     with pytest.raises(CpscError, match="does not exist"):
         bench.preset_file("/nowhere/x.yaml")
 
 
-def test_preset_run_end_to_end_then_resumes_without_retraining(tmp_path, monkeypatch, cache, capsys):
+def test_preset_run_end_to_end_then_resumes_without_retraining(
+    tmp_path, monkeypatch, cache, capsys
+):
     write_cifar10(tmp_path / "data", n=16)
     patch_cifar_md5(monkeypatch, tvd.CIFAR10, tmp_path / "data" / "cifar-10-batches-py")
     preset, out = _preset(tmp_path / "p.yaml"), tmp_path / "run"
-    result = bc.preset_run(preset, teacher_epochs=1, data_root=str(tmp_path / "data"), out=str(out),
-                           progress=False, timing_iters=1)
+    result = bc.preset_run(
+        preset,
+        teacher_epochs=1,
+        data_root=str(tmp_path / "data"),
+        out=str(out),
+        progress=False,
+        timing_iters=1,
+    )
     printed = capsys.readouterr().out
-    assert "training the teacher: wrn16_1, 1 epochs" in printed and "measured" in printed
-    assert result["complete"] and result["iters"] == 2 and result["folder"] == str(out / "student")
-    for name in ("teacher/teacher.pt", "student/student.pt", "student/samples.png", "student/log.jsonl"):
+    assert (
+        "training the teacher: wrn16_1, 1 epochs" in printed and "measured" in printed
+    )
+    assert (
+        result["complete"]
+        and result["iters"] == 2
+        and result["folder"] == str(out / "student")
+    )
+    for name in (
+        "teacher/teacher.pt",
+        "student/student.pt",
+        "student/samples.png",
+        "student/log.jsonl",
+    ):
         assert (out / name).is_file(), name
     teacher_mtime = (out / "teacher" / "teacher.pt").stat().st_mtime_ns
-    again = bc.preset_run(preset, teacher_epochs=1, data_root=str(tmp_path / "data"), out=str(out),
-                          progress=False, timing_iters=1)
+    again = bc.preset_run(
+        preset,
+        teacher_epochs=1,
+        data_root=str(tmp_path / "data"),
+        out=str(out),
+        progress=False,
+        timing_iters=1,
+    )
     printed = capsys.readouterr().out
     assert "training the teacher" not in printed and "measured" not in printed
     assert (out / "teacher" / "teacher.pt").stat().st_mtime_ns == teacher_mtime
@@ -99,7 +139,9 @@ def test_preset_run_end_to_end_then_resumes_without_retraining(tmp_path, monkeyp
 def test_preset_cost_table_adds_the_teacher_to_the_hours(tmp_path):
     pytest.importorskip("pandas")  # the book's extra
     rate = 1e-6  # TFLOP/s: slow enough that the tiny preset's hours are large numbers
-    costs, table = bench.preset_cost_table([(_preset(tmp_path / "a.yaml"), 3)], tflops=(rate,))
+    costs, table = bench.preset_cost_table(
+        [(_preset(tmp_path / "a.yaml"), 3)], tflops=(rate,)
+    )
     [c] = costs
     teacher, distill = c["hours"][rate]["teacher"], c["hours"][rate]["distill"]
     assert teacher > 1 and distill > 1

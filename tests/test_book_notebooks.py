@@ -18,7 +18,9 @@ import make_student_notebooks as students  # noqa: E402
 
 BOOK = ROOT / "book"
 CHAPTERS = students.chapters()
-ALL_NOTEBOOKS = sorted(BOOK.glob("*.ipynb")) + sorted((ROOT / "student_notebooks").glob("*.ipynb"))
+ALL_NOTEBOOKS = sorted(BOOK.glob("*.ipynb")) + sorted(
+    (ROOT / "student_notebooks").glob("*.ipynb")
+)
 
 
 def load(path):
@@ -51,35 +53,53 @@ def test_there_are_eight_chapters_and_all_are_in_the_toc():
     for path in CHAPTERS:
         assert f"book/{path.stem}" in entries, f"{path.name} is not in _toc.yml"
     for entry in entries:
-        assert (ROOT / f"{entry}.ipynb").exists() or (ROOT / f"{entry}.md").exists(), entry
+        assert (ROOT / f"{entry}.ipynb").exists() or (ROOT / f"{entry}.md").exists(), (
+            entry
+        )
 
 
-@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_committed_notebooks_have_no_outputs(path):
     nb = load(path)
     for i, cell in enumerate(nb["cells"]):
-        assert "execution" not in cell.get("metadata", {}), f"cell {i} keeps execution timing metadata"
+        assert "execution" not in cell.get("metadata", {}), (
+            f"cell {i} keeps execution timing metadata"
+        )
         if cell["cell_type"] == "code":
-            assert cell["outputs"] == [], f"cell {i} has outputs: run python scripts/strip_notebooks.py"
+            assert cell["outputs"] == [], (
+                f"cell {i} has outputs: run python scripts/strip_notebooks.py"
+            )
             assert cell["execution_count"] is None, f"cell {i} has an execution count"
-    assert "widgets" not in nb.get("metadata", {}), "saved widget state: run python scripts/strip_notebooks.py"
+    assert "widgets" not in nb.get("metadata", {}), (
+        "saved widget state: run python scripts/strip_notebooks.py"
+    )
 
 
 def test_student_notebooks_are_in_sync_with_the_book():
     # The committed student versions must equal what the script makes from the current chapters:
     # editing a chapter without regenerating them fails here, with the command to fix it.
     stale = students.out_of_date()
-    assert not stale, f"out of date: {stale}; run python scripts/make_student_notebooks.py"
+    assert not stale, (
+        f"out of date: {stale}; run python scripts/make_student_notebooks.py"
+    )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_student_version_drops_exactly_the_solutions(path):
     book_nb = load(path)
     student_nb = students.student_version(book_nb)
-    kept = [c["id"] for c in book_nb["cells"] if "solution" not in c.get("metadata", {}).get("tags", [])]
+    kept = [
+        c["id"]
+        for c in book_nb["cells"]
+        if "solution" not in c.get("metadata", {}).get("tags", [])
+    ]
     assert [c["id"] for c in student_nb["cells"][1:]] == kept
     assert "{solution}" not in markdown(student_nb)
-    assert sum(students.is_solution(c) for c in book_nb["cells"]) >= 2, "each chapter has solved exercises"
+    assert sum(students.is_solution(c) for c in book_nb["cells"]) >= 2, (
+        "each chapter has solved exercises"
+    )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -91,11 +111,16 @@ def test_chapter_structure(path):
     # First cell: install from the repository only when the package is missing; leave torch alone.
     assert 'find_spec("cpsc_lite") is None' in text
     assert "cpsc-lite[viz] @ git+https://github.com/cpsc-dfkd/cpsc-dfkd" in text
-    install = text[text.index('"pip"'):text.index("import torch")]
+    install = text[text.index('"pip"') : text.index("import torch")]
     assert "torch" not in install, "the install command must not touch torch"
     assert "cuda" in text  # reports the GPU
     # A clearly marked settings cell with the one value to change.
-    settings = [c for c in cells if c["cell_type"] == "code" and re.search(r'^PROFILE = "quick"', source(c), re.M)]
+    settings = [
+        c
+        for c in cells
+        if c["cell_type"] == "code"
+        and re.search(r'^PROFILE = "quick"', source(c), re.M)
+    ]
     assert len(settings) == 1 and "Settings" in source(settings[0])
     assert "bc.setup(PROFILE)" in source(settings[0])
     # Title with a label, Summary then Exercises at the end, every exercise solved.
@@ -107,8 +132,12 @@ def test_chapter_structure(path):
     assert exercises and sorted(exercises) == sorted(solved)
     for cell in cells:
         if "{solution}" in source(cell):
-            assert students.is_solution(cell), "a solution cell must carry the 'solution' tag"
-            assert ":class: dropdown" in source(cell), "solutions are hidden behind a toggle"
+            assert students.is_solution(cell), (
+                "a solution cell must carry the 'solution' tag"
+            )
+            assert ":class: dropdown" in source(cell), (
+                "solutions are hidden behind a toggle"
+            )
 
 
 def _glue_keys(nb):
@@ -122,7 +151,9 @@ def test_every_glued_number_in_the_prose_is_computed_in_the_chapter(path):
     # f-string keys such as f"ch4_conf_{key}" are expanded by the loops next to them; accept their prefix.
     prefixes = {k.split("{")[0] for k in defined if "{" in k}
     for key in re.findall(r"\{glue:\w+\}`([^`:]+)", markdown(nb)):
-        assert key in defined or any(key.startswith(p) for p in prefixes), f"{key} is never glued"
+        assert key in defined or any(key.startswith(p) for p in prefixes), (
+            f"{key} is never glued"
+        )
 
 
 def test_landing_page_glues_exist_in_the_chapters():
@@ -136,8 +167,15 @@ def test_landing_page_glues_exist_in_the_chapters():
 def test_citations_exist_in_the_bibliography():
     bib = (BOOK / "references.bib").read_text()
     known = set(re.findall(r"@\w+\{([^,]+),", bib))
-    texts = [markdown(load(p)) for p in CHAPTERS] + [p.read_text() for p in BOOK.glob("*.md")]
-    cited = {k.strip() for t in texts for group in re.findall(r"\{cite:\w+\}`([^`]+)`", t) for k in group.split(",")}
+    texts = [markdown(load(p)) for p in CHAPTERS] + [
+        p.read_text() for p in BOOK.glob("*.md")
+    ]
+    cited = {
+        k.strip()
+        for t in texts
+        for group in re.findall(r"\{cite:\w+\}`([^`]+)`", t)
+        for k in group.split(",")
+    }
     assert cited, "the book cites nothing?"
     assert cited <= known, f"unknown citation keys: {sorted(cited - known)}"
 
@@ -148,7 +186,9 @@ def test_config_builds_offline_with_colab_buttons_and_excludes():
     assert cfg["repository"]["url"] == "https://github.com/cpsc-dfkd/cpsc-dfkd"
     assert cfg["repository"]["branch"] == "main"
     assert cfg["execute"]["execute_notebooks"] in ("force", "cache")
-    assert {"README.md", ".venv", "student_notebooks", "_build"} <= set(cfg["exclude_patterns"])
+    assert {"README.md", ".venv", "student_notebooks", "_build"} <= set(
+        cfg["exclude_patterns"]
+    )
     assert "sphinx_exercise" in cfg["sphinx"]["extra_extensions"]
     assert "sphinx_togglebutton" in cfg["sphinx"]["extra_extensions"]
     assert cfg["bibtex_bibfiles"] == ["book/references.bib"]
@@ -156,24 +196,43 @@ def test_config_builds_offline_with_colab_buttons_and_excludes():
 
 def test_published_results_are_labelled_with_their_source():
     import csv
+
     rows = list(csv.DictReader((ROOT / "data" / "published_results.csv").open()))
     assert rows
-    assert {"dataset", "teacher", "student", "method", "metric", "value", "source", "cite_key"} <= set(rows[0])
+    assert {
+        "dataset",
+        "teacher",
+        "student",
+        "method",
+        "metric",
+        "value",
+        "source",
+        "cite_key",
+    } <= set(rows[0])
     for row in rows:
         assert "not ours" in row["source"] and row["cite_key"] == "fang2021cmi"
         float(row["value"])
 
 
 #: Import name -> distribution name, where they differ.
-_DISTRIBUTION = {"sklearn": "scikit-learn", "umap": "umap-learn", "yaml": "pyyaml", "IPython": "ipykernel"}
+_DISTRIBUTION = {
+    "sklearn": "scikit-learn",
+    "umap": "umap-learn",
+    "yaml": "pyyaml",
+    "IPython": "ipykernel",
+}
 
 
 def test_install_cells_pin_the_release_and_the_extras_bring_every_import():
     import subprocess
+
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "pin_book_install.py"), "--check"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pin_book_install.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = lambda reqs: {re.split(r"[<>=\[ ;]", r)[0].lower() for r in reqs}  # noqa: E731
@@ -182,22 +241,39 @@ def test_install_cells_pin_the_release_and_the_extras_bring_every_import():
     for path in CHAPTERS:
         for line in code(load(path)).splitlines():
             m = re.match(r"\s*(?:from|import)\s+(\w+)", line)
-            if m and m.group(1) not in sys.stdlib_module_names and m.group(1) != "cpsc_lite":
+            if (
+                m
+                and m.group(1) not in sys.stdlib_module_names
+                and m.group(1) != "cpsc_lite"
+            ):
                 imported.add(_DISTRIBUTION.get(m.group(1), m.group(1)).lower())
     assert imported, "no imports found?"
-    colab = core | names(extras["viz"]) | {"ipykernel"}  # a notebook runs in a kernel already
-    assert imported <= colab, f"the install cell's cpsc-lite[viz] lacks {sorted(imported - colab)}"
-    assert imported <= core | names(extras["book"]), f"the [book] extra lacks {sorted(imported - core)}"
+    colab = (
+        core | names(extras["viz"]) | {"ipykernel"}
+    )  # a notebook runs in a kernel already
+    assert imported <= colab, (
+        f"the install cell's cpsc-lite[viz] lacks {sorted(imported - colab)}"
+    )
+    assert imported <= core | names(extras["book"]), (
+        f"the [book] extra lacks {sorted(imported - core)}"
+    )
 
 
-@pytest.mark.parametrize("path", [*CHAPTERS, ROOT / "book" / "status.ipynb"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*CHAPTERS, ROOT / "book" / "status.ipynb"], ids=lambda p: p.name
+)
 def test_every_book_runtime_name_a_page_uses_exists(path):
     """``bc.NAME`` in a page's code or prose (exercises included) is in the book runtime; moved
     helpers must not leave a chapter calling a name that is gone."""
     from cpsc_lite import bookcache as bc
+
     text = "\n".join(source(c) for c in load(path)["cells"])
-    missing = sorted({n for n in re.findall(r"\bbc\.([A-Za-z_]\w*)", text) if not hasattr(bc, n)})
-    assert not missing, f"{path.name} uses bc.{', bc.'.join(missing)}, which cpsc_lite.bookcache does not have"
+    missing = sorted(
+        {n for n in re.findall(r"\bbc\.([A-Za-z_]\w*)", text) if not hasattr(bc, n)}
+    )
+    assert not missing, (
+        f"{path.name} uses bc.{', bc.'.join(missing)}, which cpsc_lite.bookcache does not have"
+    )
 
 
 def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
@@ -205,31 +281,61 @@ def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
     _static/mathjax (the TeX macros of _config.yml carried over) and the build copies what it needs."""
     import importlib.util
     import types
+
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["sphinx"]["local_extensions"] == {"offline_mathjax": "book/_ext"}
-    spec = importlib.util.spec_from_file_location("offline_mathjax", ROOT / "book" / "_ext" / "offline_mathjax.py")
+    spec = importlib.util.spec_from_file_location(
+        "offline_mathjax", ROOT / "book" / "_ext" / "offline_mathjax.py"
+    )
     ext = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ext)
     source = tmp_path / "static"
-    for name in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "jax/input/TeX/config.js",
-                 "extensions/TeX/AMSmath.js", "extensions/a11y/big-map.js", "jax/output/SVG/fonts.js",
-                 "localization/de/de.js", "localization/en/en.js"):
+    for name in (
+        "MathJax.js",
+        "config/TeX-AMS-MML_HTMLorMML-full.js",
+        "jax/input/TeX/config.js",
+        "extensions/TeX/AMSmath.js",
+        "extensions/a11y/big-map.js",
+        "jax/output/SVG/fonts.js",
+        "localization/de/de.js",
+        "localization/en/en.js",
+    ):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text("//")
     monkeypatch.setattr(ext, "mathjax_source", lambda: source)
-    config = types.SimpleNamespace(mathjax3_config=cfg["sphinx"]["config"]["mathjax3_config"], mathjax_path=None,
-                                   mathjax2_config=None)
+    config = types.SimpleNamespace(
+        mathjax3_config=cfg["sphinx"]["config"]["mathjax3_config"],
+        mathjax_path=None,
+        mathjax2_config=None,
+    )
     ext._configure(None, config)
     assert config.mathjax_path == "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
     assert config.mathjax2_config["TeX"]["Macros"]["KL"] == "\\operatorname{KL}"
-    assert "math" in config.mathjax2_config["tex2jax"]["processClass"] and config.mathjax3_config is None
-    app = types.SimpleNamespace(outdir=str(tmp_path / "html"), builder=types.SimpleNamespace(format="html"))
+    assert (
+        "math" in config.mathjax2_config["tex2jax"]["processClass"]
+        and config.mathjax3_config is None
+    )
+    app = types.SimpleNamespace(
+        outdir=str(tmp_path / "html"), builder=types.SimpleNamespace(format="html")
+    )
     ext._copy(app, None)
-    copied = {p.relative_to(tmp_path / "html" / "_static" / "mathjax").as_posix()
-              for p in (tmp_path / "html").rglob("*") if p.is_file()}
-    assert copied == {"MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "jax/input/TeX/config.js",
-                      "extensions/TeX/AMSmath.js", "localization/en/en.js"}
-    monkeypatch.setattr(ext, "mathjax_source", lambda: None)  # without the package: Sphinx's default (a CDN)
-    config = types.SimpleNamespace(mathjax3_config={}, mathjax_path=None, mathjax2_config=None)
+    copied = {
+        p.relative_to(tmp_path / "html" / "_static" / "mathjax").as_posix()
+        for p in (tmp_path / "html").rglob("*")
+        if p.is_file()
+    }
+    assert copied == {
+        "MathJax.js",
+        "config/TeX-AMS-MML_HTMLorMML-full.js",
+        "jax/input/TeX/config.js",
+        "extensions/TeX/AMSmath.js",
+        "localization/en/en.js",
+    }
+    monkeypatch.setattr(
+        ext, "mathjax_source", lambda: None
+    )  # without the package: Sphinx's default (a CDN)
+    config = types.SimpleNamespace(
+        mathjax3_config={}, mathjax_path=None, mathjax2_config=None
+    )
     ext._configure(None, config)
     assert config.mathjax_path is None and config.mathjax2_config is None

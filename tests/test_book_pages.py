@@ -21,7 +21,9 @@ BUILT = (ROOT / "_build" / "html" / "book" / "intro.html").exists()
 
 pytestmark = [
     pytest.mark.skipif(not BUILT, reason="book not built (run scripts/build_book.sh)"),
-    pytest.mark.skipif(check_book_pages.find_chromium() is None, reason="chromium not installed"),
+    pytest.mark.skipif(
+        check_book_pages.find_chromium() is None, reason="chromium not installed"
+    ),
 ]
 
 

@@ -14,10 +14,19 @@ from cpsc_lite import CpscError, Terminated, checkpoint
 
 
 def teacher_like(**meta_changes):
-    meta = dict(model="cnn_small", num_classes=3, channels=1, img_size=8, mean=[0.3], std=[0.4],
-                class_names=["a", "b", "c"])
+    meta = dict(
+        model="cnn_small",
+        num_classes=3,
+        channels=1,
+        img_size=8,
+        mean=[0.3],
+        std=[0.4],
+        class_names=["a", "b", "c"],
+    )
     meta.update(meta_changes)
-    return checkpoint.make("teacher", {"w": torch.ones(2)}, {k: v for k, v in meta.items() if v is not ...})
+    return checkpoint.make(
+        "teacher", {"w": torch.ones(2)}, {k: v for k, v in meta.items() if v is not ...}
+    )
 
 
 # ------------------------------------------------------------------ writing
@@ -30,42 +39,68 @@ def test_atomic_write_uses_the_umask_not_0600(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode) == 0o644
 
 
-def test_failed_write_keeps_the_previous_file_and_names_the_cause(tmp_path, monkeypatch):
+def test_failed_write_keeps_the_previous_file_and_names_the_cause(
+    tmp_path, monkeypatch
+):
     path = tmp_path / "state.pt"
     checkpoint.save({"v": 1}, str(path))
 
     def disk_full(f):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     with pytest.raises(CpscError, match="disk .*full.*unchanged"):
         checkpoint.atomic_write_bytes(str(path), disk_full)
     assert torch.load(path, weights_only=True) == {"v": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "state.pt"
+    ]  # no temporary file left behind
 
     def torch_full(f):  # what torch.save reports on a full disk
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed, unexpected pos 12")
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 10})())
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed, unexpected pos 12"
+        )
+
+    monkeypatch.setattr(
+        checkpoint.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 10})()
+    )
     with pytest.raises(CpscError, match="disk .*full"):
         checkpoint.atomic_write_bytes(str(path), torch_full)
     assert torch.load(path, weights_only=True) == {"v": 1}
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
-    for name in (".state.pt.ab12cd34.tmp", ".student.pt.x_y9z8w7.tmp", "keep.tmp", ".hidden", "state.pt"):
+    for name in (
+        ".state.pt.ab12cd34.tmp",
+        ".student.pt.x_y9z8w7.tmp",
+        "keep.tmp",
+        ".hidden",
+        "state.pt",
+    ):
         (tmp_path / name).write_bytes(b"x")
     removed = checkpoint.remove_stale_temporaries(str(tmp_path))
     assert sorted(removed) == [".state.pt.ab12cd34.tmp", ".student.pt.x_y9z8w7.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "keep.tmp", "state.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hidden",
+        "keep.tmp",
+        "state.pt",
+    ]
     assert checkpoint.remove_stale_temporaries(str(tmp_path / "missing")) == []
 
 
 # ------------------------------------------------------------------ the output folder
 def test_output_folder_check(tmp_path):
-    assert checkpoint.check_output_dir(str(tmp_path / "new" / "run")) == str(tmp_path / "new" / "run")
+    assert checkpoint.check_output_dir(str(tmp_path / "new" / "run")) == str(
+        tmp_path / "new" / "run"
+    )
     assert (tmp_path / "new" / "run").is_dir()
     (tmp_path / "file").write_text("x")
-    for bad, needle in (("", "empty"), ("   ", "empty"), (str(tmp_path / "file"), "is a file"),
-                        (str(tmp_path / "file" / "sub"), "which is a file")):
+    for bad, needle in (
+        ("", "empty"),
+        ("   ", "empty"),
+        (str(tmp_path / "file"), "is a file"),
+        (str(tmp_path / "file" / "sub"), "which is a file"),
+    ):
         with pytest.raises(CpscError, match=needle):
             checkpoint.check_output_dir(bad)
 
@@ -83,7 +118,9 @@ def test_output_folder_read_only(tmp_path):
 
 
 def test_output_folder_on_a_full_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 1000})())
+    monkeypatch.setattr(
+        checkpoint.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 1000})()
+    )
     with pytest.raises(CpscError, match="less than 1 MiB free"):
         checkpoint.check_output_dir(str(tmp_path))
 
@@ -95,26 +132,33 @@ def test_load_refuses_a_folder_and_says_so(tmp_path):
 
 
 def test_load_names_pickled_objects_as_the_reason(tmp_path):
-    torch.save({"format": "cpsc_lite", "x": argparse.Namespace(a=1)}, tmp_path / "p.pt")  # an importable class
+    torch.save(
+        {"format": "cpsc_lite", "x": argparse.Namespace(a=1)}, tmp_path / "p.pt"
+    )  # an importable class
     with pytest.raises(CpscError, match="pickled Python objects.*refuses"):
         checkpoint.load(str(tmp_path / "p.pt"))
-    (tmp_path / "g.pt").write_bytes(b"\x00garbage" * 50)  # not a pickle at all: corrupt, not refused
+    (tmp_path / "g.pt").write_bytes(
+        b"\x00garbage" * 50
+    )  # not a pickle at all: corrupt, not refused
     with pytest.raises(CpscError, match="truncated, corrupt"):
         checkpoint.load(str(tmp_path / "g.pt"))
 
 
-@pytest.mark.parametrize("change, needle", [
-    (dict(meta=None), "no metadata"),
-    (dict(img_size=...), "img_size"),
-    (dict(num_classes="ten"), "num_classes"),
-    (dict(num_classes=True), "num_classes"),
-    (dict(channels=5), "channels"),
-    (dict(mean=[0.1, 0.2]), "mean"),
-    (dict(std=[0.0]), "positive"),
-    (dict(std=[float("nan")]), "std"),
-    (dict(class_names=["a"]), "class_names"),
-    (dict(model=3), "model"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(meta=None), "no metadata"),
+        (dict(img_size=...), "img_size"),
+        (dict(num_classes="ten"), "num_classes"),
+        (dict(num_classes=True), "num_classes"),
+        (dict(channels=5), "channels"),
+        (dict(mean=[0.1, 0.2]), "mean"),
+        (dict(std=[0.0]), "positive"),
+        (dict(std=[float("nan")]), "std"),
+        (dict(class_names=["a"]), "class_names"),
+        (dict(model=3), "model"),
+    ],
+)
 def test_load_validates_classifier_metadata(tmp_path, change, needle):
     if "meta" in change:
         obj = dict(format="cpsc_lite", kind="teacher", state_dict={})
@@ -129,12 +173,19 @@ def test_load_validates_generator_and_resume_metadata(tmp_path):
     gen = dict(num_classes=3, img_size=8, channels=1, nz=4, ngf=2, conditional=True)
     good = checkpoint.make("generator", {"w": torch.zeros(1)}, dict(generator=gen))
     torch.save(good, tmp_path / "g.pt")
-    assert checkpoint.load(str(tmp_path / "g.pt"), kind="generator")["meta"]["generator"] == gen
+    assert (
+        checkpoint.load(str(tmp_path / "g.pt"), kind="generator")["meta"]["generator"]
+        == gen
+    )
     for bad in (dict(gen, img_size=2), dict(gen, nz="4"), dict(gen, conditional=1)):
-        torch.save(checkpoint.make("generator", {}, dict(generator=bad)), tmp_path / "g.pt")
+        torch.save(
+            checkpoint.make("generator", {}, dict(generator=bad)), tmp_path / "g.pt"
+        )
         with pytest.raises(CpscError, match="generator"):
             checkpoint.load(str(tmp_path / "g.pt"), kind="generator")
-    torch.save(checkpoint.make("resume", {}, {}, state={"iteration": 3}), tmp_path / "s.pt")
+    torch.save(
+        checkpoint.make("resume", {}, {}, state={"iteration": 3}), tmp_path / "s.pt"
+    )
     with pytest.raises(CpscError, match="resume state"):
         checkpoint.load(str(tmp_path / "s.pt"), kind="resume")
 
@@ -145,19 +196,34 @@ def test_load_refuses_non_finite_weights(tmp_path):
     torch.save(obj, tmp_path / "t.pt")
     with pytest.raises(CpscError, match="NaN, infinite or absurdly large .*w"):
         checkpoint.load(str(tmp_path / "t.pt"), kind="teacher")
-    obj["state_dict"] = {"w": torch.tensor([1.0, 1e28])}  # finite, but a diverged training's
+    obj["state_dict"] = {
+        "w": torch.tensor([1.0, 1e28])
+    }  # finite, but a diverged training's
     torch.save(obj, tmp_path / "t.pt")
     with pytest.raises(CpscError, match="absurdly large"):
         checkpoint.load(str(tmp_path / "t.pt"), kind="teacher")
 
 
 def test_diverged_weights_and_fingerprint():
-    sd = {"a": torch.ones(3), "b": torch.tensor([1e13]), "c": torch.tensor([float("inf")]), "i": torch.tensor(7)}
+    sd = {
+        "a": torch.ones(3),
+        "b": torch.tensor([1e13]),
+        "c": torch.tensor([float("inf")]),
+        "i": torch.tensor(7),
+    }
     assert checkpoint.diverged_weights(sd, "m") == ["m.b", "m.c"]
-    one = checkpoint.fingerprint({"x": torch.arange(6).view(2, 3), "n": torch.tensor(1)})
-    assert one == checkpoint.fingerprint({"n": torch.tensor(1), "x": torch.arange(6).view(2, 3)})
-    assert one != checkpoint.fingerprint({"x": torch.arange(6).view(3, 2), "n": torch.tensor(1)})  # shape counts
-    assert one != checkpoint.fingerprint({"x": torch.arange(6).view(2, 3), "n": torch.tensor(2)})
+    one = checkpoint.fingerprint(
+        {"x": torch.arange(6).view(2, 3), "n": torch.tensor(1)}
+    )
+    assert one == checkpoint.fingerprint(
+        {"n": torch.tensor(1), "x": torch.arange(6).view(2, 3)}
+    )
+    assert one != checkpoint.fingerprint(
+        {"x": torch.arange(6).view(3, 2), "n": torch.tensor(1)}
+    )  # shape counts
+    assert one != checkpoint.fingerprint(
+        {"x": torch.arange(6).view(2, 3), "n": torch.tensor(2)}
+    )
 
 
 # ------------------------------------------------------------------ SIGTERM
@@ -175,7 +241,12 @@ def test_sigterm_becomes_a_request_then_a_hard_stop():
 # ------------------------------------------------------------ the output-folder policy
 def _policy(out, **kw):
     notes = []
-    args = dict(state_file="state.pt", owner="distillation", what="a distillation run", say=notes.append)
+    args = dict(
+        state_file="state.pt",
+        owner="distillation",
+        what="a distillation run",
+        say=notes.append,
+    )
     return checkpoint.prepare_output_dir(str(out), **dict(args, **kw)), notes
 
 
@@ -187,20 +258,31 @@ def test_policy_new_folder_and_resume_of_nothing(tmp_path):
 
 def test_policy_an_earlier_run_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "state.pt").write_bytes(b"x")
-    with pytest.raises(CpscError, match="already holds a distillation run.*--resume.*--overwrite"):
+    with pytest.raises(
+        CpscError, match="already holds a distillation run.*--resume.*--overwrite"
+    ):
         _policy(tmp_path)
     assert _policy(tmp_path, resume=True)[0] is True
     assert _policy(tmp_path, overwrite=True)[0] is False
-    assert (tmp_path / "state.pt").exists()  # the policy decides; it deletes nothing of the user's
+    assert (
+        tmp_path / "state.pt"
+    ).exists()  # the policy decides; it deletes nothing of the user's
 
 
 def test_policy_products_and_foreign_metrics_need_overwrite(tmp_path):
     (tmp_path / "teacher.pt").write_bytes(b"x")
     with pytest.raises(CpscError, match="teacher.pt already exists.*--overwrite"):
         _policy(tmp_path, owner="teacher", products=("teacher.pt",))
-    assert _policy(tmp_path, owner="teacher", products=("teacher.pt",), overwrite=True)[0] is False
-    (tmp_path / "metrics.json").write_text('{"test_acc": 0.9, "history": []}')  # a teacher's
-    with pytest.raises(CpscError, match="teacher training's.*new distillation run would replace"):
+    assert (
+        _policy(tmp_path, owner="teacher", products=("teacher.pt",), overwrite=True)[0]
+        is False
+    )
+    (tmp_path / "metrics.json").write_text(
+        '{"test_acc": 0.9, "history": []}'
+    )  # a teacher's
+    with pytest.raises(
+        CpscError, match="teacher training's.*new distillation run would replace"
+    ):
         _policy(tmp_path)
     assert _policy(tmp_path, overwrite=True)[0] is False
     assert _policy(tmp_path, owner="teacher")[0] is False  # its own kind of file
@@ -208,9 +290,13 @@ def test_policy_products_and_foreign_metrics_need_overwrite(tmp_path):
 
 def test_policy_take_over_removes_only_half_written_files(tmp_path):
     checkpoint.atomic_write_bytes(str(tmp_path / "kept.json"), lambda f: f.write(b"{}"))
-    (tmp_path / ".student.pt.a1b2c3d4.tmp").write_bytes(b"half")  # a killed atomic write's temporary
+    (tmp_path / ".student.pt.a1b2c3d4.tmp").write_bytes(
+        b"half"
+    )  # a killed atomic write's temporary
     names = set(p.name for p in tmp_path.iterdir())
     _policy(tmp_path, take_over=False)
     assert set(p.name for p in tmp_path.iterdir()) == names
     _policy(tmp_path)
-    assert set(p.name for p in tmp_path.iterdir()) == names - {".student.pt.a1b2c3d4.tmp"}
+    assert set(p.name for p in tmp_path.iterdir()) == names - {
+        ".student.pt.a1b2c3d4.tmp"
+    }

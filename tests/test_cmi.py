@@ -17,13 +17,17 @@ from cpsc_lite.losses import agreeing_kl, instance_contrast
 from cpsc_lite.teacher import load_classifier
 
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
-S = torch.tensor([[1.0, 0.5, -0.5], [0.0, 1.0, 0.5], [0.0, 1.0, 0.5]])   # agrees on rows 0 and 1 only
+S = torch.tensor(
+    [[1.0, 0.5, -0.5], [0.0, 1.0, 0.5], [0.0, 1.0, 0.5]]
+)  # agrees on rows 0 and 1 only
 
 
 def test_agreeing_kl_by_hand():
     p, q = T.softmax(1), S.softmax(1)
     kl = (p * (p.log() - q.log())).sum(1)
-    assert agreeing_kl(T, S).item() == pytest.approx(float((kl[0] + kl[1]) / 3), rel=1e-5)
+    assert agreeing_kl(T, S).item() == pytest.approx(
+        float((kl[0] + kl[1]) / 3), rel=1e-5
+    )
 
 
 def test_instance_contrast_by_hand():
@@ -35,10 +39,15 @@ def test_instance_contrast_by_hand():
     def ce(i):
         logits = [float(local[i] @ glob[j]) / tau for j in range(5)]
         return -(logits[i] - math.log(sum(math.exp(v) for v in logits)))
-    assert instance_contrast(local, glob, tau, 5).item() == pytest.approx(sum(ce(i) for i in range(5)) / 5, rel=1e-5)
+
+    assert instance_contrast(local, glob, tau, 5).item() == pytest.approx(
+        sum(ce(i) for i in range(5)) / 5, rel=1e-5
+    )
     # 3 current rows + 2 from the bank: the two means added
     expected = sum(ce(i) for i in range(3)) / 3 + sum(ce(i) for i in (3, 4)) / 2
-    assert instance_contrast(local, glob, tau, 3).item() == pytest.approx(expected, rel=1e-5)
+    assert instance_contrast(local, glob, tau, 3).item() == pytest.approx(
+        expected, rel=1e-5
+    )
     # no gradient through the global views
     local.requires_grad_(True)
     glob.requires_grad_(True)
@@ -52,7 +61,9 @@ def test_local_views_crop_and_resize():
     v = local_views(x, flip=False)
     assert v.shape == x.shape
     assert not torch.equal(v, x)
-    full = local_views(x, flip=False, scale=(1.0, 1.0))  # the whole image at aspect 1 +- 1/3: close to x
+    full = local_views(
+        x, flip=False, scale=(1.0, 1.0)
+    )  # the whole image at aspect 1 +- 1/3: close to x
     assert (full - x).abs().mean() < 8
 
 
@@ -64,11 +75,24 @@ def test_reinitialise_draws_new_weights():
     after = list(g.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
     convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert all(abs(float(m.weight.detach().std()) - 0.02) < 0.01 for m in convs if m.weight.numel() > 200)
+    assert all(
+        abs(float(m.weight.detach().std()) - 0.02) < 0.01
+        for m in convs
+        if m.weight.numel() > 200
+    )
 
 
-SMALL = dict(batch_size=16, ngf=8, nz=16, inversion_steps=3, inversion_every=2, cmi_negatives=8, eval_every=4,
-             log_every=2, ckpt_every=3)
+SMALL = dict(
+    batch_size=16,
+    ngf=8,
+    nz=16,
+    inversion_steps=3,
+    inversion_every=2,
+    cmi_negatives=8,
+    eval_every=4,
+    log_every=2,
+    ckpt_every=3,
+)
 
 
 def test_cmi_iteration_fills_pool_and_bank_and_keeps_the_head(digits_teacher):
@@ -77,8 +101,12 @@ def test_cmi_iteration_fills_pool_and_bank_and_keeps_the_head(digits_teacher):
     head_before = [p.clone() for p in d.cmi_head.parameters()]
     terms = d.iterate()
     assert {"g/cmi_contrast", "g/cmi_adv", "g/bn", "g/ce_teacher", "s/kd"} <= set(terms)
-    assert d.pool.size == 16 and d.cmi_bank.size == 16 and d.cmi_bank.images.shape[1] == 2
-    assert any(not torch.equal(a, b) for a, b in zip(head_before, d.cmi_head.parameters()))
+    assert (
+        d.pool.size == 16 and d.cmi_bank.size == 16 and d.cmi_bank.images.shape[1] == 2
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(head_before, d.cmi_head.parameters())
+    )
     d.iterate()  # inversion_every=2: no new batch
     assert d.pool.size == 16
     d.iterate()
@@ -90,8 +118,17 @@ def test_cmi_resume_is_exact(tmp_path, digits_teacher):
     bundle = load_dataset("digits")
     cfg = make_config("cmi", iters=6, **SMALL)
     run_distill(digits_teacher, bundle, cfg, str(tmp_path / "full"), progress=False)
-    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "part"), progress=False, stop_after=3)
-    run_distill(digits_teacher, bundle, cfg, str(tmp_path / "part"), progress=False, resume=True)
+    run_distill(
+        digits_teacher,
+        bundle,
+        cfg,
+        str(tmp_path / "part"),
+        progress=False,
+        stop_after=3,
+    )
+    run_distill(
+        digits_teacher, bundle, cfg, str(tmp_path / "part"), progress=False, resume=True
+    )
     a = checkpoint.load(str(tmp_path / "full" / "student.pt"), "student")["state_dict"]
     b = checkpoint.load(str(tmp_path / "part" / "student.pt"), "student")["state_dict"]
     for k in a:

@@ -19,37 +19,54 @@ from conftest import REPO, flat, run_cli
 
 def test_yaml_style_numbers_are_numbers():
     """YAML 1.1 reads 1e-4 as a string; the validator turns every float spelling into a float."""
-    cfg = make_config("cpsc", lr_generator=parse_value("1e-4"), gamma=parse_value("5e-4"), iters=parse_value("1e3"))
+    cfg = make_config(
+        "cpsc",
+        lr_generator=parse_value("1e-4"),
+        gamma=parse_value("5e-4"),
+        iters=parse_value("1e3"),
+    )
     assert cfg.lr_generator == 1e-4 and cfg.gamma == 5e-4 and cfg.iters == 1000
     assert isinstance(cfg.iters, int)
-    assert DistillConfig.from_dict(dict(DistillConfig().to_dict(), lr_student="0.05")).lr_student == 0.05
+    assert (
+        DistillConfig.from_dict(
+            dict(DistillConfig().to_dict(), lr_student="0.05")
+        ).lr_student
+        == 0.05
+    )
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("beta", "abc", "beta must be a number"),
-    ("batch_size", 0, "batch_size must be in [1"),
-    ("batch_size", -3, "batch_size must be in [1"),
-    ("ckpt_every", 0, "ckpt_every must be in [1"),
-    ("seed", -1, "seed must be in [0"),
-    ("iters", 0, "iters must be in [1"),
-    ("iters", -5, "iters must be in [1"),
-    ("iters", 2.5, "iters must be a whole number"),
-    ("g_steps", 0, "g_steps must be in [1"),
-    ("s_steps", -1, "s_steps must be in [1"),
-    ("nz", 0, "nz must be in [1"),
-    ("use_scl", "maybe", "use_scl must be true or false"),
-    ("use_scl", 1, "use_scl must be true or false"),
-    ("lr_generator", 0, "lr_generator must be in (0"),
-    ("lr_generator", float("nan"), "finite"),
-    ("temperature", 0, "temperature must be in (0"),
-    ("adv_warmup", 1.0, "adv_warmup must be in [0, 1)"),
-    ("bn_reduce", "median", "bn_reduce must be one of sum, mean"),
-    ("kd_loss", "l2", "kd_loss must be one of kl, l1"),
-    ("input_source", "web", "input_source must be one of"),
-    ("generator_betas", [0.5], "generator_betas must be a pair"),
-    ("generator_betas", [0.5, 1.5], "generator_betas must be two numbers in [0, 1)"),
-    ("student", 3, "student must be text"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("beta", "abc", "beta must be a number"),
+        ("batch_size", 0, "batch_size must be in [1"),
+        ("batch_size", -3, "batch_size must be in [1"),
+        ("ckpt_every", 0, "ckpt_every must be in [1"),
+        ("seed", -1, "seed must be in [0"),
+        ("iters", 0, "iters must be in [1"),
+        ("iters", -5, "iters must be in [1"),
+        ("iters", 2.5, "iters must be a whole number"),
+        ("g_steps", 0, "g_steps must be in [1"),
+        ("s_steps", -1, "s_steps must be in [1"),
+        ("nz", 0, "nz must be in [1"),
+        ("use_scl", "maybe", "use_scl must be true or false"),
+        ("use_scl", 1, "use_scl must be true or false"),
+        ("lr_generator", 0, "lr_generator must be in (0"),
+        ("lr_generator", float("nan"), "finite"),
+        ("temperature", 0, "temperature must be in (0"),
+        ("adv_warmup", 1.0, "adv_warmup must be in [0, 1)"),
+        ("bn_reduce", "median", "bn_reduce must be one of sum, mean"),
+        ("kd_loss", "l2", "kd_loss must be one of kl, l1"),
+        ("input_source", "web", "input_source must be one of"),
+        ("generator_betas", [0.5], "generator_betas must be a pair"),
+        (
+            "generator_betas",
+            [0.5, 1.5],
+            "generator_betas must be two numbers in [0, 1)",
+        ),
+        ("student", 3, "student must be text"),
+    ],
+)
 def test_bad_values_are_refused_with_the_rule(key, value, needle):
     with pytest.raises(CpscError) as err:
         make_config("cpsc", **{key: value})
@@ -71,42 +88,83 @@ def test_teacher_config_is_validated():
     assert TeacherConfig(lr="1e-2").lr == 0.01
 
 
-@pytest.mark.parametrize("argv", [
-    ["distill", "--set", "gamma=[1"],
-    ["distill", "--set", "lr_generator=abc"],
-    ["distill", "--batch-size", "0"],
-    ["distill", "--iters", "0"],
-    ["distill", "--set", "ckpt_every=0"],
-    ["distill", "--seed", "-1"],
-    ["teacher", "--epochs", "0"],
-    ["teacher", "--batch-size", "0"],
-    ["bench", "--iters", "0", "--methods", "cpsc"],
-])
-def test_cli_refuses_bad_settings_before_any_work(tmp_path, capsys, argv, digits_teacher):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "--set", "gamma=[1"],
+        ["distill", "--set", "lr_generator=abc"],
+        ["distill", "--batch-size", "0"],
+        ["distill", "--iters", "0"],
+        ["distill", "--set", "ckpt_every=0"],
+        ["distill", "--seed", "-1"],
+        ["teacher", "--epochs", "0"],
+        ["teacher", "--batch-size", "0"],
+        ["bench", "--iters", "0", "--methods", "cpsc"],
+    ],
+)
+def test_cli_refuses_bad_settings_before_any_work(
+    tmp_path, capsys, argv, digits_teacher
+):
     if argv[0] == "distill":
         argv = argv + ["--teacher", digits_teacher]
     code = main(argv + ["--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.startswith("error: "), err
-    assert not (tmp_path / "out" / "teacher.pt").exists() and not (tmp_path / "out" / "state.pt").exists()
+    assert (
+        not (tmp_path / "out" / "teacher.pt").exists()
+        and not (tmp_path / "out" / "state.pt").exists()
+    )
 
 
 def test_binary_config_file_is_refused(tmp_path, capsys):
     bad = tmp_path / "c.yaml"
     bad.write_bytes(b"\xff\xfe\x00\x81garbage")
-    code = main(["distill", "--teacher", "x.pt", "--config", str(bad), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            "x.pt",
+            "--config",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "not valid" in err
 
 
 def test_lr_as_yaml_string_works_end_to_end(tmp_path, digits_teacher):
-    assert main(["distill", "--teacher", digits_teacher, "--out", str(tmp_path / "o"), "--iters", "2",
-                 "--set", "lr_generator=1e-4", "--set", "eval_every=2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--teacher",
+                digits_teacher,
+                "--out",
+                str(tmp_path / "o"),
+                "--iters",
+                "2",
+                "--set",
+                "lr_generator=1e-4",
+                "--set",
+                "eval_every=2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
 # ------------------------------------------------------------------ presets
-PAIRS = ["c10_resnet34_resnet18", "c10_wrn40_2_wrn16_2", "c100_resnet34_resnet18", "c100_wrn40_2_wrn16_2",
-         "svhn_resnet34_resnet18", "tiny_imagenet_resnet34_64_resnet18_64"]
+PAIRS = [
+    "c10_resnet34_resnet18",
+    "c10_wrn40_2_wrn16_2",
+    "c100_resnet34_resnet18",
+    "c100_wrn40_2_wrn16_2",
+    "svhn_resnet34_resnet18",
+    "tiny_imagenet_resnet34_64_resnet18_64",
+]
 
 
 def test_every_preset_has_the_papers_schedule():
@@ -118,51 +176,134 @@ def test_every_preset_has_the_papers_schedule():
         settings, run = load_preset(path)
         cfg = make_config("cpsc", settings)
         fast = path.endswith("_fast.yaml")
-        assert cfg.iters == (3000 if fast else 30000), path  # 50 iterations x 600 epochs (fast: a tenth)
-        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), path  # 10 of 600 epochs
+        assert cfg.iters == (3000 if fast else 30000), (
+            path
+        )  # 50 iterations x 600 epochs (fast: a tenth)
+        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), (
+            path
+        )  # 10 of 600 epochs
         assert (cfg.batch_size, cfg.g_steps, cfg.s_steps) == (512, 6, 5), path
-        assert (cfg.lr_student, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4), path
-        assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), path
+        assert (cfg.lr_student, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4), (
+            path
+        )
+        assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), (
+            path
+        )
         assert (cfg.ngf, cfg.nz, cfg.conditional) == (64, 256, True), path
-        assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (5, 1, 0.7, 0.7, 0.07), path
-        assert all((cfg.use_adv, cfg.use_ikd, cfg.use_bn, cfg.use_scl, cfg.teacher_ce, cfg.student_ce)), path
+        assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (
+            5,
+            1,
+            0.7,
+            0.7,
+            0.07,
+        ), path
+        assert all(
+            (
+                cfg.use_adv,
+                cfg.use_ikd,
+                cfg.use_bn,
+                cfg.use_scl,
+                cfg.teacher_ce,
+                cfg.student_ce,
+            )
+        ), path
         assert cfg.adv_warmup == 0.0, path
-        assert set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets, path
+        assert (
+            set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets
+        ), path
         assert run["teacher_model"] in models and cfg.student in models, path
         assert cfg.iters % cfg.eval_every == 0 and cfg.iters % cfg.ckpt_every == 0, path
 
 
-def test_preset_supplies_dataset_and_student_and_flags_override(tmp_path, capsys, digits_teacher, monkeypatch):
+def test_preset_supplies_dataset_and_student_and_flags_override(
+    tmp_path, capsys, digits_teacher, monkeypatch
+):
     preset = os.path.join(REPO, "configs", "c10_resnet34_resnet18_fast.yaml")
     # Without --dataset the preset's (cifar10) is used: here it is not downloaded, which the error shows.
     monkeypatch.setenv("CPSC_LITE_DATA", str(tmp_path / "no_data"))
-    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--config", preset, "--out", tmp_path / "a")
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        digits_teacher,
+        "--config",
+        preset,
+        "--out",
+        tmp_path / "a",
+    )
     assert code == 2 and "cifar-10" in flat(err)
     # Flags override the preset: dataset, student, budget and any --set.
-    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--config", preset, "--dataset", "digits",
-                           "--student", "cnn_small", "--iters", "2", "--batch-size", "16", "--g-steps", "1",
-                           "--s-steps", "1", "--set", "ngf=8", "--set", "nz=16", "--set", "diagnostics=false",
-                           "--out", tmp_path / "b", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        digits_teacher,
+        "--config",
+        preset,
+        "--dataset",
+        "digits",
+        "--student",
+        "cnn_small",
+        "--iters",
+        "2",
+        "--batch-size",
+        "16",
+        "--g-steps",
+        "1",
+        "--s-steps",
+        "1",
+        "--set",
+        "ngf=8",
+        "--set",
+        "nz=16",
+        "--set",
+        "diagnostics=false",
+        "--out",
+        tmp_path / "b",
+        "--no-progress",
+    )
     assert code == 0, err
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["student"] == "cnn_small"
     cfg = metrics["config"]
-    assert (cfg["iters"], cfg["batch_size"], cfg["g_steps"], cfg["ngf"]) == (2, 16, 1, 8)
-    assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (0.1, 16, 250)  # the rest from the preset
+    assert (cfg["iters"], cfg["batch_size"], cfg["g_steps"], cfg["ngf"]) == (
+        2,
+        16,
+        1,
+        8,
+    )
+    assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (
+        0.1,
+        16,
+        250,
+    )  # the rest from the preset
 
 
-def test_config_takes_a_shipped_preset_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+def test_config_takes_a_shipped_preset_by_name_from_any_folder(
+    tmp_path, monkeypatch, capsys
+):
     from cpsc_lite.config import available_presets, resolve_config
+
     shipped = os.path.join(REPO, "configs", "c10_wrn40_2_wrn16_2_fast.yaml")
     assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS}
     monkeypatch.chdir(tmp_path)  # outside the checkout, as after `pip install`
     assert os.path.samefile(resolve_config("c10_wrn40_2_wrn16_2_fast"), shipped)
-    assert os.path.samefile(resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml"), shipped)  # README's spelling
+    assert os.path.samefile(
+        resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml"), shipped
+    )  # README's spelling
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "c10_wrn40_2_wrn16_2_fast.yaml").write_text("iters: 7\n")
-    assert resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml") == "configs/c10_wrn40_2_wrn16_2_fast.yaml"
-    assert load_preset("configs/c10_wrn40_2_wrn16_2_fast.yaml") == ({"iters": 7}, {})  # a real file wins
-    with pytest.raises(CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18_fast"):
+    assert (
+        resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml")
+        == "configs/c10_wrn40_2_wrn16_2_fast.yaml"
+    )
+    assert load_preset("configs/c10_wrn40_2_wrn16_2_fast.yaml") == (
+        {"iters": 7},
+        {},
+    )  # a real file wins
+    with pytest.raises(
+        CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18_fast"
+    ):
         resolve_config("c10_resnet34_resnet19")
     code, out, _ = run_cli(capsys, "presets")
     assert code == 0 and all(name in out for name in available_presets())
@@ -174,48 +315,72 @@ def test_presets_are_packaged_with_the_wheel():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         tool = tomllib.load(f)["tool"]["setuptools"]
-    assert "cpsc_lite.presets" in tool["packages"] and tool["package-dir"]["cpsc_lite.presets"] == "configs"
+    assert (
+        "cpsc_lite.presets" in tool["packages"]
+        and tool["package-dir"]["cpsc_lite.presets"] == "configs"
+    )
     assert tool["package-data"]["cpsc_lite.presets"] == ["*.yaml"]
 
 
 def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
     from cpsc_lite.config import RENAMED_SETTINGS
+
     assert RENAMED_SETTINGS["scl_for_student"] == "student_scl"
-    assert make_config("cpsc", scl_for_student=True).student_scl is True            # --set / keyword
-    assert make_config("cpsc", {"scl_for_student": True}).student_scl is True       # a YAML file
+    assert (
+        make_config("cpsc", scl_for_student=True).student_scl is True
+    )  # --set / keyword
+    assert (
+        make_config("cpsc", {"scl_for_student": True}).student_scl is True
+    )  # a YAML file
     saved = {k: v for k, v in DistillConfig().to_dict().items() if k != "student_scl"}
-    assert DistillConfig.from_saved(dict(saved, scl_for_student=True)).student_scl  # a state.pt of 0.4.0
+    assert DistillConfig.from_saved(
+        dict(saved, scl_for_student=True)
+    ).student_scl  # a state.pt of 0.4.0
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", scl_for_student=True, student_scl=False)
 
 
-
 def test_use_ce_is_teacher_ce_and_keeps_turning_off_both_ce_terms():
     # Up to 0.5.0 `use_ce` switched the pseudo-supervision as a whole (the student's CE needed it).
-    off = make_config("cpsc_paper", use_ce=False)                                    # --set use_ce=false
+    off = make_config("cpsc_paper", use_ce=False)  # --set use_ce=false
     assert not off.teacher_ce and not off.student_ce
     on = make_config("cpsc_paper", use_ce=True)
-    assert on.teacher_ce and on.student_ce                                            # the preset's student CE stays
-    assert not make_config("cpsc", {"use_ce": False}).teacher_ce                      # a YAML file
-    saved = {k: v for k, v in make_config("cpsc_paper").to_dict().items() if k != "teacher_ce"}
-    old = DistillConfig.from_saved(dict(saved, use_ce=False))                         # a state.pt of 0.5.0
-    assert (old.teacher_ce, old.student_ce) == (False, False), "a resumed run keeps the CE terms it trained with"
-    assert DistillConfig.from_saved(dict(saved, use_ce=True)) == make_config("cpsc_paper")
+    assert on.teacher_ce and on.student_ce  # the preset's student CE stays
+    assert not make_config("cpsc", {"use_ce": False}).teacher_ce  # a YAML file
+    saved = {
+        k: v
+        for k, v in make_config("cpsc_paper").to_dict().items()
+        if k != "teacher_ce"
+    }
+    old = DistillConfig.from_saved(dict(saved, use_ce=False))  # a state.pt of 0.5.0
+    assert (old.teacher_ce, old.student_ce) == (False, False), (
+        "a resumed run keeps the CE terms it trained with"
+    )
+    assert DistillConfig.from_saved(dict(saved, use_ce=True)) == make_config(
+        "cpsc_paper"
+    )
     # the two switches are now independent: the student's CE without the generator's
     solo = make_config("cpsc", teacher_ce=False, student_ce=True)
     assert not solo.teacher_ce and solo.student_ce
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", use_ce=True, teacher_ce=True)
 
+
 def test_a_method_variant_is_the_method_with_its_settings_changed():
     from cpsc_lite.config import method_variant
+
     assert method_variant("cpsc") == ("cpsc", {})
     name, settings = method_variant("reference_compat: ce_on_softmax=false :eta=0.5")
-    assert name == "reference_compat" and settings == {"ce_on_softmax": False, "eta": 0.5}
+    assert name == "reference_compat" and settings == {
+        "ce_on_softmax": False,
+        "eta": 0.5,
+    }
     cfg = make_config("reference_compat:ce_on_softmax=false", iters=7)
     ref = make_config("reference_compat", iters=7)
     assert cfg.method == "reference_compat" and cfg.ce_on_softmax is False
-    assert {k for k, v in cfg.to_dict().items() if ref.to_dict()[k] != v} == {"ce_on_softmax"}
+    assert {k for k, v in cfg.to_dict().items() if ref.to_dict()[k] != v} == {
+        "ce_on_softmax"
+    }
     assert make_config("cpsc:eta=2", eta=3).eta == 3  # an explicit override still wins
     with pytest.raises(CpscError, match="NAME:KEY=VALUE"):
         make_config("cpsc:eta")

@@ -23,12 +23,27 @@ from cpsc_lite.config import make_config
 from cpsc_lite.distill import Distiller
 from cpsc_lite.engine import seed_everything
 from cpsc_lite.runner import train
-from cpsc_lite.distributed import DistContext, init_distributed, launch_environment, per_rank_batch
+from cpsc_lite.distributed import (
+    DistContext,
+    init_distributed,
+    launch_environment,
+    per_rank_batch,
+)
 from cpsc_lite.models import create_model, register_model
 from cpsc_lite.registry import MODELS
 
-TINY = ["--set", "ngf=8", "--set", "nz=16", "--set", "eval_every=2", "--set", "log_every=1", "--set",
-        "ckpt_every=2"]
+TINY = [
+    "--set",
+    "ngf=8",
+    "--set",
+    "nz=16",
+    "--set",
+    "eval_every=2",
+    "--set",
+    "log_every=1",
+    "--set",
+    "ckpt_every=2",
+]
 GLOBAL_BATCH = 16
 
 
@@ -37,7 +52,9 @@ class NoBNStudent(nn.Module):
 
     def __init__(self, num_classes, in_channels=1, img_size=8):
         super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * img_size * img_size, 32), nn.Tanh())
+        self.features = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_channels * img_size * img_size, 32), nn.Tanh()
+        )
         self.classifier = nn.Linear(32, num_classes)
 
     def forward(self, x, return_features=False):
@@ -49,8 +66,11 @@ class NoBNStudent(nn.Module):
 @contextlib.contextmanager
 def no_bn_student():
     """Register ``test_nobn`` for the duration of a test only (the model list stays clean)."""
-    register_model("test_nobn", "test-only BN-free student")(lambda num_classes, in_channels, img_size:
-                                                              NoBNStudent(num_classes, in_channels, img_size))
+    register_model("test_nobn", "test-only BN-free student")(
+        lambda num_classes, in_channels, img_size: NoBNStudent(
+            num_classes, in_channels, img_size
+        )
+    )
     try:
         yield "test_nobn"
     finally:
@@ -61,34 +81,61 @@ def random_teacher(path):
     """An untrained digits-shaped cnn_base teacher in cpsc_lite format: enough for synchronisation checks."""
     torch.manual_seed(0)
     model = create_model("cnn_base", 10, 1, 8)
-    meta = dict(model="cnn_base", num_classes=10, channels=1, img_size=8, mean=[0.3], std=[0.3],
-                class_names=[str(i) for i in range(10)], dataset="digits")
+    meta = dict(
+        model="cnn_base",
+        num_classes=10,
+        channels=1,
+        img_size=8,
+        mean=[0.3],
+        std=[0.3],
+        class_names=[str(i) for i in range(10)],
+        dataset="digits",
+    )
     checkpoint.save(checkpoint.make("teacher", model.state_dict(), meta), str(path))
     return str(path)
 
 
 def fixed_batch():
     g = torch.Generator().manual_seed(123)
-    return torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (GLOBAL_BATCH,), generator=g)
+    return torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g), torch.randint(
+        0, 10, (GLOBAL_BATCH,), generator=g
+    )
 
 
 def equivalence_config(student):
-    return make_config("cpsc", student=student, batch_size=GLOBAL_BATCH, ngf=8, nz=16, iters=4, device="cpu")
+    return make_config(
+        "cpsc",
+        student=student,
+        batch_size=GLOBAL_BATCH,
+        ngf=8,
+        nz=16,
+        iters=4,
+        device="cpu",
+    )
 
 
 def first_student_step(teacher_path, student, dist):
     """One student step on the fixed global batch, this rank's slice of it; returns loss and gradients."""
     from cpsc_lite.teacher import load_classifier
+
     teacher, meta = load_classifier(teacher_path)
-    seed_everything(equivalence_config(student).seed + dist.rank)  # what run_distill does per rank
+    seed_everything(
+        equivalence_config(student).seed + dist.rank
+    )  # what run_distill does per rank
     d = Distiller(teacher, meta, equivalence_config(student), dist=dist)
     x, y = fixed_batch()
     b = d.batch_size
-    d.input_sampler = lambda n: (x[dist.rank * b:(dist.rank + 1) * b], y[dist.rank * b:(dist.rank + 1) * b])
+    d.input_sampler = lambda n: (
+        x[dist.rank * b : (dist.rank + 1) * b],
+        y[dist.rank * b : (dist.rank + 1) * b],
+    )
     terms = d.student_step()
     loss = float(dist.all_reduce_mean(terms["total"].reshape(1))[0])
-    out = dict(loss=loss, grads={k: p.grad.clone() for k, p in d.student.named_parameters()},
-               params={k: p.detach().clone() for k, p in d.student.named_parameters()})
+    out = dict(
+        loss=loss,
+        grads={k: p.grad.clone() for k, p in d.student.named_parameters()},
+        params={k: p.detach().clone() for k, p in d.student.named_parameters()},
+    )
     d.close()
     return out
 
@@ -101,24 +148,54 @@ def _worker(teacher_path, tmp):
     try:
         assert ctx.enabled and ctx.backend == "gloo" and ctx.world_size == 2
         # 1. The command line, end to end; then the same run interrupted after 2 iterations and resumed.
-        args = ["distill", "--teacher", teacher_path, "--dataset", "digits", "--iters", "4", "--batch-size",
-                str(GLOBAL_BATCH), "--no-progress", "--device", "cpu", *TINY]
+        args = [
+            "distill",
+            "--teacher",
+            teacher_path,
+            "--dataset",
+            "digits",
+            "--iters",
+            "4",
+            "--batch-size",
+            str(GLOBAL_BATCH),
+            "--no-progress",
+            "--device",
+            "cpu",
+            *TINY,
+        ]
         assert main(args + ["--out", f"{tmp}/full"]) == 0
-        assert main(args + ["--out", f"{tmp}/cut", "--stop-after", "2", "--distributed"]) == 0
+        assert (
+            main(args + ["--out", f"{tmp}/cut", "--stop-after", "2", "--distributed"])
+            == 0
+        )
         assert main(args + ["--out", f"{tmp}/cut", "--resume", "--distributed"]) == 0
         # 2. Ranks stay in sync: each rank saves the student it ends with.
         from cpsc_lite.teacher import load_classifier
+
         teacher, meta = load_classifier(teacher_path)
-        cfg = make_config("cpsc", batch_size=GLOBAL_BATCH, ngf=8, nz=16, iters=3, log_every=1, device="cpu")
+        cfg = make_config(
+            "cpsc",
+            batch_size=GLOBAL_BATCH,
+            ngf=8,
+            nz=16,
+            iters=3,
+            log_every=1,
+            device="cpu",
+        )
         seed_everything(cfg.seed + ctx.rank)
         d = Distiller(teacher, meta, cfg, dist=ctx)
         train(d, progress=False)
-        torch.save(dict(student=d.student.state_dict(), generator=d.generator.state_dict()),
-                   f"{tmp}/sync_rank{rank}.pt")
+        torch.save(
+            dict(student=d.student.state_dict(), generator=d.generator.state_dict()),
+            f"{tmp}/sync_rank{rank}.pt",
+        )
         d.close()
         # 3. One student step on this rank's half of a fixed global batch.
         with no_bn_student() as student:
-            torch.save(first_student_step(teacher_path, student, ctx), f"{tmp}/step_rank{rank}.pt")
+            torch.save(
+                first_student_step(teacher_path, student, ctx),
+                f"{tmp}/step_rank{rank}.pt",
+            )
     finally:
         ctx.barrier()
         ctx.close()
@@ -132,8 +209,22 @@ def two_rank_run(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           __file__, str(tmp), teacher_path], capture_output=True, text=True, env=env, timeout=400)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            __file__,
+            str(tmp),
+            teacher_path,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     (tmp / "stdout.txt").write_text(proc.stdout)
     return tmp, teacher_path
@@ -141,23 +232,46 @@ def two_rank_run(tmp_path_factory):
 
 def test_distributed_cli_run_completes_and_rank0_writes_everything(two_rank_run):
     tmp, _ = two_rank_run
-    assert (tmp / "stdout.txt").read_text().count("student test accuracy") == 3  # 3 runs, only rank 0 reports
-    for name in ("student.pt", "generator.pt", "state.pt", "metrics.json", "log.jsonl", "samples.png", "curves.png"):
+    assert (tmp / "stdout.txt").read_text().count(
+        "student test accuracy"
+    ) == 3  # 3 runs, only rank 0 reports
+    for name in (
+        "student.pt",
+        "generator.pt",
+        "state.pt",
+        "metrics.json",
+        "log.jsonl",
+        "samples.png",
+        "curves.png",
+    ):
         assert (tmp / "full" / name).stat().st_size > 0, name
     metrics = json.loads((tmp / "full" / "metrics.json").read_text())
     assert metrics["iters"] == 4 and metrics["complete"]
-    assert metrics["runtime"]["world_size"] == 2 and metrics["runtime"]["batch_per_rank"] == GLOBAL_BATCH // 2
-    assert metrics["config"]["batch_size"] == GLOBAL_BATCH  # the config keeps the global batch
+    assert (
+        metrics["runtime"]["world_size"] == 2
+        and metrics["runtime"]["batch_per_rank"] == GLOBAL_BATCH // 2
+    )
+    assert (
+        metrics["config"]["batch_size"] == GLOBAL_BATCH
+    )  # the config keeps the global batch
     [session] = metrics["sessions"]  # provenance: launcher and process count of the run
     assert session["launcher"] == "torchrun" and session["world_size"] == 2
     assert session["command"].startswith("cpsc-lite distill --teacher")
     cut = json.loads((tmp / "cut" / "metrics.json").read_text())["sessions"]
-    assert [(s["from_iter"], s["to_iter"], s["world_size"]) for s in cut] == [(0, 2, 2), (2, 4, 2)]
-    log = [json.loads(line) for line in (tmp / "full" / "log.jsonl").read_text().splitlines()]
+    assert [(s["from_iter"], s["to_iter"], s["world_size"]) for s in cut] == [
+        (0, 2, 2),
+        (2, 4, 2),
+    ]
+    log = [
+        json.loads(line)
+        for line in (tmp / "full" / "log.jsonl").read_text().splitlines()
+    ]
     assert [r["iter"] for r in log] == [1, 2, 3, 4]  # one writer: no duplicated lines
     state = checkpoint.load(str(tmp / "full" / "state.pt"), "resume")["state"]
     assert len(state["rng_per_rank"]) == 2
-    assert not torch.equal(state["rng_per_rank"][0]["torch"], state["rng_per_rank"][1]["torch"])
+    assert not torch.equal(
+        state["rng_per_rank"][0]["torch"], state["rng_per_rank"][1]["torch"]
+    )
 
 
 def test_distributed_resume_is_exact(two_rank_run):
@@ -165,7 +279,9 @@ def test_distributed_resume_is_exact(two_rank_run):
     a = checkpoint.load(str(tmp / "full" / "student.pt"), "student")["state_dict"]
     b = checkpoint.load(str(tmp / "cut" / "student.pt"), "student")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    full = [json.loads(x) for x in (tmp / "full" / "log.jsonl").read_text().splitlines()]
+    full = [
+        json.loads(x) for x in (tmp / "full" / "log.jsonl").read_text().splitlines()
+    ]
     cut = [json.loads(x) for x in (tmp / "cut" / "log.jsonl").read_text().splitlines()]
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in full] == [strip(r) for r in cut]
@@ -197,34 +313,54 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(two_rank_run):
     with no_bn_student() as student:
         single = first_student_step(teacher_path, student, DistContext())
     assert r0["loss"] == pytest.approx(single["loss"], rel=1e-5)
-    assert r1["loss"] == r0["loss"]  # the logged (all-reduced) loss is the same on every rank
+    assert (
+        r1["loss"] == r0["loss"]
+    )  # the logged (all-reduced) loss is the same on every rank
     for k, g in single["grads"].items():
         torch.testing.assert_close(r0["grads"][k], g, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r1["grads"][k], r0["grads"][k], rtol=0, atol=0)
-        torch.testing.assert_close(r0["params"][k], single["params"][k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            r0["params"][k], single["params"][k], rtol=1e-5, atol=1e-6
+        )
 
 
 # ----------------------------------------------------------- single-process checks
 def test_launch_environment_reads_torchrun_and_slurm_variables():
     assert launch_environment({}) is None
     torchrun = dict(RANK="3", WORLD_SIZE="8", LOCAL_RANK="1", TORCHELASTIC_RUN_ID="x")
-    assert launch_environment(torchrun) == dict(rank=3, world_size=8, local_rank=1, launcher="torchrun")
+    assert launch_environment(torchrun) == dict(
+        rank=3, world_size=8, local_rank=1, launcher="torchrun"
+    )
     slurm = dict(SLURM_PROCID="5", SLURM_NTASKS="8", SLURM_LOCALID="1")
-    assert launch_environment(slurm) == dict(rank=5, world_size=8, local_rank=1, launcher="slurm")
+    assert launch_environment(slurm) == dict(
+        rank=5, world_size=8, local_rank=1, launcher="slurm"
+    )
     # SLURM variables alone do not switch distributed mode on (an srun step may run unrelated commands) ...
     assert not init_distributed("cpu", env=slurm).enabled
     # ... and with --distributed, rank 0's address must be known.
     with pytest.raises(CpscError, match="MASTER_ADDR"):
         init_distributed("cpu", required=True, env=slurm)
     # A one-process launch is a plain single-process run.
-    assert not init_distributed("cpu", env=dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")).enabled
+    assert not init_distributed(
+        "cpu", env=dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    ).enabled
 
 
-def test_distributed_flag_without_a_launcher_is_a_clear_error(tmp_path, capsys, monkeypatch):
+def test_distributed_flag_without_a_launcher_is_a_clear_error(
+    tmp_path, capsys, monkeypatch
+):
     for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
-    code = main(["distill", "--teacher", random_teacher(tmp_path / "t.pt"), "--out", str(tmp_path / "o"),
-                 "--distributed"])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            random_teacher(tmp_path / "t.pt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--distributed",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "torchrun" in err
 

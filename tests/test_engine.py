@@ -31,7 +31,10 @@ def test_update_equals_the_hand_written_step():
     net, x, y = _problem()
     twin = nn.Linear(3, 1)
     twin.load_state_dict(net.state_dict())
-    opt, opt_twin = torch.optim.SGD(net.parameters(), lr=0.1), torch.optim.SGD(twin.parameters(), lr=0.1)
+    opt, opt_twin = (
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        torch.optim.SGD(twin.parameters(), lr=0.1),
+    )
     engine.update((opt,), ((net(x) - y) ** 2).mean())
     opt_twin.zero_grad()
     ((twin(x) - y) ** 2).mean().backward()
@@ -43,7 +46,10 @@ def test_update_equals_the_hand_written_step():
 def test_update_clears_old_gradients_and_steps_every_optimizer():
     net, x, y = _problem()
     head = nn.Linear(1, 1)
-    opts = (torch.optim.SGD(net.parameters(), lr=0.1), torch.optim.SGD(head.parameters(), lr=0.1))
+    opts = (
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        torch.optim.SGD(head.parameters(), lr=0.1),
+    )
     for p in net.parameters():
         p.grad = torch.full_like(p, 1e6)  # stale: must not leak into the step
     before = [p.detach().clone() for p in (*net.parameters(), *head.parameters())]
@@ -62,6 +68,7 @@ def test_before_step_runs_between_backward_and_step():
         seen["grad"] = net.weight.grad.clone()
         for p in net.parameters():
             p.grad /= 2
+
     w0 = net.weight.detach().clone()
     engine.update((opt,), ((net(x) - y) ** 2).mean(), before_step=halve)
     torch.testing.assert_close(net.weight.detach(), w0 - seen["grad"] / 2)
@@ -70,7 +77,7 @@ def test_before_step_runs_between_backward_and_step():
 def test_fp16_scaler_path_and_scheduler_step_without_warnings():
     net, x, y = _problem()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 ** it)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5**it)
     scaler = torch.amp.GradScaler("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -100,10 +107,17 @@ def test_seed_everything_and_rng_state_round_trip():
 def test_defaults_on_cpu_change_nothing(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
     d = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY))
-    assert d.amp_dtype is None and d.scaler_g is None and d.scaler_s is None and not d.channels_last
+    assert (
+        d.amp_dtype is None
+        and d.scaler_g is None
+        and d.scaler_s is None
+        and not d.channels_last
+    )
     assert type(d.bn_loss).__name__ == "BNStatsLoss"
     assert not d.opt_s.defaults.get("fused") and not d.opt_g.defaults.get("fused")
-    assert d._student_train is d.student and d._generator_train is d.generator  # no wrappers at all
+    assert (
+        d._student_train is d.student and d._generator_train is d.generator
+    )  # no wrappers at all
     assert d.runtime()["amp"] == "off"
     d.close()
 
@@ -111,18 +125,34 @@ def test_defaults_on_cpu_change_nothing(digits_teacher):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_explicit_mixed_precision_on_cpu_keeps_losses_in_float32(amp, digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY), accel=Acceleration(amp=amp))
+    d = Distiller(
+        teacher,
+        meta,
+        make_config("cpsc", device="cpu", **TINY),
+        accel=Acceleration(amp=amp),
+    )
     assert isinstance(d.bn_loss, _Float32BNStatsLoss)
-    assert (d.scaler_g is not None) == (amp == "fp16") and (d.scaler_s is not None) == (amp == "fp16")
+    assert (d.scaler_g is not None) == (amp == "fp16") and (d.scaler_s is not None) == (
+        amp == "fp16"
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # e.g. no scheduler-order warning when fp16 skips a step
+        warnings.simplefilter(
+            "error"
+        )  # e.g. no scheduler-order warning when fp16 skips a step
         terms = d.iterate()
         terms = d.iterate()
-    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()), terms
+    assert all(
+        v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()
+    ), terms
     state = d.state_dict()
     assert ("scaler_g" in state) == (amp == "fp16")
     teacher, meta = load_classifier(digits_teacher)
-    again = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY), accel=Acceleration(amp=amp))
+    again = Distiller(
+        teacher,
+        meta,
+        make_config("cpsc", device="cpu", **TINY),
+        accel=Acceleration(amp=amp),
+    )
     again.load_state_dict(state)
     if amp == "fp16":
         assert again.scaler_s.get_scale() == d.scaler_s.get_scale()
@@ -138,15 +168,29 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
     eager = Distiller(teacher, meta, cfg)
     eager_terms = eager.iterate()
     teacher, meta = load_classifier(digits_teacher)
-    fast = Distiller(teacher, meta, cfg, accel=Acceleration(channels_last=True, compile="default",
-                                                            compile_backend="aot_eager"))
+    fast = Distiller(
+        teacher,
+        meta,
+        cfg,
+        accel=Acceleration(
+            channels_last=True, compile="default", compile_backend="aot_eager"
+        ),
+    )
     z, y = fast.generator.sample_inputs(4)
     assert fast._generate(z, y).is_contiguous(memory_format=torch.channels_last)
     fast.close()
-    teacher, meta = load_classifier(digits_teacher)  # a fresh one: the same random stream as the eager run
+    teacher, meta = load_classifier(
+        digits_teacher
+    )  # a fresh one: the same random stream as the eager run
     seed_everything(cfg.seed)
-    fast = Distiller(teacher, meta, cfg, accel=Acceleration(channels_last=True, compile="default",
-                                                            compile_backend="aot_eager"))
+    fast = Distiller(
+        teacher,
+        meta,
+        cfg,
+        accel=Acceleration(
+            channels_last=True, compile="default", compile_backend="aot_eager"
+        ),
+    )
     fast_terms = fast.iterate()
     assert fast.runtime()["compile"] == "default" and fast.runtime()["channels_last"]
     for k, v in eager_terms.items():
@@ -160,19 +204,45 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
 def test_amp_resolution_per_device():
     cpu, mps = torch.device("cpu"), torch.device("mps")
     assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
-    assert resolve_amp("bf16", cpu) == torch.bfloat16 and resolve_amp("fp16", cpu) == torch.float16
+    assert (
+        resolve_amp("bf16", cpu) == torch.bfloat16
+        and resolve_amp("fp16", cpu) == torch.float16
+    )
     assert resolve_amp("auto", mps) is None
     with pytest.warns(UserWarning, match="MPS"):
-        assert resolve_amp("fp16", mps) is None  # falls back to float32 instead of crashing
+        assert (
+            resolve_amp("fp16", mps) is None
+        )  # falls back to float32 instead of crashing
     with pytest.raises(CpscError, match="--amp"):
         resolve_amp("fp8", cpu)
-    assert not Acceleration().use_channels_last(cpu) and Acceleration().use_channels_last(torch.device("cuda"))
+    assert not Acceleration().use_channels_last(
+        cpu
+    ) and Acceleration().use_channels_last(torch.device("cuda"))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
 def test_unavailable_device_is_a_clear_error(tmp_path, capsys, digits_teacher):
-    code, _, err = run_cli(capsys, "distill", "--teacher", digits_teacher, "--out", tmp_path / "o", "--device", "cuda")
-    assert code == 2 and "Traceback" not in err and "no cuda gpu" in flat(err) and "--device cpu" in flat(err)
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        digits_teacher,
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cuda",
+    )
+    assert (
+        code == 2
+        and "Traceback" not in err
+        and "no cuda gpu" in flat(err)
+        and "--device cpu" in flat(err)
+    )
     code, _, err = run_cli(capsys, "evaluate", digits_teacher, "--device", "tpu:3")
     assert code == 2 and "not a device name" in flat(err)
-    assert pick_device("cpu").type == "cpu" and pick_device("auto").type in ("cpu", "mps")
+    assert pick_device("cpu").type == "cpu" and pick_device("auto").type in (
+        "cpu",
+        "mps",
+    )

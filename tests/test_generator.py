@@ -1,11 +1,23 @@
 import pytest
 import torch
 
-from cpsc_lite.generator import ClassConditionalBatchNorm2d, ConditionalGenerator, stage_sizes
+from cpsc_lite.generator import (
+    ClassConditionalBatchNorm2d,
+    ConditionalGenerator,
+    stage_sizes,
+)
 
 
-@pytest.mark.parametrize("size,expected", [(8, [2, 4, 8]), (28, [7, 14, 28]), (32, [8, 16, 32]),
-                                           (10, [3, 5, 10]), (64, [16, 32, 64])])
+@pytest.mark.parametrize(
+    "size,expected",
+    [
+        (8, [2, 4, 8]),
+        (28, [7, 14, 28]),
+        (32, [8, 16, 32]),
+        (10, [3, 5, 10]),
+        (64, [16, 32, 64]),
+    ],
+)
 def test_stage_sizes(size, expected):
     assert stage_sizes(size) == expected
 
@@ -21,7 +33,9 @@ def test_64px_generator_has_the_authors_size():
 @pytest.mark.parametrize("size", [8, 10, 16, 28, 32, 50, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_output_shape(size, channels):
-    g = ConditionalGenerator(num_classes=5, img_size=size, channels=channels, nz=16, ngf=8)
+    g = ConditionalGenerator(
+        num_classes=5, img_size=size, channels=channels, nz=16, ngf=8
+    )
     z, y = g.sample_inputs(4)
     assert g(z, y).shape == (4, channels, size, size)
 
@@ -44,7 +58,9 @@ def test_same_noise_different_class_gives_different_images():
 
 def test_unconditional_generator_ignores_the_label():
     torch.manual_seed(0)
-    g = ConditionalGenerator(num_classes=3, img_size=8, channels=1, nz=16, ngf=8, conditional=False).eval()
+    g = ConditionalGenerator(
+        num_classes=3, img_size=8, channels=1, nz=16, ngf=8, conditional=False
+    ).eval()
     z = torch.randn(1, 16).repeat(3, 1)
     x = g(z, torch.tensor([0, 1, 2]))
     assert torch.allclose(x[0], x[1]) and torch.allclose(x[1], x[2])

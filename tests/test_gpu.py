@@ -24,8 +24,13 @@ def test_gpu_check_exits_quickly_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the script would run for minutes")
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHON=sys.executable))
+    proc = subprocess.run(
+        ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no CUDA" in proc.stderr and not out.exists()
 
@@ -33,24 +38,72 @@ def test_gpu_check_exits_quickly_without_cuda(tmp_path):
 def test_gpu_benchmark_code_runs_on_cpu(tmp_path):
     """The benchmark driver itself, shrunk to tiny models on CPU (its GPU numbers need a GPU)."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_bench.py"), "--out", str(out),
-                           "--allow-cpu", "--teacher", "cnn_base", "--student", "cnn_small", "--img-size", "8",
-                           "--batch-size", "8", "--g-steps", "1", "--s-steps", "1", "--warmup", "1", "--iters", "1",
-                           "--ngf", "8", "--configs", "fp32"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "gpu_bench.py"),
+            "--out",
+            str(out),
+            "--allow-cpu",
+            "--teacher",
+            "cnn_base",
+            "--student",
+            "cnn_small",
+            "--img-size",
+            "8",
+            "--batch-size",
+            "8",
+            "--g-steps",
+            "1",
+            "--s-steps",
+            "1",
+            "--warmup",
+            "1",
+            "--iters",
+            "1",
+            "--ngf",
+            "8",
+            "--configs",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     (fp32,) = result["benchmark"]
-    assert fp32["status"] == "ok" and fp32["iters_per_second"] > 0 and fp32["finite"], fp32
+    assert fp32["status"] == "ok" and fp32["iters_per_second"] > 0 and fp32["finite"], (
+        fp32
+    )
     assert fp32["speedup_vs_fp32"] == 1.0 and result["workload"]["batch_size"] == 8
     # Past the time budget, a configuration is recorded as skipped rather than started.
     import importlib.util
-    spec = importlib.util.spec_from_file_location("gpu_bench", os.path.join(REPO, "benchmarks", "gpu_bench.py"))
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_bench", os.path.join(REPO, "benchmarks", "gpu_bench.py")
+    )
     gpu_bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_bench)
-    assert gpu_bench.main(["--out", str(out), "--allow-cpu", "--budget-s", "0", "--configs", "bf16+compile"]) == 0
+    assert (
+        gpu_bench.main(
+            [
+                "--out",
+                str(out),
+                "--allow-cpu",
+                "--budget-s",
+                "0",
+                "--configs",
+                "bf16+compile",
+            ]
+        )
+        == 0
+    )
     (skipped,) = json.loads(out.read_text())["benchmark"]
-    assert skipped["name"] == "bf16+compile" and skipped["status"].startswith("skipped"), skipped
+    assert skipped["name"] == "bf16+compile" and skipped["status"].startswith(
+        "skipped"
+    ), skipped
 
 
 # ------------------------------------------------------------------ CUDA only
@@ -59,14 +112,22 @@ def test_gpu_benchmark_code_runs_on_cpu(tmp_path):
 def test_cuda_defaults_bf16_channels_last_fused(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
     d = Distiller(teacher, meta, make_config("cpsc", device="cuda", **TINY))
-    assert d.amp_dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    assert d.channels_last and d.opt_s.defaults.get("fused") and d.opt_g.defaults.get("fused")
+    assert d.amp_dtype == (
+        torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    )
+    assert (
+        d.channels_last
+        and d.opt_s.defaults.get("fused")
+        and d.opt_g.defaults.get("fused")
+    )
     assert torch.backends.cudnn.benchmark
     z, y = d.generator.sample_inputs(8, d.device)
     assert d._generate(z, y).is_contiguous(memory_format=torch.channels_last)
     for _ in range(2):
         terms = d.iterate()
-    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()), terms
+    assert all(
+        v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()
+    ), terms
     d.close()
 
 
@@ -74,8 +135,17 @@ def test_cuda_defaults_bf16_channels_last_fused(digits_teacher):
 @cuda_marker
 def test_cuda_fp16_scales_both_optimisers(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, make_config("cpsc", device="cuda", **TINY), accel=Acceleration(amp="fp16"))
-    assert d.scaler_g is not None and d.scaler_s is not None and d.scaler_g is not d.scaler_s
+    d = Distiller(
+        teacher,
+        meta,
+        make_config("cpsc", device="cuda", **TINY),
+        accel=Acceleration(amp="fp16"),
+    )
+    assert (
+        d.scaler_g is not None
+        and d.scaler_s is not None
+        and d.scaler_g is not d.scaler_s
+    )
     for _ in range(3):
         terms = d.iterate()
     assert all(torch.isfinite(v) for v in terms.values())
@@ -106,7 +176,11 @@ def test_cuda_steps_do_not_synchronise_with_the_host(digits_teacher):
                 step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        return [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+        return [
+            str(w.message).splitlines()[0]
+            for w in caught
+            if "synchroniz" in str(w.message)
+        ]
 
     assert syncs(d.student_step) == []
     found = syncs(d.generator_step)
@@ -119,14 +193,20 @@ def test_cuda_steps_do_not_synchronise_with_the_host(digits_teacher):
 @cuda_marker
 def test_cuda_compile_and_device_flag(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
-    d = Distiller(teacher, meta, make_config("cpsc", device="cuda", **TINY),
-                  accel=Acceleration(compile="default", compile_backend="aot_eager"))
+    d = Distiller(
+        teacher,
+        meta,
+        make_config("cpsc", device="cuda", **TINY),
+        accel=Acceleration(compile="default", compile_backend="aot_eager"),
+    )
     terms = d.iterate()
     assert all(torch.isfinite(v) for v in terms.values())
     d.close()
     teacher, meta = load_classifier(digits_teacher)
     on_cpu = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY))
-    assert on_cpu.device.type == "cpu" and on_cpu.amp_dtype is None  # --device cpu is respected
+    assert (
+        on_cpu.device.type == "cpu" and on_cpu.amp_dtype is None
+    )  # --device cpu is respected
     assert next(on_cpu.student.parameters()).device.type == "cpu"
     on_cpu.close()
 
@@ -134,7 +214,15 @@ def test_cuda_compile_and_device_flag(digits_teacher):
 @cuda
 @cuda_marker
 def test_cuda_teacher_training_with_amp(tmp_path):
-    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=4, size=16, n_train=64, n_test=32)
-    metrics = run_teacher(load_dataset(f"npz:{npz}"), TeacherConfig(epochs=2, batch_size=32, device="cuda"),
-                          str(tmp_path / "t"), progress=False)
-    assert 0 <= metrics["test_acc"] <= 1 and all(h["loss"] == h["loss"] for h in metrics["history"])
+    npz = make_colour_npz(
+        tmp_path / "shapes.npz", num_classes=4, size=16, n_train=64, n_test=32
+    )
+    metrics = run_teacher(
+        load_dataset(f"npz:{npz}"),
+        TeacherConfig(epochs=2, batch_size=32, device="cuda"),
+        str(tmp_path / "t"),
+        progress=False,
+    )
+    assert 0 <= metrics["test_acc"] <= 1 and all(
+        h["loss"] == h["loss"] for h in metrics["history"]
+    )

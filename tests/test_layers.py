@@ -13,7 +13,16 @@ LAYERS = [
     # foundations: errors, the registries, plain types, settings, files on disk, how a run executes
     {"__init__", "registry", "bundle", "config", "checkpoint", "results", "engine"},
     # building blocks: model families, dataset loaders, the generator, the losses, processes
-    {"cifar_models", "models", "vision_datasets", "data", "generator", "losses", "distributed", "utils"},
+    {
+        "cifar_models",
+        "models",
+        "vision_datasets",
+        "data",
+        "generator",
+        "losses",
+        "distributed",
+        "utils",
+    },
     # the method and what it is judged and shown with
     {"distill", "teacher", "diagnostics", "viz"},
     # a run on disk
@@ -36,12 +45,21 @@ def package_imports(path: pathlib.Path) -> set:
             if node.module:
                 found.add(node.module.split(".")[0])
             else:  # from . import CpscError, checkpoint
-                found.update(a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cpsc_lite"):
+                found.update(
+                    a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__"
+                    for a in node.names
+                )
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "cpsc_lite"
+        ):
             parts = node.module.split(".")
             found.add(parts[1] if len(parts) > 1 else "__init__")
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("cpsc_lite."))
+            found.update(
+                a.name.split(".")[1]
+                for a in node.names
+                if a.name.startswith("cpsc_lite.")
+            )
     found.discard(path.stem)
     return found
 
@@ -50,7 +68,9 @@ GRAPH = {p.stem: package_imports(p) for p in sorted(PACKAGE.glob("*.py"))}
 
 
 def test_every_module_has_a_layer():
-    assert set(GRAPH) == set(LAYER), f"place new modules in LAYERS: {sorted(set(GRAPH) ^ set(LAYER))}"
+    assert set(GRAPH) == set(LAYER), (
+        f"place new modules in LAYERS: {sorted(set(GRAPH) ^ set(LAYER))}"
+    )
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
@@ -61,7 +81,9 @@ def test_imports_point_down(module):
 
 def test_leaves_import_nothing_else():
     for module, allowed in LEAVES.items():
-        assert GRAPH[module] <= allowed, f"{module} must stay a leaf; it imports {sorted(GRAPH[module] - allowed)}"
+        assert GRAPH[module] <= allowed, (
+            f"{module} must stay a leaf; it imports {sorted(GRAPH[module] - allowed)}"
+        )
 
 
 def test_no_import_cycles():
@@ -73,7 +95,9 @@ def test_no_import_cycles():
         stack.append(m)
         for n in sorted(GRAPH[m]):
             if state.get(n) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(stack[stack.index(n) :] + [n])
+                )
             if n not in state:
                 visit(n)
         stack.pop()
@@ -87,6 +111,8 @@ def test_no_import_cycles():
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The parser must not pass by seeing nothing: it finds imports inside functions in every spelling."""
     f = tmp_path / "probe.py"
-    f.write_text("from . import CpscError, checkpoint\ndef g():\n    from .cli import main\n"
-                 "    import cpsc_lite.viz\n    from cpsc_lite.bench import run_bench\n")
+    f.write_text(
+        "from . import CpscError, checkpoint\ndef g():\n    from .cli import main\n"
+        "    import cpsc_lite.viz\n    from cpsc_lite.bench import run_bench\n"
+    )
     assert package_imports(f) == {"__init__", "checkpoint", "cli", "viz", "bench"}

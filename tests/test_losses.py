@@ -5,7 +5,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from cpsc_lite.losses import BNStatsLoss, competition, ikd_loss, kl_divergence, pseudo_ce, supcon_loss
+from cpsc_lite.losses import (
+    BNStatsLoss,
+    competition,
+    ikd_loss,
+    kl_divergence,
+    pseudo_ce,
+    supcon_loss,
+)
 
 
 def test_kl_divergence_hand_computed():
@@ -40,27 +47,29 @@ def test_pseudo_ce_takes_logits_not_probabilities():
 
 def test_supcon_two_orthogonal_classes_hand_computed():
     # Two samples of different classes, each with two identical views; classes orthogonal.
-    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
-                      [[0.0, 1.0], [0.0, 1.0]]])
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     labels = torch.tensor([0, 1])
     # Every anchor: one positive (its other view, similarity 1) and two negatives (similarity 0):
     # loss = -log(e^1 / (e^1 + e^0 + e^0)) = log(e + 2) - 1 at temperature 1.
-    assert supcon_loss(f, labels, temperature=1.0).item() == pytest.approx(math.log(math.e + 2) - 1, rel=1e-6)
+    assert supcon_loss(f, labels, temperature=1.0).item() == pytest.approx(
+        math.log(math.e + 2) - 1, rel=1e-6
+    )
 
 
 def test_supcon_same_label_samples_are_positives():
-    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
-                      [[1.0, 0.0], [1.0, 0.0]]])
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]])
     same = supcon_loss(f, torch.tensor([0, 0]), temperature=1.0).item()
     diff = supcon_loss(f, torch.tensor([0, 1]), temperature=1.0).item()
     # All four vectors are identical: with one label each anchor has 3 positives among 3
     # candidates (log prob log(1/3) each); with two labels only 1 of the 3 is a positive.
     assert same == pytest.approx(math.log(3.0), rel=1e-6)
     assert diff == pytest.approx(math.log(3.0), rel=1e-6)
-    g = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
-                      [[0.0, 1.0], [0.0, 1.0]]])
+    g = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     # Pulling a dissimilar sample into the same class raises the loss.
-    assert supcon_loss(g, torch.tensor([0, 0]), 1.0).item() > supcon_loss(g, torch.tensor([0, 1]), 1.0).item()
+    assert (
+        supcon_loss(g, torch.tensor([0, 0]), 1.0).item()
+        > supcon_loss(g, torch.tensor([0, 1]), 1.0).item()
+    )
 
 
 def _supcon_reference(features, labels, temperature):
@@ -75,7 +84,10 @@ def _supcon_reference(features, labels, temperature):
         pos = [p for p in others if labs[p] == labs[a]]
         if not pos:
             continue
-        losses.append(-sum(float(vecs[a] @ vecs[p]) / temperature - math.log(denom) for p in pos) / len(pos))
+        losses.append(
+            -sum(float(vecs[a] @ vecs[p]) / temperature - math.log(denom) for p in pos)
+            / len(pos)
+        )
     return sum(losses) / len(losses)
 
 
@@ -83,7 +95,9 @@ def _supcon_reference(features, labels, temperature):
 def test_supcon_matches_reference_loop(views):
     torch.manual_seed(0)
     f = F.normalize(torch.randn(6, views, 5, dtype=torch.float64), dim=2)
-    labels = torch.tensor([0, 1, 0, 2, 1, 0])  # with views=1, label 2 has no positive and is skipped
+    labels = torch.tensor(
+        [0, 1, 0, 2, 1, 0]
+    )  # with views=1, label 2 has no positive and is skipped
     got = supcon_loss(f, labels, temperature=0.5).item()
     assert got == pytest.approx(_supcon_reference(f, labels, 0.5), rel=1e-9)
 
@@ -93,7 +107,9 @@ def test_supcon_low_temperature_is_finite_and_has_gradients():
     f = F.normalize(torch.randn(8, 2, 16), dim=2).requires_grad_(True)
     loss = supcon_loss(f, torch.randint(0, 3, (8,)), temperature=0.07)
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    assert (
+        torch.isfinite(loss) and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    )
 
 
 def test_supcon_rejects_flat_features():
@@ -114,7 +130,9 @@ class _TwoBN(nn.Module):
 
 def test_bn_stats_loss_hand_computed_and_hooks_removed():
     model = _TwoBN().eval()
-    nn.init.constant_(model.conv.weight, 0.0)  # bn2 sees zeros: mean 0, var 0 vs running (0, 1) -> term 1
+    nn.init.constant_(
+        model.conv.weight, 0.0
+    )  # bn2 sees zeros: mean 0, var 0 vs running (0, 1) -> term 1
     model.bn1.running_mean.fill_(1.0)
     model.bn1.running_var.fill_(2.0)
     x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)  # mean 2, biased var 1
@@ -135,9 +153,13 @@ def test_bn_stats_first_layer_weight():
     x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
     with BNStatsLoss(model) as bn:
         model(x)
-        assert bn.loss(first_weight=10.0).item() == pytest.approx(10 * 2.0 + 1.0)  # DeepInversion's first-BN scale
+        assert bn.loss(first_weight=10.0).item() == pytest.approx(
+            10 * 2.0 + 1.0
+        )  # DeepInversion's first-BN scale
         model(x)
-        assert bn.loss("mean", first_weight=10.0).item() == pytest.approx((10 * 2.0 + 1.0) / 2)
+        assert bn.loss("mean", first_weight=10.0).item() == pytest.approx(
+            (10 * 2.0 + 1.0) / 2
+        )
 
 
 def test_competition_is_one_minus_clamped_js_by_hand():
@@ -149,7 +171,9 @@ def test_competition_is_one_minus_clamped_js_by_hand():
     kl = lambda a, b: (b * (b.log() - a.log())).sum(1).mean()  # noqa: E731  KL(b || a), batch mean
     expected = 1 - (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(0, 1)
     assert competition(t, s).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert competition(t, t).item() == pytest.approx(1.0)  # agreement is what the term penalises
+    assert competition(t, t).item() == pytest.approx(
+        1.0
+    )  # agreement is what the term penalises
     assert competition(t, s).item() < 1.0
 
 

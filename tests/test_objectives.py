@@ -9,14 +9,24 @@ import torch.nn.functional as F
 
 from cpsc_lite.config import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import (Distiller, augment_views, effective_ikd_forms, generator_loss, student_loss)
+from cpsc_lite.distill import (
+    Distiller,
+    augment_views,
+    effective_ikd_forms,
+    generator_loss,
+    student_loss,
+)
 from cpsc_lite.teacher import load_teacher
 
-T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])   # teacher logits, 2 samples x 3 classes
-S = torch.tensor([[1.0, 0.5, -0.5], [0.0, 1.0, 0.5]])   # student logits
+T = torch.tensor(
+    [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
+)  # teacher logits, 2 samples x 3 classes
+S = torch.tensor([[1.0, 0.5, -0.5], [0.0, 1.0, 0.5]])  # student logits
 Y = torch.tensor([0, 1])
-FT = torch.tensor([[1.0, 0.0], [0.0, 1.0]])             # teacher features
-FS = torch.tensor([[1.0, 1.0], [1.0, -1.0]])            # student features (already the teacher's size)
+FT = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # teacher features
+FS = torch.tensor(
+    [[1.0, 1.0], [1.0, -1.0]]
+)  # student features (already the teacher's size)
 BN = torch.tensor(0.75)
 IMG = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]]).repeat(2, 1, 1, 1)
 
@@ -40,9 +50,14 @@ def _supcon(ft, fs, y, tau):
     vecs = [(views[v][i], int(y[i])) for v in range(2) for i in range(len(y))]
     total, n = 0.0, 0
     for a, (fa, ya) in enumerate(vecs):
-        denom = sum(math.exp(float(fa @ fb) / tau) for b, (fb, _) in enumerate(vecs) if b != a)
-        pos = [math.log(math.exp(float(fa @ fb) / tau) / denom) for b, (fb, yb) in enumerate(vecs)
-               if b != a and yb == ya]
+        denom = sum(
+            math.exp(float(fa @ fb) / tau) for b, (fb, _) in enumerate(vecs) if b != a
+        )
+        pos = [
+            math.log(math.exp(float(fa @ fb) / tau) / denom)
+            for b, (fb, yb) in enumerate(vecs)
+            if b != a and yb == ya
+        ]
         if pos:
             total += -sum(pos) / len(pos)
             n += 1
@@ -62,20 +77,36 @@ def test_generator_loss_all_terms_by_hand():
     assert terms["bn"].item() == pytest.approx(0.75)
     assert terms["scl"].item() == pytest.approx(scl, rel=1e-5)
     assert terms["ce_teacher"].item() == pytest.approx(ce, rel=1e-5)
-    assert total.item() == pytest.approx(-kl - 2.0 * mse + 0.5 * 0.75 + 0.3 * scl + 0.7 * ce, rel=1e-5)
+    assert total.item() == pytest.approx(
+        -kl - 2.0 * mse + 0.5 * 0.75 + 0.3 * scl + 0.7 * ce, rel=1e-5
+    )
     assert terms["total"] is total
 
 
 def test_generator_loss_log_ikd_and_warmup():
-    cfg = make_config("cpsc", alpha=2.0, ikd_log=True, use_bn=False, use_scl=False, teacher_ce=False)
+    cfg = make_config(
+        "cpsc", alpha=2.0, ikd_log=True, use_bn=False, use_scl=False, teacher_ce=False
+    )
     total, terms = generator_loss(T, Y, cfg, s_logits=S)
-    assert total.item() == pytest.approx(-_kl(T, S) - 2.0 * math.log(_mse(T, S) + 1e-8), rel=1e-5)
-    total, terms = generator_loss(T, Y, cfg, s_logits=S, adversarial=False)  # the warm-up: no adversary
+    assert total.item() == pytest.approx(
+        -_kl(T, S) - 2.0 * math.log(_mse(T, S) + 1e-8), rel=1e-5
+    )
+    total, terms = generator_loss(
+        T, Y, cfg, s_logits=S, adversarial=False
+    )  # the warm-up: no adversary
     assert set(terms) == {"total"} and total.item() == 0.0
 
 
-@pytest.mark.parametrize("switch,term", [("use_adv", "adv_kd"), ("use_ikd", "adv_ikd"), ("use_bn", "bn"),
-                                         ("use_scl", "scl"), ("teacher_ce", "ce_teacher")])
+@pytest.mark.parametrize(
+    "switch,term",
+    [
+        ("use_adv", "adv_kd"),
+        ("use_ikd", "adv_ikd"),
+        ("use_bn", "bn"),
+        ("use_scl", "scl"),
+        ("teacher_ce", "ce_teacher"),
+    ],
+)
 def test_each_generator_switch_removes_exactly_its_term(switch, term):
     on = make_config("cpsc", ikd_log=False)
     off = on.replace(**{switch: False})
@@ -84,15 +115,27 @@ def test_each_generator_switch_removes_exactly_its_term(switch, term):
     assert term in terms_on and term not in terms_off
     removed = set(terms_on) - set(terms_off) - {"total"}
     assert removed == ({"adv_kd", "adv_ikd"} if switch == "use_adv" else {term})
-    weights = dict(adv_kd=-1.0, adv_ikd=-on.alpha, bn=on.beta, scl=on.gamma, ce_teacher=on.eta)
+    weights = dict(
+        adv_kd=-1.0, adv_ikd=-on.alpha, bn=on.beta, scl=on.gamma, ce_teacher=on.eta
+    )
     diff = sum(weights[k] * terms_on[k].item() for k in removed)
     assert (total_on - total_off).item() == pytest.approx(diff, rel=1e-5, abs=1e-6)
 
 
 def test_generator_image_priors_by_hand():
-    cfg = make_config("cpsc", use_adv=False, use_bn=False, use_scl=False, teacher_ce=False, prior_tv=2.0, prior_l2=0.5)
+    cfg = make_config(
+        "cpsc",
+        use_adv=False,
+        use_bn=False,
+        use_scl=False,
+        teacher_ce=False,
+        prior_tv=2.0,
+        prior_l2=0.5,
+    )
     total, terms = generator_loss(T, Y, cfg, images=IMG)
-    tv = (abs(2 - 0) + abs(4 - 1)) / 2 + (abs(1 - 0) + abs(4 - 2)) / 2   # vertical + horizontal means
+    tv = (abs(2 - 0) + abs(4 - 1)) / 2 + (
+        abs(1 - 0) + abs(4 - 2)
+    ) / 2  # vertical + horizontal means
     l2 = (0 + 1 + 4 + 16) / 4
     assert terms["prior_tv"].item() == pytest.approx(tv)
     assert terms["prior_l2"].item() == pytest.approx(l2)
@@ -102,63 +145,101 @@ def test_generator_image_priors_by_hand():
 def test_student_loss_by_hand_and_switches():
     cfg = make_config("cpsc", alpha=3.0, eta=0.4, student_ce=True)
     total, terms = student_loss(T, S, cfg, labels=Y)
-    assert total.item() == pytest.approx(_kl(T, S) + 3.0 * _mse(T, S) + 0.4 * _ce(S, Y), rel=1e-5)
-    total, terms = student_loss(T, S, cfg, labels=None)       # noise / real data: no pseudo labels
+    assert total.item() == pytest.approx(
+        _kl(T, S) + 3.0 * _mse(T, S) + 0.4 * _ce(S, Y), rel=1e-5
+    )
+    total, terms = student_loss(
+        T, S, cfg, labels=None
+    )  # noise / real data: no pseudo labels
     assert set(terms) == {"kd", "ikd", "total"}
-    total, terms = student_loss(T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y)
-    assert set(terms) == {"kd", "total"} and total.item() == pytest.approx(_kl(T, S), rel=1e-5)
+    total, terms = student_loss(
+        T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y
+    )
+    assert set(terms) == {"kd", "total"} and total.item() == pytest.approx(
+        _kl(T, S), rel=1e-5
+    )
     # the student's CE does not depend on the generator's (teacher_ce): two independent switches
     _, terms = student_loss(T, S, cfg.replace(teacher_ce=False), labels=Y)
     assert terms["ce_student"].item() == pytest.approx(_ce(S, Y), rel=1e-5)
-    total, terms = student_loss(T, S, cfg.replace(student_scl=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS)
-    assert terms["scl_student"].item() == pytest.approx(_supcon(FT, FS, Y, 0.07), rel=1e-5)
-    total, terms = student_loss(T, S, cfg.replace(kd_loss="l1", use_ikd=False, student_ce=False))
+    total, terms = student_loss(
+        T, S, cfg.replace(student_scl=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS
+    )
+    assert terms["scl_student"].item() == pytest.approx(
+        _supcon(FT, FS, Y, 0.07), rel=1e-5
+    )
+    total, terms = student_loss(
+        T, S, cfg.replace(kd_loss="l1", use_ikd=False, student_ce=False)
+    )
     assert total.item() == pytest.approx(float((T - S).abs().mean()), rel=1e-6)
 
 
 def test_student_log_norm_ikd_is_the_authors_cifar10_form():
     cfg = make_config("cpsc", alpha=1.0, ikd_student_log=True)
     _, terms = student_loss(T, S, cfg)
-    assert terms["ikd"].item() == pytest.approx(math.log(float(torch.norm(T - S, 2))), rel=1e-5)
+    assert terms["ikd"].item() == pytest.approx(
+        math.log(float(torch.norm(T - S, 2))), rel=1e-5
+    )
 
 
 def test_generator_ikd_does_not_backpropagate_through_the_teacher():
     t = T.clone().requires_grad_(True)
     s = S.clone().requires_grad_(True)
-    cfg = make_config("cpsc", use_bn=False, use_scl=False, teacher_ce=False, ikd_log=False, alpha=1.0)
+    cfg = make_config(
+        "cpsc", use_bn=False, use_scl=False, teacher_ce=False, ikd_log=False, alpha=1.0
+    )
     loss, terms = generator_loss(t, Y, cfg, s_logits=s)
-    grad_t_total, = torch.autograd.grad(loss, t, retain_graph=True)
-    grad_t_kl, = torch.autograd.grad(-terms["adv_kd"], t, retain_graph=True)
-    assert torch.allclose(grad_t_total, grad_t_kl)       # IKD adds nothing to the teacher's side
-    grad_s, = torch.autograd.grad(terms["adv_ikd"], s)
-    assert grad_s.abs().sum() > 0                          # but it does reach the student's logits
+    (grad_t_total,) = torch.autograd.grad(loss, t, retain_graph=True)
+    (grad_t_kl,) = torch.autograd.grad(-terms["adv_kd"], t, retain_graph=True)
+    assert torch.allclose(
+        grad_t_total, grad_t_kl
+    )  # IKD adds nothing to the teacher's side
+    (grad_s,) = torch.autograd.grad(terms["adv_ikd"], s)
+    assert grad_s.abs().sum() > 0  # but it does reach the student's logits
 
 
 def test_generator_step_ikd_gradient_ignores_the_teacher_logits(digits_teacher):
     """On real networks, IKD's gradient on the image is the one through the student alone."""
     bundle = load_dataset("digits")
     teacher, meta = load_teacher(digits_teacher, bundle)
-    cfg = make_config("cpsc", iters=4, batch_size=16, ngf=8, nz=16, adv_warmup=0.0, use_bn=False, use_scl=False,
-                      teacher_ce=False, ikd_log=False)
+    cfg = make_config(
+        "cpsc",
+        iters=4,
+        batch_size=16,
+        ngf=8,
+        nz=16,
+        adv_warmup=0.0,
+        use_bn=False,
+        use_scl=False,
+        teacher_ce=False,
+        ikd_log=False,
+    )
     d = Distiller(teacher, meta, cfg)
     x = d.generator(*d.generator.sample_inputs(16)).detach().requires_grad_(True)
     t_logits = d.teacher(x)
     s_logits = d.student(x)
-    loss, terms = generator_loss(t_logits, torch.zeros(16, dtype=torch.long), cfg, s_logits=s_logits)
-    g_ikd, = torch.autograd.grad(terms["adv_ikd"], x, retain_graph=True)
-    g_via_student, = torch.autograd.grad(F.mse_loss(s_logits, t_logits.detach()), x)
+    loss, terms = generator_loss(
+        t_logits, torch.zeros(16, dtype=torch.long), cfg, s_logits=s_logits
+    )
+    (g_ikd,) = torch.autograd.grad(terms["adv_ikd"], x, retain_graph=True)
+    (g_via_student,) = torch.autograd.grad(F.mse_loss(s_logits, t_logits.detach()), x)
     assert torch.allclose(g_ikd, g_via_student)
 
 
 def test_ce_on_softmax_is_the_double_softmax():
-    cfg = make_config("cpsc", use_adv=False, use_bn=False, use_scl=False, ce_on_softmax=True, eta=1.0)
+    cfg = make_config(
+        "cpsc", use_adv=False, use_bn=False, use_scl=False, ce_on_softmax=True, eta=1.0
+    )
     total, terms = generator_loss(T, Y, cfg)
     assert terms["ce_teacher"].item() == pytest.approx(_ce(T.softmax(1), Y), rel=1e-5)
     # the quirk: for 10 classes its gradient is several times flatter than CE on logits
-    t = (3 * torch.randn(64, 10, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    t = (
+        3 * torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
+    ).requires_grad_(True)
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1))
-    g_soft, = torch.autograd.grad(generator_loss(t, y, cfg)[0], t)
-    g_clean, = torch.autograd.grad(generator_loss(t, y, cfg.replace(ce_on_softmax=False))[0], t)
+    (g_soft,) = torch.autograd.grad(generator_loss(t, y, cfg)[0], t)
+    (g_clean,) = torch.autograd.grad(
+        generator_loss(t, y, cfg.replace(ce_on_softmax=False))[0], t
+    )
     assert g_soft.norm() < 0.25 * g_clean.norm()
 
 
@@ -174,11 +255,24 @@ def test_ikd_authors_form_depends_on_the_dataset():
 
 
 def test_reference_compat_turns_on_every_quirk_and_nothing_else_is_hidden():
-    ref, paper = make_config("reference_compat").to_dict(), make_config("cpsc_paper").to_dict()
+    ref, paper = (
+        make_config("reference_compat").to_dict(),
+        make_config("cpsc_paper").to_dict(),
+    )
     diff = {k for k in ref if ref[k] != paper[k]} - {"method"}
-    assert diff == {"ce_on_softmax", "generator_adam_reset", "ikd_authors_form", "report_best"}
+    assert diff == {
+        "ce_on_softmax",
+        "generator_adam_reset",
+        "ikd_authors_form",
+        "report_best",
+    }
     clean = make_config("cpsc")
-    assert not (clean.ce_on_softmax or clean.generator_adam_reset or clean.ikd_authors_form or clean.report_best)
+    assert not (
+        clean.ce_on_softmax
+        or clean.generator_adam_reset
+        or clean.ikd_authors_form
+        or clean.report_best
+    )
 
 
 def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
@@ -187,8 +281,18 @@ def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
     teacher, meta = load_teacher(digits_teacher, bundle)
     lr = 1e-3
     for reset in (True, False):
-        cfg = make_config("cpsc", iters=20, batch_size=16, ngf=8, nz=16, s_steps=1, use_scl=False,
-                          lr_generator=lr, generator_adam_reset=reset, generator_cosine=True)
+        cfg = make_config(
+            "cpsc",
+            iters=20,
+            batch_size=16,
+            ngf=8,
+            nz=16,
+            s_steps=1,
+            use_scl=False,
+            lr_generator=lr,
+            generator_adam_reset=reset,
+            generator_cosine=True,
+        )
         d = Distiller(teacher, meta, cfg)
         for _ in range(8):
             d.iterate()
@@ -206,14 +310,27 @@ def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
 
 def test_report_best_chooses_the_reported_accuracy(tmp_path, digits_teacher):
     from cpsc_lite.runner import run_distill
+
     bundle = load_dataset("digits")
-    small = dict(iters=6, batch_size=32, ngf=8, nz=16, eval_every=2, log_every=2, ckpt_every=6)
+    small = dict(
+        iters=6, batch_size=32, ngf=8, nz=16, eval_every=2, log_every=2, ckpt_every=6
+    )
     for best in (False, True):
-        m = run_distill(digits_teacher, bundle, make_config("cpsc", report_best=best, **small),
-                        str(tmp_path / str(best)), progress=False)
+        m = run_distill(
+            digits_teacher,
+            bundle,
+            make_config("cpsc", report_best=best, **small),
+            str(tmp_path / str(best)),
+            progress=False,
+        )
         assert m["best_student_acc"] >= m["student_acc"]
-        assert m["reported_acc"] == (m["best_student_acc"] if best else m["student_acc"])
-        assert 0.0 <= m["teacher_agreement"] <= 1.0 and 0.0 <= m["pixel_recognition"] <= 1.0
+        assert m["reported_acc"] == (
+            m["best_student_acc"] if best else m["student_acc"]
+        )
+        assert (
+            0.0 <= m["teacher_agreement"] <= 1.0
+            and 0.0 <= m["pixel_recognition"] <= 1.0
+        )
 
 
 def test_augment_views_shift_and_flip():
@@ -222,23 +339,55 @@ def test_augment_views_shift_and_flip():
     torch.manual_seed(0)
     outs = [augment_views(x, 1, True) for _ in range(20)]
     assert any(not torch.equal(o, x) for o in outs)
-    for o in outs:  # a shift (with wrap-around) and/or a mirror: the same pixels, rearranged
+    for o in (
+        outs
+    ):  # a shift (with wrap-around) and/or a mirror: the same pixels, rearranged
         assert torch.equal(o.flatten().sort().values, x.flatten())
 
 
-def test_sample_npz_is_a_transfer_set_the_teacher_can_be_evaluated_on(tmp_path, digits_teacher, capsys):
+def test_sample_npz_is_a_transfer_set_the_teacher_can_be_evaluated_on(
+    tmp_path, digits_teacher, capsys
+):
     import numpy as np
     from cpsc_lite.cli import main
     from cpsc_lite.runner import run_distill
     from cpsc_lite.generator import generate_per_class
     from cpsc_lite import checkpoint
     from cpsc_lite.generator import ConditionalGenerator
+
     bundle = load_dataset("digits")
     run = tmp_path / "run"
-    run_distill(digits_teacher, bundle, make_config("cpsc", iters=4, batch_size=32, ngf=8, nz=16, eval_every=4,
-                                                    log_every=2, ckpt_every=4), str(run), progress=False)
+    run_distill(
+        digits_teacher,
+        bundle,
+        make_config(
+            "cpsc",
+            iters=4,
+            batch_size=32,
+            ngf=8,
+            nz=16,
+            eval_every=4,
+            log_every=2,
+            ckpt_every=4,
+        ),
+        str(run),
+        progress=False,
+    )
     out = tmp_path / "transfer.npz"
-    assert main(["sample", "--generator", str(run / "generator.pt"), "--per-class", "6", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--generator",
+                str(run / "generator.pt"),
+                "--per-class",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     arrays = np.load(out, allow_pickle=False)
     assert arrays["x_test"].dtype == np.uint8 and arrays["x_test"].shape == (60, 8, 8)
     assert arrays["y_test"].tolist() == [c for c in range(10) for _ in range(6)]
@@ -254,14 +403,30 @@ def test_sample_npz_is_a_transfer_set_the_teacher_can_be_evaluated_on(tmp_path, 
     capsys.readouterr()
     assert main(["evaluate", digits_teacher, "--dataset", f"npz:{out}"]) == 0
     assert "60 images" in capsys.readouterr().out
-    assert main(["sample", "--generator", str(run / "generator.pt"), "--out", str(tmp_path / "x.txt")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                "--generator",
+                str(run / "generator.pt"),
+                "--out",
+                str(tmp_path / "x.txt"),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize("method", ["cpsc", "noise"])
 def test_diagnostics_leave_every_random_stream_untouched(digits_teacher, method):
     bundle = load_dataset("digits")
     teacher, meta = load_teacher(digits_teacher, bundle)
-    d = Distiller(teacher, meta, make_config(method, iters=2, batch_size=16, ngf=8, nz=16), bundle.test)
+    d = Distiller(
+        teacher,
+        meta,
+        make_config(method, iters=2, batch_size=16, ngf=8, nz=16),
+        bundle.test,
+    )
     before = torch.get_rng_state()
     d.diagnostics(per_class=4)
     assert torch.equal(before, torch.get_rng_state())

@@ -18,11 +18,14 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert "cpsc-lite demo" in main_cmd
     assert "pytest" in test_cmd
     ci = (ROOT / ".ci" / "run").read_text()
-    assert test_cmd in ci.splitlines(), "the README's test command must appear verbatim in .ci/run"
+    assert test_cmd in ci.splitlines(), (
+        "the README's test command must appear verbatim in .ci/run"
+    )
 
 
 def test_demo_command_exists():
     from cpsc_lite.cli import build_parser
+
     args = build_parser().parse_args(["demo", "--out", "x"])
     assert args.command == "demo"
 
@@ -30,8 +33,15 @@ def test_demo_command_exists():
 def test_python_api_imports_exist():
     """Every name the README's Python API block imports is where it says (the block follows the modules)."""
     import importlib
-    block = re.search(r"## Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
-    imports = re.findall(r"^from (cpsc_lite[\w.]*) import (.+?)(?:\s+#.*)?$", block, flags=re.M)
+
+    block = re.search(
+        r"## Python API\n\n```python\n(.*?)```",
+        (ROOT / "README.md").read_text(),
+        flags=re.S,
+    ).group(1)
+    imports = re.findall(
+        r"^from (cpsc_lite[\w.]*) import (.+?)(?:\s+#.*)?$", block, flags=re.M
+    )
     assert len(imports) >= 6, block
     for module, names in imports:
         mod = importlib.import_module(module)
@@ -40,7 +50,12 @@ def test_python_api_imports_exist():
 
 
 def test_layout_block_names_every_module():
-    block = re.search(r"## Layout\n.*?```\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
-    modules = {p.name for p in (ROOT / "cpsc_lite").glob("*.py")} - {"__init__.py", "__main__.py"}
+    block = re.search(
+        r"## Layout\n.*?```\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S
+    ).group(1)
+    modules = {p.name for p in (ROOT / "cpsc_lite").glob("*.py")} - {
+        "__init__.py",
+        "__main__.py",
+    }
     missing = sorted(m for m in modules if m not in block)
     assert not missing, f"README's layout block does not mention {missing}"

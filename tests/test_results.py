@@ -9,8 +9,25 @@ from cpsc_lite import CpscError, __version__
 from cpsc_lite.cli import main
 from cpsc_lite.results import load_recorded, record_run
 
-TINY = ["--iters", "4", "--batch-size", "16", "--set", "ngf=8", "--set", "nz=16", "--set", "eval_every=2",
-        "--set", "log_every=2", "--set", "ckpt_every=2", "--no-progress", "--device", "cpu"]
+TINY = [
+    "--iters",
+    "4",
+    "--batch-size",
+    "16",
+    "--set",
+    "ngf=8",
+    "--set",
+    "nz=16",
+    "--set",
+    "eval_every=2",
+    "--set",
+    "log_every=2",
+    "--set",
+    "ckpt_every=2",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _distill(teacher, out, *extra):
@@ -28,7 +45,9 @@ def two_session_run(tmp_path_factory, digits_teacher):
     return out, first, second
 
 
-def test_every_session_is_recorded_with_its_command_hardware_and_versions(two_session_run):
+def test_every_session_is_recorded_with_its_command_hardware_and_versions(
+    two_session_run,
+):
     out, first, second = two_session_run
     metrics = json.loads((out / "metrics.json").read_text())
     sessions = metrics["sessions"]
@@ -36,31 +55,54 @@ def test_every_session_is_recorded_with_its_command_hardware_and_versions(two_se
     assert [(s["from_iter"], s["to_iter"]) for s in sessions] == [(0, 2), (2, 4)]
     for s in sessions:
         assert s["cpsc_lite"] == __version__ and s["torch"] == torch.__version__
-        assert s["device"] == "cpu" and s["device_name"].startswith("CPU (") and s["world_size"] == 1
+        assert (
+            s["device"] == "cpu"
+            and s["device_name"].startswith("CPU (")
+            and s["world_size"] == 1
+        )
         assert s["wall_seconds"] > 0 and s["finished_utc"] >= s["started_utc"]
-    assert metrics["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in sessions), abs=0.15)
+    assert metrics["wall_seconds"] == pytest.approx(
+        sum(s["wall_seconds"] for s in sessions), abs=0.15
+    )
     # state.pt carries them too (plain data: loads with weights_only=True), so a killed session is not lost
     state = torch.load(out / "state.pt", weights_only=True)["state"]
     assert [s["command"] for s in state["sessions"]] == [first, second]
 
 
-def test_record_copies_the_run_and_writes_its_provenance(two_session_run, tmp_path, capsys):
+def test_record_copies_the_run_and_writes_its_provenance(
+    two_session_run, tmp_path, capsys
+):
     out, first, second = two_session_run
     into = tmp_path / "results"
     assert main(["record", str(out), "--name", "digits_tiny", "--into", str(into)]) == 0
     dest = into / "digits_tiny"
-    assert sorted(p.name for p in dest.iterdir()) == ["RUN.md", "curves.png", "log.jsonl", "metrics.json",
-                                                      "run.json", "samples.png"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "RUN.md",
+        "curves.png",
+        "log.jsonl",
+        "metrics.json",
+        "run.json",
+        "samples.png",
+    ]
     assert (dest / "log.jsonl").read_bytes() == (out / "log.jsonl").read_bytes()
     metrics = json.loads((out / "metrics.json").read_text())
     run = json.loads((dest / "run.json").read_text())
     assert run["commands"] == [first, second]
-    assert run["student_acc"] == metrics["student_acc"] and run["teacher_acc"] == metrics["teacher_acc"]
+    assert (
+        run["student_acc"] == metrics["student_acc"]
+        and run["teacher_acc"] == metrics["teacher_acc"]
+    )
     assert run["iters"] == run["planned_iters"] == 4 and run["complete"]
     assert run["wall_seconds"] == pytest.approx(metrics["wall_seconds"], abs=0.15)
-    assert run["cpsc_lite_versions"] == [__version__] and run["device_names"][0].startswith("CPU")
+    assert run["cpsc_lite_versions"] == [__version__] and run["device_names"][
+        0
+    ].startswith("CPU")
     text = (dest / "RUN.md").read_text()
-    assert first in text and second in text and f"{100 * metrics['student_acc']:.2f} %" in text
+    assert (
+        first in text
+        and second in text
+        and f"{100 * metrics['student_acc']:.2f} %" in text
+    )
     assert "wrote" in capsys.readouterr().out
     [loaded] = load_recorded(into)
     assert loaded["name"] == "digits_tiny" and loaded["folder"] == str(dest)
@@ -68,12 +110,29 @@ def test_record_copies_the_run_and_writes_its_provenance(two_session_run, tmp_pa
     assert main(["record", str(out), "--name", "digits_tiny", "--into", str(into)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     (dest / "stray.txt").write_text("x")
-    assert main(["record", str(out), "--name", "digits_tiny", "--into", str(into), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "record",
+                str(out),
+                "--name",
+                "digits_tiny",
+                "--into",
+                str(into),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert not (dest / "stray.txt").exists() and (dest / "run.json").exists()
-    assert [p.name for p in into.iterdir()] == ["digits_tiny"]  # no temporary folders left behind
+    assert [p.name for p in into.iterdir()] == [
+        "digits_tiny"
+    ]  # no temporary folders left behind
 
 
-def test_record_refuses_what_it_cannot_vouch_for(tmp_path, digits_teacher, two_session_run):
+def test_record_refuses_what_it_cannot_vouch_for(
+    tmp_path, digits_teacher, two_session_run
+):
     out, _, _ = two_session_run
     with pytest.raises(CpscError, match="no metrics.json"):
         record_run(str(tmp_path), "x", into=str(tmp_path / "res"))
@@ -101,10 +160,13 @@ def test_load_recorded_without_results_is_empty(tmp_path):
     assert load_recorded(tmp_path / "nothing") == []
 
 
-def test_the_book_shows_recorded_runs_from_their_files(two_session_run, tmp_path, monkeypatch):
+def test_the_book_shows_recorded_runs_from_their_files(
+    two_session_run, tmp_path, monkeypatch
+):
     pytest.importorskip("pandas")  # the book's extras, not the tests'
     ipd = pytest.importorskip("IPython.display")
     from cpsc_lite import bookcache as bc
+
     shown = []
     monkeypatch.setattr(ipd, "display", lambda *objs: shown.extend(objs))
     monkeypatch.setenv("CPSC_RESULTS_DIR", str(tmp_path / "results"))
@@ -116,6 +178,12 @@ def test_the_book_shows_recorded_runs_from_their_files(two_session_run, tmp_path
     [run] = bc.recorded_runs_report()
     html = shown[1].to_html()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "digits_tiny" in html and f"{100 * metrics['student_acc']:.2f}" in html and "4 of 4" in html
+    assert (
+        "digits_tiny" in html
+        and f"{100 * metrics['student_acc']:.2f}" in html
+        and "4 of 4" in html
+    )
     assert first in shown[2].data and second in shown[2].data
-    assert sum(isinstance(o, ipd.Image) for o in shown) == 2  # samples.png and curves.png
+    assert (
+        sum(isinstance(o, ipd.Image) for o in shown) == 2
+    )  # samples.png and curves.png

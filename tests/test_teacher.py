@@ -17,26 +17,46 @@ from conftest import make_colour_npz, run_cli
 
 # ----------------------------------------------------------------- teachers
 def test_teacher_recipes():
-    assert teacher_recipe("digits") == TeacherConfig()  # today's recipe for the built-in digits
+    assert (
+        teacher_recipe("digits") == TeacherConfig()
+    )  # today's recipe for the built-in digits
     c10 = teacher_recipe("cifar10")
-    assert (c10.model, c10.epochs, c10.batch_size, c10.lr, c10.momentum, c10.weight_decay) == \
-        ("resnet34", 200, 128, 0.1, 0.9, 5e-4)
+    assert (
+        c10.model,
+        c10.epochs,
+        c10.batch_size,
+        c10.lr,
+        c10.momentum,
+        c10.weight_decay,
+    ) == ("resnet34", 200, 128, 0.1, 0.9, 5e-4)
     assert teacher_recipe("tiny-imagenet").model == "resnet34_64"
     assert set(TEACHER_RECIPES) == {"cifar10", "cifar100", "svhn", "tiny-imagenet"}
-    assert teacher_recipe("cifar100", epochs=5, lr=None).epochs == 5 and teacher_recipe("cifar100").lr == 0.1
+    assert (
+        teacher_recipe("cifar100", epochs=5, lr=None).epochs == 5
+        and teacher_recipe("cifar100").lr == 0.1
+    )
     for recipe in TEACHER_RECIPES.values():
         assert recipe["model"] in available_models()
 
 
 def test_teacher_training_resumes_exactly(tmp_path, monkeypatch, capsys):
-    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=4, size=8, n_train=96, n_test=32)
+    npz = make_colour_npz(
+        tmp_path / "shapes.npz", num_classes=4, size=8, n_train=96, n_test=32
+    )
     bundle = load_dataset(f"npz:{npz}")
     cfg = TeacherConfig(epochs=4, batch_size=32, device="cpu")
-    full = run_teacher(bundle, cfg, str(tmp_path / "full"), progress=False, eval_every=1, ckpt_every=1)
-    assert [h["epoch"] for h in full["history"]] == [1, 2, 3, 4] and all("test_acc" in h for h in full["history"])
-    assert not (tmp_path / "full" / "teacher_state.pt").exists()  # cleaned up once teacher.pt is written
+    full = run_teacher(
+        bundle, cfg, str(tmp_path / "full"), progress=False, eval_every=1, ckpt_every=1
+    )
+    assert [h["epoch"] for h in full["history"]] == [1, 2, 3, 4] and all(
+        "test_acc" in h for h in full["history"]
+    )
+    assert not (
+        tmp_path / "full" / "teacher_state.pt"
+    ).exists()  # cleaned up once teacher.pt is written
 
     import cpsc_lite.teacher as teacher_module
+
     real_evaluate, calls = teacher_module.evaluate, []
 
     def interrupt_in_epoch_3(*args, **kwargs):
@@ -47,16 +67,57 @@ def test_teacher_training_resumes_exactly(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(teacher_module, "evaluate", interrupt_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        run_teacher(bundle, cfg, str(tmp_path / "cut"), progress=False, eval_every=1, ckpt_every=1)
+        run_teacher(
+            bundle,
+            cfg,
+            str(tmp_path / "cut"),
+            progress=False,
+            eval_every=1,
+            ckpt_every=1,
+        )
     monkeypatch.setattr(teacher_module, "evaluate", real_evaluate)
-    assert (tmp_path / "cut" / "teacher_state.pt").exists() and not (tmp_path / "cut" / "teacher.pt").exists()
+    assert (tmp_path / "cut" / "teacher_state.pt").exists() and not (
+        tmp_path / "cut" / "teacher.pt"
+    ).exists()
     # The command line refuses to silently restart it, then continues it with --resume.
-    code, _, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "cut", "--epochs", "4",
-                           "--batch-size", "32", "--eval-every", "1", "--ckpt-every", "1", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "teacher",
+        "--dataset",
+        f"npz:{npz}",
+        "--out",
+        tmp_path / "cut",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--eval-every",
+        "1",
+        "--ckpt-every",
+        "1",
+        "--no-progress",
+    )
     assert code == 2 and "--resume" in err
-    code, out, err = run_cli(capsys, "teacher", "--dataset", f"npz:{npz}", "--out", tmp_path / "cut", "--epochs",
-                             "4", "--batch-size", "32", "--eval-every", "1", "--ckpt-every", "1", "--no-progress",
-                             "--resume", "--device", "cpu")
+    code, out, err = run_cli(
+        capsys,
+        "teacher",
+        "--dataset",
+        f"npz:{npz}",
+        "--out",
+        tmp_path / "cut",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--eval-every",
+        "1",
+        "--ckpt-every",
+        "1",
+        "--no-progress",
+        "--resume",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert "resuming teacher training after epoch 2" in out
     a = checkpoint.load(str(tmp_path / "full" / "teacher.pt"), "teacher")["state_dict"]
@@ -72,11 +133,17 @@ def test_teacher_sigterm_saves_the_epoch_and_resume_is_exact(tmp_path, monkeypat
     training stops with Terminated, and --resume ends with exactly the uninterrupted teacher."""
     import signal
     from cpsc_lite import Terminated
-    npz = make_colour_npz(tmp_path / "shapes.npz", num_classes=4, size=8, n_train=96, n_test=32)
+
+    npz = make_colour_npz(
+        tmp_path / "shapes.npz", num_classes=4, size=8, n_train=96, n_test=32
+    )
     bundle = load_dataset(f"npz:{npz}")
     cfg = TeacherConfig(epochs=4, batch_size=32, device="cpu")
-    full = run_teacher(bundle, cfg, str(tmp_path / "full"), progress=False, eval_every=1, ckpt_every=3)
+    full = run_teacher(
+        bundle, cfg, str(tmp_path / "full"), progress=False, eval_every=1, ckpt_every=3
+    )
     import cpsc_lite.teacher as teacher_module
+
     real_evaluate, calls = teacher_module.evaluate, []
 
     def term_in_epoch_2(*args, **kwargs):
@@ -86,22 +153,46 @@ def test_teacher_sigterm_saves_the_epoch_and_resume_is_exact(tmp_path, monkeypat
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(teacher_module, "evaluate", term_in_epoch_2)
-    with checkpoint.stop_on_sigterm(), pytest.raises(Terminated, match="after epoch 2 of 4.*--resume"):
-        run_teacher(bundle, cfg, str(tmp_path / "cut"), progress=False, eval_every=1, ckpt_every=3)
+    with (
+        checkpoint.stop_on_sigterm(),
+        pytest.raises(Terminated, match="after epoch 2 of 4.*--resume"),
+    ):
+        run_teacher(
+            bundle,
+            cfg,
+            str(tmp_path / "cut"),
+            progress=False,
+            eval_every=1,
+            ckpt_every=3,
+        )
     monkeypatch.setattr(teacher_module, "evaluate", real_evaluate)
-    state = checkpoint.load(str(tmp_path / "cut" / "teacher_state.pt"), "teacher_resume")["state"]
+    state = checkpoint.load(
+        str(tmp_path / "cut" / "teacher_state.pt"), "teacher_resume"
+    )["state"]
     assert state["epoch"] == 2
-    again = run_teacher(bundle, cfg, str(tmp_path / "cut"), progress=False, eval_every=1, ckpt_every=3, resume=True)
+    again = run_teacher(
+        bundle,
+        cfg,
+        str(tmp_path / "cut"),
+        progress=False,
+        eval_every=1,
+        ckpt_every=3,
+        resume=True,
+    )
     assert [h["loss"] for h in again["history"]] == [h["loss"] for h in full["history"]]
     a = checkpoint.load(str(tmp_path / "full" / "teacher.pt"), "teacher")["state_dict"]
     b = checkpoint.load(str(tmp_path / "cut" / "teacher.pt"), "teacher")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_teacher_with_nan_weights_is_refused_not_evaluated(tmp_path, capsys, digits_teacher):
+def test_teacher_with_nan_weights_is_refused_not_evaluated(
+    tmp_path, capsys, digits_teacher
+):
     obj = checkpoint.load(digits_teacher, "teacher")
-    obj["state_dict"] = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
-                         for k, v in obj["state_dict"].items()}
+    obj["state_dict"] = {
+        k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+        for k, v in obj["state_dict"].items()
+    }
     checkpoint.save(obj, str(tmp_path / "nan.pt"))
     code, out, err = run_cli(capsys, "evaluate", tmp_path / "nan.pt")
     assert code == 2 and "NaN, infinite or absurdly large" in " ".join(err.split()), err

@@ -47,6 +47,7 @@ from cpsc_lite import vision_datasets as vd  # noqa: E402
 # fixtures and writers
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to reach the network fails at once instead of hanging or downloading."""
@@ -69,7 +70,18 @@ def write_pickle(path, obj) -> None:
         pickle.dump(obj, f, protocol=2)
 
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_NAMES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def write_cifar10(root, n=4, seed=0) -> dict:
@@ -79,21 +91,38 @@ def write_cifar10(root, n=4, seed=0) -> dict:
     folder.mkdir(parents=True)
     out = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
+        x = rng.integers(
+            0, 256, size=(n, 3072), dtype=np.uint8
+        )  # rows: R plane, G plane, B plane
         y = [int(v) for v in rng.integers(0, 10, size=n)]
-        write_pickle(folder / name, {"batch_label": name, "labels": y, "data": x,
-                                     "filenames": [f"{name}_{i}.png" for i in range(n)]})
+        write_pickle(
+            folder / name,
+            {
+                "batch_label": name,
+                "labels": y,
+                "data": x,
+                "filenames": [f"{name}_{i}.png" for i in range(n)],
+            },
+        )
         out[name] = (x, y)
-    write_pickle(folder / "batches.meta", {"num_cases_per_batch": n, "label_names": CIFAR10_NAMES,
-                                           "num_vis": 3072})
+    write_pickle(
+        folder / "batches.meta",
+        {"num_cases_per_batch": n, "label_names": CIFAR10_NAMES, "num_vis": 3072},
+    )
     return out
 
 
 def patch_cifar_md5(monkeypatch, cls, folder) -> None:
     """Point torchvision's checksum lists at the stand-in files (see the module docstring)."""
-    monkeypatch.setattr(cls, "train_list", [[f, md5(folder / f)] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, md5(folder / f)] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", dict(cls.meta, md5=md5(folder / cls.meta["filename"])))
+    monkeypatch.setattr(
+        cls, "train_list", [[f, md5(folder / f)] for f, _ in cls.train_list]
+    )
+    monkeypatch.setattr(
+        cls, "test_list", [[f, md5(folder / f)] for f, _ in cls.test_list]
+    )
+    monkeypatch.setattr(
+        cls, "meta", dict(cls.meta, md5=md5(folder / cls.meta["filename"]))
+    )
 
 
 @pytest.fixture
@@ -105,7 +134,9 @@ def cifar10_root(tmp_path, monkeypatch):
 
 def write_idx(path, array: np.ndarray) -> None:
     """Uncompressed idx ("SN3 Pascal Vincent") file of uint8: magic 0x08 0x0N, big-endian dims."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
@@ -147,23 +178,47 @@ def as_uint8(images: torch.Tensor) -> np.ndarray:
 # registry, constants, data root
 # ------------------------------------------------------------------------------------------------
 
+
 def test_all_datasets_are_registered():
     names = cdata.available_datasets()
-    for name in ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist", "tiny-imagenet", "folder:PATH", "npz:PATH"):
+    for name in (
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "mnist",
+        "fashion-mnist",
+        "tiny-imagenet",
+        "folder:PATH",
+        "npz:PATH",
+    ):
         assert name in names, name
 
 
 def test_normalization_constants():
-    assert vd.NORMALIZATION["cifar10"] == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-    assert vd.NORMALIZATION["cifar100"] == ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+    assert vd.NORMALIZATION["cifar10"] == (
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+    )
+    assert vd.NORMALIZATION["cifar100"] == (
+        (0.5071, 0.4867, 0.4408),
+        (0.2675, 0.2565, 0.2761),
+    )
     assert vd.NORMALIZATION["mnist"] == ((0.1307,), (0.3081,))
-    assert vd.NORMALIZATION["svhn"] == ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+    assert vd.NORMALIZATION["svhn"] == (
+        (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+    )
     assert vd.NORMALIZATION["fashion-mnist"] == ((0.2860,), (0.3530,))
-    assert vd.NORMALIZATION["tiny-imagenet"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert vd.NORMALIZATION["tiny-imagenet"] == (
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+    )
 
 
 def test_data_root_default_and_env(monkeypatch, tmp_path):
-    assert vd.data_root(None) == os.path.expanduser(os.path.join("~", ".cache", "cpsc_lite", "data"))
+    assert vd.data_root(None) == os.path.expanduser(
+        os.path.join("~", ".cache", "cpsc_lite", "data")
+    )
     monkeypatch.setenv(vd.DATA_ENV_VAR, str(tmp_path))
     assert vd.data_root(None) == str(tmp_path)
     assert vd.data_root(str(tmp_path / "x")) == str(tmp_path / "x")
@@ -173,6 +228,7 @@ def test_data_root_default_and_env(monkeypatch, tmp_path):
 # CIFAR-10 / CIFAR-100
 # ------------------------------------------------------------------------------------------------
 
+
 def test_cifar10_through_load_dataset(cifar10_root):
     root, arrays = cifar10_root
     b = cdata.load_dataset("cifar10", root=str(root), download=False)
@@ -180,7 +236,9 @@ def test_cifar10_through_load_dataset(cifar10_root):
     assert b.class_names == CIFAR10_NAMES
     assert (b.mean, b.std) == vd.NORMALIZATION["cifar10"]
     assert (b.augment_pad, b.augment_flip) == (4, True)
-    assert isinstance(b.test, cdata.ArrayDataset) and isinstance(b.train, cdata.ArrayDataset)
+    assert isinstance(b.test, cdata.ArrayDataset) and isinstance(
+        b.train, cdata.ArrayDataset
+    )
     assert len(b.train) == 20 and len(b.test) == 4
 
     # pixels in CIFAR's plane order end up as [C, H, W] in the right place
@@ -188,7 +246,9 @@ def test_cifar10_through_load_dataset(cifar10_root):
     expected = x_test.reshape(-1, 3, 32, 32)
     np.testing.assert_array_equal(as_uint8(b.test.images), expected)
     assert b.test.labels.tolist() == y_test
-    x_train = np.concatenate([arrays[f"data_batch_{i}"][0] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    x_train = np.concatenate(
+        [arrays[f"data_batch_{i}"][0] for i in range(1, 6)]
+    ).reshape(-1, 3, 32, 32)
     np.testing.assert_array_equal(as_uint8(b.train.images), x_train)
 
     # an item is a normalised float tensor
@@ -196,7 +256,9 @@ def test_cifar10_through_load_dataset(cifar10_root):
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == y_test[1]
     mean = torch.tensor(b.mean).view(3, 1, 1)
     std = torch.tensor(b.std).view(3, 1, 1)
-    torch.testing.assert_close(x, (torch.from_numpy(expected[1]).float() / 255 - mean) / std)
+    torch.testing.assert_close(
+        x, (torch.from_numpy(expected[1]).float() / 255 - mean) / std
+    )
 
 
 def test_cifar10_root_from_environment(cifar10_root, monkeypatch):
@@ -206,12 +268,21 @@ def test_cifar10_root_from_environment(cifar10_root, monkeypatch):
 
 
 def test_cifar10_missing_names_path_and_download(tmp_path, monkeypatch):
-    monkeypatch.setattr(tvd.CIFAR10, "download", lambda self: pytest.fail("downloaded with download=False"))
+    monkeypatch.setattr(
+        tvd.CIFAR10,
+        "download",
+        lambda self: pytest.fail("downloaded with download=False"),
+    )
     with pytest.raises(CpscError) as info:
         cdata.load_dataset("cifar10", root=str(tmp_path), download=False)
     msg = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in msg
-    for name in ("data_batch_1", "data_batch_5", "test_batch", "cifar-10-python.tar.gz"):
+    for name in (
+        "data_batch_1",
+        "data_batch_5",
+        "test_batch",
+        "cifar-10-python.tar.gz",
+    ):
         assert name in msg
     assert "--download" in msg and "--data-root" in msg
 
@@ -219,13 +290,17 @@ def test_cifar10_missing_names_path_and_download(tmp_path, monkeypatch):
 def test_cifar10_partly_missing_lists_the_missing_file(cifar10_root):
     root, _ = cifar10_root
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(CpscError, match="missing: cifar-10-batches-py.data_batch_3") as info:
+    with pytest.raises(
+        CpscError, match="missing: cifar-10-batches-py.data_batch_3"
+    ) as info:
         vd.load_torchvision_dataset("cifar10", str(root))
     assert "data_batch_1" not in str(info.value).split("missing:")[1]
 
 
 def test_cifar10_checksum_mismatch_is_reported_as_corrupt(tmp_path):
-    write_cifar10(tmp_path)  # real checksums left in place: the stand-ins do not match them
+    write_cifar10(
+        tmp_path
+    )  # real checksums left in place: the stand-ins do not match them
     with pytest.raises(CpscError, match="checksum") as info:
         vd.load_torchvision_dataset("cifar10", str(tmp_path))
     assert "--download" in str(info.value) and "Delete" in str(info.value)
@@ -264,10 +339,21 @@ def test_cifar100(tmp_path, monkeypatch):
     for split, n in (("train", 6), ("test", 3)):
         x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 100, size=n)]
-        write_pickle(folder / split, {"filenames": [f"{i}.png" for i in range(n)], "batch_label": split,
-                                      "fine_labels": y, "coarse_labels": [v // 5 for v in y], "data": x})
+        write_pickle(
+            folder / split,
+            {
+                "filenames": [f"{i}.png" for i in range(n)],
+                "batch_label": split,
+                "fine_labels": y,
+                "coarse_labels": [v // 5 for v in y],
+                "data": x,
+            },
+        )
         arrays[split] = (x, y)
-    write_pickle(folder / "meta", {"fine_label_names": names, "coarse_label_names": [f"s{i}" for i in range(20)]})
+    write_pickle(
+        folder / "meta",
+        {"fine_label_names": names, "coarse_label_names": [f"s{i}" for i in range(20)]},
+    )
     patch_cifar_md5(monkeypatch, tvd.CIFAR100, folder)
 
     b = cdata.load_dataset("cifar100", root=str(tmp_path))
@@ -275,7 +361,9 @@ def test_cifar100(tmp_path, monkeypatch):
     assert (b.mean, b.std) == vd.NORMALIZATION["cifar100"]
     assert (b.augment_pad, b.augment_flip) == (4, True)
     assert b.test.labels.tolist() == arrays["test"][1]
-    np.testing.assert_array_equal(as_uint8(b.test.images), arrays["test"][0].reshape(-1, 3, 32, 32))
+    np.testing.assert_array_equal(
+        as_uint8(b.test.images), arrays["test"][0].reshape(-1, 3, 32, 32)
+    )
     assert len(b.train) == 6
 
 
@@ -289,10 +377,14 @@ def test_cifar100_missing(tmp_path):
 # MNIST / Fashion-MNIST
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, folder, classes", [
-    ("mnist", "MNIST", tvd.MNIST.classes),
-    ("fashion-mnist", "FashionMNIST", tvd.FashionMNIST.classes),
-])
+
+@pytest.mark.parametrize(
+    "name, folder, classes",
+    [
+        ("mnist", "MNIST", tvd.MNIST.classes),
+        ("fashion-mnist", "FashionMNIST", tvd.FashionMNIST.classes),
+    ],
+)
 def test_mnist_family(tmp_path, name, folder, classes):
     arrays = write_mnist(tmp_path, folder)
     b = cdata.load_dataset(name, root=str(tmp_path))
@@ -306,14 +398,20 @@ def test_mnist_family(tmp_path, name, folder, classes):
     assert b.test.labels.tolist() == y_test.tolist()
     x, y = b.test[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
-    torch.testing.assert_close(x, (torch.from_numpy(x_test[0]).float()[None] / 255 - b.mean[0]) / b.std[0])
+    torch.testing.assert_close(
+        x, (torch.from_numpy(x_test[0]).float()[None] / 255 - b.mean[0]) / b.std[0]
+    )
 
 
 def test_mnist_missing_names_raw_folder(tmp_path):
     with pytest.raises(CpscError) as info:
         cdata.load_dataset("mnist", root=str(tmp_path))
     msg = str(info.value)
-    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg and "--download" in msg
+    assert (
+        str(tmp_path / "MNIST" / "raw") in msg
+        and "train-images-idx3-ubyte" in msg
+        and "--download" in msg
+    )
 
 
 def test_fashion_mnist_missing_one_file(tmp_path):
@@ -327,18 +425,25 @@ def test_fashion_mnist_missing_one_file(tmp_path):
 # SVHN
 # ------------------------------------------------------------------------------------------------
 
+
 def test_svhn(tmp_path, monkeypatch):
     sio = pytest.importorskip("scipy.io")
     rng = np.random.default_rng(2)
     arrays = {}
     split_list = {k: list(v) for k, v in tvd.SVHN.split_list.items()}
     for split, n in (("train", 5), ("test", 4)):
-        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)  # SVHN's (H, W, C, N)
-        y = np.array([[10], [1], [9], [10], [3]][:n], dtype=np.uint8)   # label 10 is the digit 0
+        x = rng.integers(
+            0, 256, size=(32, 32, 3, n), dtype=np.uint8
+        )  # SVHN's (H, W, C, N)
+        y = np.array(
+            [[10], [1], [9], [10], [3]][:n], dtype=np.uint8
+        )  # label 10 is the digit 0
         sio.savemat(str(tmp_path / f"{split}_32x32.mat"), {"X": x, "y": y})
         split_list[split][2] = md5(tmp_path / f"{split}_32x32.mat")
         arrays[split] = (x, y)
-    monkeypatch.setattr(tvd.SVHN, "split_list", split_list)  # the real MD5s cannot match stand-ins
+    monkeypatch.setattr(
+        tvd.SVHN, "split_list", split_list
+    )  # the real MD5s cannot match stand-ins
 
     b = cdata.load_dataset("svhn", root=str(tmp_path))
     assert (b.num_classes, b.channels, b.img_size) == (10, 3, 32)
@@ -347,7 +452,9 @@ def test_svhn(tmp_path, monkeypatch):
     assert (b.augment_pad, b.augment_flip) == (4, False)
     assert b.test.labels.tolist() == [0, 1, 9, 0]
     # torchvision turns (H, W, C, N) into (N, C, W, H) by transposing (3, 2, 0, 1); we keep its orientation
-    np.testing.assert_array_equal(as_uint8(b.test.images), arrays["test"][0].transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(
+        as_uint8(b.test.images), arrays["test"][0].transpose(3, 2, 0, 1)
+    )
     assert b.test[0][0].shape == (3, 32, 32)
 
 
@@ -355,7 +462,10 @@ def test_svhn_missing(tmp_path):
     with pytest.raises(CpscError) as info:
         cdata.load_dataset("svhn", root=str(tmp_path))
     msg = str(info.value)
-    assert str(tmp_path / "train_32x32.mat") in msg and str(tmp_path / "test_32x32.mat") in msg
+    assert (
+        str(tmp_path / "train_32x32.mat") in msg
+        and str(tmp_path / "test_32x32.mat") in msg
+    )
     assert "--download" in msg
 
 
@@ -371,13 +481,17 @@ def write_tiny_imagenet(root, n_train=3, seed=3):
     base = root / "tiny-imagenet-200"
     base.mkdir(parents=True)
     (base / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    (base / "words.txt").write_text("n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\n"
-                                    "n02124075\tEgyptian cat\n")
+    (base / "words.txt").write_text(
+        "n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\n"
+        "n02124075\tEgyptian cat\n"
+    )
     for wnid in WNIDS:
         folder = base / "train" / wnid
         boxes = []
         for i in range(n_train):
-            img = grey(rng, 64) if i == 0 else rgb(rng, 64)  # Tiny-ImageNet has some grey JPEGs
+            img = (
+                grey(rng, 64) if i == 0 else rgb(rng, 64)
+            )  # Tiny-ImageNet has some grey JPEGs
             save_image(folder / "images" / f"{wnid}_{i}.JPEG", img, "JPEG")
             boxes.append(f"{wnid}_{i}.JPEG\t0\t0\t63\t63")
         (folder / f"{wnid}_boxes.txt").write_text("\n".join(boxes) + "\n")
@@ -387,7 +501,9 @@ def write_tiny_imagenet(root, n_train=3, seed=3):
         save_image(base / "val" / "images" / f"val_{i}.JPEG", rgb(rng, 64), "JPEG")
         lines.append(f"val_{i}.JPEG\t{wnid}\t1\t2\t60\t61")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    save_image(base / "test" / "images" / "test_0.JPEG", rgb(rng, 64), "JPEG")  # unlabelled: ignored
+    save_image(
+        base / "test" / "images" / "test_0.JPEG", rgb(rng, 64), "JPEG"
+    )  # unlabelled: ignored
     return base
 
 
@@ -395,7 +511,10 @@ def test_tiny_imagenet(tmp_path):
     write_tiny_imagenet(tmp_path)
     b = cdata.load_dataset("tiny-imagenet", root=str(tmp_path))
     assert (b.num_classes, b.channels, b.img_size) == (2, 3, 64)
-    assert b.class_names == ["goldfish", "Egyptian cat"]  # sorted wnids: n01443537, n02124075
+    assert b.class_names == [
+        "goldfish",
+        "Egyptian cat",
+    ]  # sorted wnids: n01443537, n02124075
     assert (b.mean, b.std) == vd.NORMALIZATION["tiny-imagenet"]
     assert (b.augment_pad, b.augment_flip) == (4, True)
     assert len(b.train) == 6 and len(b.test) == 3
@@ -428,6 +547,7 @@ def test_tiny_imagenet_missing_explains_manual_download(tmp_path):
 # folder:PATH
 # ------------------------------------------------------------------------------------------------
 
+
 def write_split(folder, classes, n, make, rng, ext="png"):
     images = {}
     for c in classes:
@@ -445,15 +565,27 @@ def test_folder_train_test_layout(tmp_path):
     (tmp_path / "test" / "cat" / "notes.txt").write_text("not an image")
     b = cdata.load_dataset(f"folder:{tmp_path}", root="ignored", download=False)
     assert b.name == f"folder:{tmp_path.name}"
-    assert (b.num_classes, b.channels, b.img_size, b.class_names) == (2, 3, 8, ["cat", "dog"])
+    assert (b.num_classes, b.channels, b.img_size, b.class_names) == (
+        2,
+        3,
+        8,
+        ["cat", "dog"],
+    )
     assert len(b.train) == 4 and len(b.test) == 2
     assert b.test.labels.tolist() == [0, 1]
-    np.testing.assert_array_equal(as_uint8(b.test.images), np.stack([test[("cat", 0)], test[("dog", 0)]])
-                                  .transpose(0, 3, 1, 2))
-    train_u8 = torch.from_numpy(np.stack([train[k] for k in [("cat", 0), ("cat", 1), ("dog", 0), ("dog", 1)]])
-                                .transpose(0, 3, 1, 2).copy())
+    np.testing.assert_array_equal(
+        as_uint8(b.test.images),
+        np.stack([test[("cat", 0)], test[("dog", 0)]]).transpose(0, 3, 1, 2),
+    )
+    train_u8 = torch.from_numpy(
+        np.stack([train[k] for k in [("cat", 0), ("cat", 1), ("dog", 0), ("dog", 1)]])
+        .transpose(0, 3, 1, 2)
+        .copy()
+    )
     np.testing.assert_array_equal(as_uint8(b.train.images), train_u8.numpy())
-    assert (b.mean, b.std) == cdata.channel_stats(train_u8)  # measured on the train split
+    assert (b.mean, b.std) == cdata.channel_stats(
+        train_u8
+    )  # measured on the train split
     assert (b.augment_pad, b.augment_flip) == (1, False)
     x, y = b.test[1]
     assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and y == 1
@@ -472,7 +604,12 @@ def test_folder_single_tree_grey_is_test_only(tmp_path):
     imgs = write_split(tmp_path, ["0", "1", "2"], 2, grey, rng)
     b = cdata.load_dataset(f"folder:{tmp_path}")
     assert b.train is None
-    assert (b.num_classes, b.channels, b.img_size, b.class_names) == (3, 1, 8, ["0", "1", "2"])
+    assert (b.num_classes, b.channels, b.img_size, b.class_names) == (
+        3,
+        1,
+        8,
+        ["0", "1", "2"],
+    )
     assert b.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     np.testing.assert_array_equal(as_uint8(b.test.images)[2, 0], imgs[("1", 0)])
     assert (b.mean, b.std) == cdata.channel_stats(b.test.images)
@@ -515,13 +652,16 @@ def test_folder_class_mismatch(tmp_path):
         vd.load_image_folder(str(tmp_path))
 
 
-@pytest.mark.parametrize("setup, pattern", [
-    ("missing", "does not exist"),
-    ("train_only", "no test/ or val/"),
-    ("loose", "no class subfolders"),
-    ("empty_class", "holds no images"),
-    ("broken", "Cannot read image"),
-])
+@pytest.mark.parametrize(
+    "setup, pattern",
+    [
+        ("missing", "does not exist"),
+        ("train_only", "no test/ or val/"),
+        ("loose", "no class subfolders"),
+        ("empty_class", "holds no images"),
+        ("broken", "Cannot read image"),
+    ],
+)
 def test_folder_problems(tmp_path, setup, pattern):
     rng = np.random.default_rng(10)
     path = tmp_path / "ds"
@@ -541,11 +681,15 @@ def test_folder_problems(tmp_path, setup, pattern):
 
 def test_folder_many_images_use_the_threaded_decoder(tmp_path):
     rng = np.random.default_rng(11)
-    imgs = write_split(tmp_path, ["a", "b"], 150, lambda r: grey(r, 4), rng)  # 300 files: several threads
+    imgs = write_split(
+        tmp_path, ["a", "b"], 150, lambda r: grey(r, 4), rng
+    )  # 300 files: several threads
     b = vd.load_image_folder(str(tmp_path))
     order = [("a", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
     order += [("b", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
-    np.testing.assert_array_equal(as_uint8(b.test.images)[:, 0], np.stack([imgs[k] for k in order]))
+    np.testing.assert_array_equal(
+        as_uint8(b.test.images)[:, 0], np.stack([imgs[k] for k in order])
+    )
     # a file whose header is fine but whose pixel data is cut off fails while decoding, in a worker thread
     bad = tmp_path / "b" / "99.png"
     save_image(bad, rgb(rng, 64))
@@ -558,26 +702,33 @@ def test_folder_many_images_use_the_threaded_decoder(tmp_path):
 def test_folder_images_outside_the_generators_range_are_refused(tmp_path, size):
     rng = np.random.default_rng(0)
     write_split(tmp_path, ["a", "b"], 2, lambda r: grey(r, size), rng)
-    with pytest.raises(CpscError, match=f"is {size}x{size} pixels; image folders must hold square images of 4 to 128"):
+    with pytest.raises(
+        CpscError,
+        match=f"is {size}x{size} pixels; image folders must hold square images of 4 to 128",
+    ):
         vd.load_image_folder(str(tmp_path))
 
 
 def test_folder_16_bit_grey_pngs_are_scaled_not_clipped_to_white(tmp_path):
-    wide = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63000 of 65535
+    wide = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000  # 0 .. 63000 of 65535
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(wide).save(tmp_path / c / "0.png")  # PIL: mode I;16
     b = vd.load_image_folder(str(tmp_path))
     assert b.channels == 1
     got = as_uint8(b.test.images)[0, 0]
-    np.testing.assert_array_equal(got, np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        got, np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+    )
     assert got.min() == 0 and got.max() == 245  # the range survives: not all white
 
 
 def test_folder_symlink_loop_reads_each_image_once(tmp_path):
     rng = np.random.default_rng(0)
     write_split(tmp_path, ["a", "b"], 1, lambda r: grey(r, 8), rng)
-    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a/loop -> a: os.walk would go round and round
+    os.symlink(
+        tmp_path / "a", tmp_path / "a" / "loop"
+    )  # a/loop -> a: os.walk would go round and round
     b = vd.load_image_folder(str(tmp_path))
     assert len(b.test) == 2
 
@@ -589,7 +740,9 @@ def test_folder_with_a_single_class_is_refused(tmp_path):
 
 
 def test_folder_32_bit_grey_images_with_8_bit_values_are_not_darkened(tmp_path):
-    small = np.arange(64, dtype=np.int32).reshape(8, 8) * 3  # 0..189 stored as 32-bit "I"
+    small = (
+        np.arange(64, dtype=np.int32).reshape(8, 8) * 3
+    )  # 0..189 stored as 32-bit "I"
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(small, "I").save(tmp_path / c / "0.tif")

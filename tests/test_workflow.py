@@ -15,18 +15,31 @@ def _workflow():
 
 def test_workflow_builds_with_the_ci_script_and_publishes_only_main():
     wf = _workflow()
-    assert set(wf["on"]) >= {"push", "pull_request"} and wf["on"]["push"]["branches"] == ["main"]
+    assert set(wf["on"]) >= {"push", "pull_request"} and wf["on"]["push"][
+        "branches"
+    ] == ["main"]
     build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
     runs = [step.get("run", "") for step in build["steps"]]
     assert "bash .ci/run" in runs, "the workflow must call the same script as CI"
     assert (ROOT / ".ci" / "run").exists()
-    upload = [s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact")]
+    upload = [
+        s
+        for s in build["steps"]
+        if s.get("uses", "").startswith("actions/upload-pages-artifact")
+    ]
     assert upload and upload[0]["with"]["path"] == "_build/html"
     assert deploy["needs"] == "build"
-    assert "github.event_name == 'push'" in deploy["if"] and "refs/heads/main" in deploy["if"]
-    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in deploy["steps"])
+    assert (
+        "github.event_name == 'push'" in deploy["if"]
+        and "refs/heads/main" in deploy["if"]
+    )
+    assert any(
+        s.get("uses", "").startswith("actions/deploy-pages") for s in deploy["steps"]
+    )
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
-    assert wf["permissions"] == {"contents": "read"}  # the build job (and pull requests) cannot write
+    assert wf["permissions"] == {
+        "contents": "read"
+    }  # the build job (and pull requests) cannot write
     assert build["timeout-minutes"] <= 90
 
 

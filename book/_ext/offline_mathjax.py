@@ -1,11 +1,12 @@
 """Sphinx extension for the book: serve MathJax from the built site instead of a CDN.
 
-The maths of every page then renders offline (on the build machine, in CI's browser check, on a
-laptop without network) and on the published site alike. MathJax 2.7 comes from the
-``jupyter-server-mathjax`` package (the copy the Jupyter project ships; a dependency of the
-``[book]`` extra); its files are found without importing it and the needed part (about 5 MB) is
-copied to ``_static/mathjax``. Without the package the book falls back to Sphinx's default, MathJax 3
-from a CDN. The TeX macros of ``mathjax3_config`` (``_config.yml``) are carried over.
+The maths of every page then renders offline (on the build machine, in CI's browser
+check, on a laptop without network) and on the published site alike. MathJax 2.7 comes
+from the ``jupyter-server-mathjax`` package (the copy the Jupyter project ships; a
+dependency of the ``[book]`` extra); its files are found without importing it and the
+needed part (about 5 MB) is copied to ``_static/mathjax``. Without the package the book
+falls back to Sphinx's default, MathJax 3 from a CDN. The TeX macros of
+``mathjax3_config`` (``_config.yml``) are carried over.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from pathlib import Path
 
 TARGET = "mathjax"  # under _static
 CONFIG = "TeX-AMS-MML_HTMLorMML-full"
-# What MathJax needs for TeX input and HTML-CSS output with its STIX web fonts (not the SVG
-# output, the accessibility maps or the other languages).
-KEEP = ["MathJax.js", "LICENSE", "config", "jax/input", "jax/element", "jax/output/HTML-CSS",
-        "fonts/HTML-CSS/STIX-Web", "extensions", "localization/en"]
+# What MathJax needs for TeX input and HTML-CSS output with its STIX web fonts (not the
+# SVG output, the accessibility maps or the other languages).
+KEEP = [
+    "MathJax.js",
+    "LICENSE",
+    "config",
+    "jax/input",
+    "jax/element",
+    "jax/output/HTML-CSS",
+    "fonts/HTML-CSS/STIX-Web",
+    "extensions",
+    "localization/en",
+]
 SKIP = shutil.ignore_patterns("a11y")
 
 
@@ -38,12 +48,21 @@ def _configure(app, config) -> None:
     config.mathjax_path = f"{TARGET}/MathJax.js?config={CONFIG}"
     config.mathjax2_config = {
         # Only the elements MyST marks as maths (the rest of a page is tex2jax_ignore).
-        "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-                    "processEscapes": False, "processEnvironments": False, "processRefs": False,
-                    "processClass": "tex2jax_process|mathjax_process|math|output_area"},
+        "tex2jax": {
+            "inlineMath": [["\\(", "\\)"]],
+            "displayMath": [["\\[", "\\]"]],
+            "processEscapes": False,
+            "processEnvironments": False,
+            "processRefs": False,
+            "processClass": "tex2jax_process|mathjax_process|math|output_area",
+        },
         "TeX": {"Macros": macros, "equationNumbers": {"autoNumber": "none"}},
-        "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
-                     "imageFont": None},
+        "HTML-CSS": {
+            "availableFonts": [],
+            "preferredFont": None,
+            "webFont": "STIX-Web",
+            "imageFont": None,
+        },
         "showMathMenu": False,
         "messageStyle": "none",
     }
