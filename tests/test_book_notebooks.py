@@ -339,3 +339,25 @@ def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
     )
     ext._configure(None, config)
     assert config.mathjax_path is None and config.mathjax2_config is None
+
+
+def test_figures_have_numbered_captions_with_unique_names():
+    """Cells that draw one figure carry ``mystnb.figure`` metadata (a caption and a name), which
+    the book renders as a numbered figure; names must be unique across the book."""
+    names = []
+    for path in CHAPTERS:
+        for cell in load(path)["cells"]:
+            figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+            if figure is None:
+                continue
+            assert cell["cell_type"] == "code", (path.name, cell.get("id"))
+            assert figure.get("caption", "").strip(), (path.name, cell.get("id"))
+            assert re.fullmatch(r"fig-ch\d-[a-z0-9-]+", figure.get("name", "")), figure
+            draws = ("plt.show()", "compare_grids(", "show_class(")
+            assert any(d in source(cell) for d in draws), (
+                f"{path.name} {cell.get('id')}: a caption on a cell that draws no figure"
+            )
+            names.append(figure["name"])
+    assert len(names) >= 20 and len(names) == len(set(names)), names
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["sphinx"]["config"].get("numfig", True), "figures are numbered"
