@@ -74,9 +74,8 @@ def parse_args(argv=None):
     )
     p.add_argument("--tests-rc", type=int, default=None)
     p.add_argument("--tests-seconds", type=float, default=None)
-    p.add_argument(
-        "--single", default=None, help=argparse.SUPPRESS
-    )  # internal: run one configuration
+    # internal: run one configuration
+    p.add_argument("--single", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -685,9 +685,8 @@ def ablation_summary(results: Optional[dict]) -> str:
         if not name.startswith("cpsc_"):
             continue
         paired = m.get("diff_vs_cpsc", {}).get("student_acc")
-        if (
-            paired is not None
-        ):  # files with per-seed values: the paired difference and its 95 % CI
+        # files with per-seed values: the paired difference and its 95 % CI
+        if paired is not None:
             lo, hi = 100 * paired["ci95"][0], 100 * paired["ci95"][1]
             verdict = (
                 ("worse" if hi < 0 else "better")
@@ -835,9 +834,8 @@ def preset_cost(
         cfg.nz,
         cfg.ngf,
     )
-    if (
-        key not in _FLOPS_PER_SAMPLE
-    ):  # one counted iteration per model pair and schedule
+    # one counted iteration per model pair and schedule
+    if key not in _FLOPS_PER_SAMPLE:
         seed_everything(cfg.seed)
         d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
         with FlopCounterMode(display=False) as counter:

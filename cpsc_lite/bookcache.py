@@ -141,9 +141,8 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
 
         shell = get_ipython()
         if shell is not None and "IPKernelApp" in shell.config:
-            shell.run_line_magic(
-                "matplotlib", "inline"
-            )  # figures inline even if MPLBACKEND says otherwise
+            # figures inline even if MPLBACKEND says otherwise
+            shell.run_line_magic("matplotlib", "inline")
     except ImportError:  # pragma: no cover
         pass
     try:
@@ -364,9 +363,8 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
             d = Distiller(t_model, meta, cfg, bundle().test)
             iters, states = [0], [_snapshot(d.generator)]
 
-            def keep(
-                distiller, record
-            ):  # at every eval_every (not at the extra 25 % / 50 % evaluations)
+            # at every eval_every (not at the extra 25 % / 50 % evaluations)
+            def keep(distiller, record):
                 it = record["iter"]
                 if "student_acc" in record and (
                     it % distiller.cfg.eval_every == 0 or it == distiller.cfg.iters
@@ -379,9 +377,8 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
             seconds = time.time() - start
             d.close()
             torch.save(dict(iters=iters, states=states), tmp / "snapshots.pt")
-            (tmp / "state.pt").unlink(
-                missing_ok=True
-            )  # resume state: not needed by the book
+            # resume state: not needed by the book
+            (tmp / "state.pt").unlink(missing_ok=True)
             metrics = dict(
                 name=name,
                 student_acc=result["student_acc"],
@@ -501,9 +498,10 @@ def generator_only(
                         bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None,
                     )
                     row = {"bn": terms["bn"]} if use_bn else {}
+                    # always measured
                     row["ce"] = (
                         terms["ce_teacher"] if teacher_ce else pseudo_ce(logits, y)
-                    )  # always measured
+                    )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -287,9 +287,10 @@ def diverged_weights(
     ]
     if not names:
         return []
+    # NaN stays NaN
     peaks = torch.stack(
         [state_dict[name].detach().abs().amax().float().cpu() for name in names]
-    )  # NaN stays NaN
+    )
     bad = (~torch.isfinite(peaks)) | (peaks > limit)
     return [
         f"{prefix}.{name}" if prefix else name

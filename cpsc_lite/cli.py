@@ -586,9 +586,8 @@ def cmd_distill(args) -> int:
 
     base, run = load_preset(args.config) if args.config else ({}, {})
     cfg = make_config(args.method, base, **_overrides(args))
-    dataset = (
-        args.dataset or run.get("dataset") or "digits"
-    )  # command line, then the preset, then digits
+    # command line, then the preset, then digits
+    dataset = args.dataset or run.get("dataset") or "digits"
     teacher_model = args.teacher_model or run.get("teacher_model")
     accel = _acceleration(args)
     ctx = init_distributed(cfg.device, required=args.distributed)
@@ -828,9 +827,8 @@ def cmd_evaluate(args) -> int:
     device = pick_device(args.device or "auto")
     if args.teacher_model:
         obj = checkpoint.read_weights_file(args.checkpoint)
-        if not (
-            isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT
-        ):  # a community teacher
+        # a community teacher
+        if not (isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT):
             if not args.dataset:
                 raise CpscError(
                     f"Evaluating the community teacher {args.checkpoint} needs --dataset (e.g. "

@@ -743,9 +743,8 @@ def make_config(
     d.update(renamed_settings(variant))
     d.update({k: v for k, v in overrides.items() if v is not None})
     d["method"] = method
-    return DistillConfig.from_dict(
-        d
-    )  # validated on construction (types, ranges, choices)
+    # validated on construction (types, ranges, choices)
+    return DistillConfig.from_dict(d)
 
 
 def method_variant(spec: str) -> tuple[str, dict]:
@@ -815,9 +814,8 @@ def resolve_config(spec: str) -> str:
     if name in presets and (
         spec == name or spec.endswith(os.path.join("configs", name + ".yaml"))
     ):
-        return str(
-            presets[name]
-        )  # a preset name, or configs/NAME.yaml typed outside the checkout
+        # a preset name, or configs/NAME.yaml typed outside the checkout
+        return str(presets[name])
     known = ", ".join(presets) or "(none found in this installation)"
     raise CpscError(
         f"Config file {spec} does not exist, and it is not the name of a shipped preset. Pass the "

@@ -59,9 +59,8 @@ def load_digits(root: Optional[str] = None, download: bool = False) -> DataBundl
     from sklearn.model_selection import train_test_split
 
     d = sk_digits()
-    images = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(
-        1
-    )  # [N, 1, 8, 8] in [0, 1]
+    # [N, 1, 8, 8] in [0, 1]
+    images = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(d.target, dtype=torch.long)
     idx_train, idx_test = train_test_split(
         np.arange(len(labels)), test_size=0.25, random_state=0, stratify=d.target
@@ -199,9 +198,8 @@ def load_npz(path: str) -> DataBundle:
         arrays = np.load(path, allow_pickle=False)
         keys = set(arrays.files)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError...
-        if "pickled" in str(
-            exc
-        ):  # not a zip: numpy would only read it as a pickle, which we never do
+        # not a zip: numpy would only read it as a pickle, which we never do
+        if "pickled" in str(exc):
             raise _npz_problem(
                 path,
                 "numpy cannot read it as an .npz archive (it is not a zip of arrays)",

@@ -228,9 +228,8 @@ def bn_statistics(model: nn.Module, images: torch.Tensor) -> list:
     stats = []
 
     def hook(module, inputs, output):
-        mean, var = batch_statistics(
-            inputs[0]
-        )  # what the BN prior (losses.BNStatsLoss) compares
+        # what the BN prior (losses.BNStatsLoss) compares
+        mean, var = batch_statistics(inputs[0])
         stats.append(
             dict(
                 batch_mean=mean.numpy(),

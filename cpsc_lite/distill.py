@@ -137,9 +137,8 @@ def generator_loss(
         terms["adv_kd"] = kd_distance(t_logits, s_logits, cfg)
         loss = loss - terms["adv_kd"]
         if cfg.use_ikd:
-            terms["adv_ikd"] = ikd_loss(
-                t_logits.detach(), s_logits
-            )  # G moves S towards errors, not T's scale
+            # G moves S towards errors, not T's scale
+            terms["adv_ikd"] = ikd_loss(t_logits.detach(), s_logits)
             loss = loss - cfg.alpha * (
                 torch.log(terms["adv_ikd"] + 1e-8) if cfg.ikd_log else terms["adv_ikd"]
             )
@@ -247,10 +246,11 @@ def local_views(
     ratio = torch.exp(
         torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3))
     )
+    # fractions of a side
     w, h = (
         (area * ratio).sqrt().clamp(max=1.0),
         (area / ratio).sqrt().clamp(max=1.0),
-    )  # fractions of a side
+    )
     cx, cy = (
         (torch.rand(b, device=dev) * 2 - 1) * (1 - w),
         (torch.rand(b, device=dev) * 2 - 1) * (1 - h),
@@ -383,9 +383,8 @@ class Distiller:
         self.accel = accel or Acceleration()
         self.dist = dist or DistContext()
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
-        self.batch_size = per_rank_batch(
-            cfg.batch_size, self.dist.world_size
-        )  # this rank's share
+        # this rank's share
+        self.batch_size = per_rank_batch(cfg.batch_size, self.dist.world_size)
         k, c, size = (
             teacher_meta["num_classes"],
             teacher_meta["channels"],
@@ -393,9 +392,8 @@ class Distiller:
         )
         self.num_classes, self.channels, self.img_size = k, c, size
         self.teacher = teacher.to(self.device).eval()
-        for p in (
-            self.teacher.parameters()
-        ):  # frozen: no parameter gradients are ever computed
+        # frozen: no parameter gradients are ever computed
+        for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.student = create_model(cfg.student, k, c, size).to(self.device)
         self.generator = ConditionalGenerator(
@@ -416,9 +414,8 @@ class Distiller:
             self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.uses_generator = cfg.input_source == "generator"
-        self.inverts = (
-            cfg.input_source == "inversion"
-        )  # DeepInversion: optimised pixels in a pool
+        # DeepInversion: optimised pixels in a pool
+        self.inverts = cfg.input_source == "inversion"
         if self.inverts and not (cfg.teacher_ce or cfg.use_bn):
             raise CpscError(
                 "input_source 'inversion' needs an objective for the pixels: turn on teacher_ce or use_bn."
@@ -451,9 +448,8 @@ class Distiller:
             else nn.Identity()
         )
         self.cmi_head = self.cmi_bank = self.opt_head = None
-        if (
-            self.inverts_generator and cfg.cmi_weight
-        ):  # CMI's projection head and memory bank persist
+        # CMI's projection head and memory bank persist
+        if self.inverts_generator and cfg.cmi_weight:
             self.cmi_head = nn.Sequential(
                 nn.Linear(dim_t, dim_t),
                 nn.ReLU(inplace=True),
@@ -502,9 +498,8 @@ class Distiller:
             if cfg.use_bn and (self.uses_generator or self.inverts)
             else None
         )
-        if (
-            self.bn_loss is not None
-        ):  # recording only inside generator steps, not in e.g. evaluate(teacher)
+        # recording only inside generator steps, not in e.g. evaluate(teacher)
+        if self.bn_loss is not None:
             self.bn_loss.enabled = False
         self.test_set = (
             with_normalization(test_set, teacher_meta["mean"], teacher_meta["std"])
@@ -542,17 +537,14 @@ class Distiller:
             student_train, generator_train = engine.data_parallel(
                 (self.student, self.generator), self.device
             )
-            self.dist.broadcast_module(
-                self.projection
-            )  # not wrapped: start from rank 0's copy too
+            # not wrapped: start from rank 0's copy too
+            self.dist.broadcast_module(self.projection)
         wrap = engine.compiler(self.accel)
         self._teacher_net = wrap(self.teacher)
-        self._student_net = wrap(
-            self.student
-        )  # generator step: S only passes gradients on to x
-        self._generator_net = wrap(
-            self.generator
-        )  # student step: images without gradients
+        # generator step: S only passes gradients on to x
+        self._student_net = wrap(self.student)
+        # student step: images without gradients
+        self._generator_net = wrap(self.generator)
         self._student_train = (
             self._student_net if student_train is self.student else wrap(student_train)
         )
@@ -620,10 +612,11 @@ class Distiller:
             t_logits, t_feat = self._teacher(x_in, features=True, bn=cfg.use_bn)
             if cfg.use_adv or cfg.use_scl:
                 s_logits, s_feat = self._student_net(x_in, return_features=True)
+        # every loss in float32 (no-ops in float32)
         t_logits, t_feat = (
             t_logits.float(),
             t_feat.float(),
-        )  # every loss in float32 (no-ops in float32)
+        )
         if s_logits is not None:
             s_logits, s_feat = s_logits.float(), s_feat.float()
         loss, terms = generator_loss(
@@ -637,9 +630,8 @@ class Distiller:
             images=x.float() if cfg.prior_tv or cfg.prior_l2 else None,
             adversarial=self.adversarial_on(),
         )
-        if (
-            cfg.generator_adam_reset
-        ):  # the authors' code builds a new Adam for every generator step
+        # the authors' code builds a new Adam for every generator step
+        if cfg.generator_adam_reset:
             self.opt_g.state.clear()
             for group in self.opt_g.param_groups:
                 group["lr"] = cfg.lr_generator
@@ -661,9 +653,8 @@ class Distiller:
         cfg = self.cfg
         if self.inverts_generator:
             return self.generator_inversion_step()
-        y = (
-            torch.arange(self.batch_size, device=self.device) % self.num_classes
-        )  # every class, in columns
+        # every class, in columns
+        y = torch.arange(self.batch_size, device=self.device) % self.num_classes
         x = torch.randn(
             self.batch_size,
             self.channels,
@@ -693,9 +684,8 @@ class Distiller:
                 images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None,
                 adversarial=False,
             )
-            self._update(
-                optimizer, scaler, loss
-            )  # each rank's pixels are its own: nothing to average
+            # each rank's pixels are its own: nothing to average
+            self._update(optimizer, scaler, loss)
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(x.detach(), y)
@@ -753,9 +743,8 @@ class Distiller:
                 terms["cmi_adv"] = agreeing_kl(t_logits.float(), s_logits.float())
                 loss = loss - cfg.cmi_adv * terms["cmi_adv"]
             if self.cmi_head is not None:
-                feats = torch.stack(
-                    [local_feat.float(), t_feat.float()], 1
-                )  # (b, 2 views, d)
+                # (b, 2 views, d)
+                feats = torch.stack([local_feat.float(), t_feat.float()], 1)
                 if self.cmi_bank.size and cfg.cmi_negatives:
                     feats = torch.cat(
                         [
@@ -774,18 +763,16 @@ class Distiller:
                 loss = loss + cfg.cmi_weight * terms["cmi_contrast"]
                 feats_now = torch.stack([local_feat, t_feat], 1).detach().float()
             terms["total"] = loss
-            value = float(
-                loss.detach()
-            )  # one host sync per step, as in the published code (it keeps the best)
+            # one host sync per step, as in the published code (it keeps the best)
+            value = float(loss.detach())
             if value < best_loss:
                 best_loss = value
                 best = (
                     x.detach().float().clone(),
                     feats_now if self.cmi_head is not None else None,
                 )
-            self._update(
-                optimizer, scaler, loss, also=also
-            )  # each rank's batch is its own
+            # each rank's batch is its own
+            self._update(optimizer, scaler, loss, also=also)
         self.student.requires_grad_(True)
         self.student.train()
         self.pool.add(best[0], y)
@@ -870,9 +857,8 @@ class Distiller:
             or self.cfg.teacher_ce
             or self.cfg.use_dafl
         )
-        if (
-            self.cfg.student_first
-        ):  # DFAD's order: the student learns, then the generator attacks it
+        # DFAD's order: the student learns, then the generator attacks it
+        if self.cfg.student_first:
             self._student_steps(out)
         if self.inverts and self.iteration % self.cfg.inversion_every == 0:
             out.update({"g/" + k: v for k, v in self.inversion_step().items()})
@@ -981,12 +967,10 @@ class Distiller:
         self.elapsed = state["elapsed"]
         self.last_student_acc = state.get("last_student_acc")
         self.best_student_acc = state.get("best_student_acc", self.last_student_acc)
-        self.acc_history = [
-            list(h) for h in state.get("acc_history", [])
-        ]  # absent before 0.4.0
-        self.sessions = SessionLog(
-            state.get("sessions")
-        )  # absent in runs saved before sessions were kept
+        # absent before 0.4.0
+        self.acc_history = [list(h) for h in state.get("acc_history", [])]
+        # absent in runs saved before sessions were kept
+        self.sessions = SessionLog(state.get("sessions"))
         self._restore_rng(state)
 
     def _restore_rng(self, state: dict) -> None:

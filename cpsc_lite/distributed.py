@@ -133,9 +133,8 @@ class DistContext:
         if not self.enabled:
             return obj
         box = [obj if self.is_main else None]
-        dist.broadcast_object_list(
-            box, src=0
-        )  # NCCL: on the current device (set at init)
+        # NCCL: on the current device (set at init)
+        dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def close(self) -> None:

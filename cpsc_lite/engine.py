@@ -253,9 +253,8 @@ def compiler(accel: Acceleration) -> Callable[[nn.Module], nn.Module]:
     import torch._dynamo
 
     dynamo, name = torch._dynamo.config, "recompile_limit"
-    name = (
-        name if hasattr(dynamo, name) else "cache_size_limit"
-    )  # its name before torch 2.6
+    # its name before torch 2.6
+    name = name if hasattr(dynamo, name) else "cache_size_limit"
     setattr(dynamo, name, max(getattr(dynamo, name), 32))
     options = dict(
         backend=accel.compile_backend, mode=None if mode == "default" else mode

@@ -129,9 +129,8 @@ def supcon_loss(
             f"features must be [batch, views, dim], got shape {tuple(features.shape)}"
         )
     b, v, _ = features.shape
-    flat = features.transpose(0, 1).reshape(
-        b * v, -1
-    )  # view-major: rows 0..B-1 are view 0
+    # view-major: rows 0..B-1 are view 0
+    flat = features.transpose(0, 1).reshape(b * v, -1)
     lab = labels.repeat(v)
     logits = flat @ flat.T / temperature
     self_mask = torch.eye(b * v, dtype=torch.bool, device=features.device)

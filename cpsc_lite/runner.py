@@ -116,9 +116,8 @@ def train(
                         }
                     )
                     warning = collapse_warning(diag, d.teacher_meta["class_names"])
-                    if (
-                        warning and it >= 0.2 * cfg.iters
-                    ):  # early on, imbalance is normal
+                    # early on, imbalance is normal
+                    if warning and it >= 0.2 * cfg.iters:
                         record["collapsed_classes"] = diag["collapsed_classes"]
                         tqdm.write(f"iteration {it}: {warning}")
             if log_path:
@@ -211,9 +210,8 @@ def save(d: Distiller, out_dir: str) -> None:
             checkpoint.make("student", d.student.state_dict(), d.student_meta()),
             os.path.join(out_dir, "student.pt"),
         )
-        if (
-            not d.inverts
-        ):  # DeepInversion trains no generator; its images are in transfer_set.npz
+        # DeepInversion trains no generator; its images are in transfer_set.npz
+        if not d.inverts:
             checkpoint.save(
                 checkpoint.make(
                     "generator", d.generator.state_dict(), d.generator_meta()
@@ -306,19 +304,16 @@ def run_distill(
             )
         cfg = stored.replace(device=cfg.device)
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
-    if (
-        dist.is_main and state is None
-    ):  # a new run: no log or metrics of an earlier one may remain
+    # a new run: no log or metrics of an earlier one may remain
+    if dist.is_main and state is None:
         for name in ("log.jsonl", "metrics.json"):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
 
-    data_baseline = (
-        cfg.input_source == "data"
-    )  # the upper-bound baseline trains on the real images
-    seed_everything(
-        cfg.seed + dist.rank
-    )  # each rank its own z, y; rank 0 = the single-process run
+    # the upper-bound baseline trains on the real images
+    data_baseline = cfg.input_source == "data"
+    # each rank its own z, y; rank 0 = the single-process run
+    seed_everything(cfg.seed + dist.rank)
     distiller = Distiller(
         teacher,
         meta,
@@ -518,12 +513,10 @@ def final_diagnostics(
         return out
     if distiller.bn_loss is not None:
         distiller.bn_loss.enabled = False
-    per_class = max(
-        1, min(per_class, 2000 // distiller.num_classes)
-    )  # about 2000 images at most, any K
-    if (
-        distiller.inverts
-    ):  # DeepInversion: the newest optimised images and their target labels
+    # about 2000 images at most, any K
+    per_class = max(1, min(per_class, 2000 // distiller.num_classes))
+    # DeepInversion: the newest optimised images and their target labels
+    if distiller.inverts:
         x, y = distiller.pool.latest(per_class * distiller.num_classes)
     else:  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
         x, y = generate_per_class(

@@ -202,9 +202,8 @@ def train_teacher(
     )
     for epoch in bar:
         model.train()
-        running = torch.zeros(
-            (), dtype=torch.float64, device=device
-        )  # summed on the device: no per-step sync
+        # summed on the device: no per-step sync
+        running = torch.zeros((), dtype=torch.float64, device=device)
         n = 0
         for x, y in _train_batches(train_set, cfg.batch_size, device, gen):
             x = augment_batch(x, bundle.augment_pad, bundle.augment_flip)
@@ -330,9 +329,8 @@ def run_teacher(
         cfg = stored
         start -= state["elapsed"]
     elif os.path.exists(state_path):
-        os.remove(
-            state_path
-        )  # --overwrite: a fresh start must not leave an older run's state to resume later
+        # --overwrite: a fresh start must not leave an older run's state to resume later
+        os.remove(state_path)
     model, acc, history = train_teacher(
         bundle,
         cfg,
@@ -361,9 +359,8 @@ def run_teacher(
     )
     checkpoint.write_json(metrics, os.path.join(out_dir, metrics_name))
     if os.path.exists(state_path):
-        os.remove(
-            state_path
-        )  # teacher.pt now holds the result; the resume state is no longer needed
+        # teacher.pt now holds the result; the resume state is no longer needed
+        os.remove(state_path)
     return metrics
 
 

@@ -323,9 +323,8 @@ def load_torchvision_dataset(
         splits.append((images, labels))
         del ds  # keep only the tensors: torchvision's copy of the arrays can go
     (x_train, y_train), (x_test, y_test) = splits
-    num_classes = (
-        len(class_names) or 10
-    )  # the digit datasets without .classes (SVHN) have 10
+    # the digit datasets without .classes (SVHN) have 10
+    num_classes = len(class_names) or 10
     if not class_names:
         class_names = [str(i) for i in range(num_classes)]
     for split, y in (("train", y_train), ("test", y_test)):
@@ -481,9 +480,8 @@ def _image_files_under(directory: str) -> list[str]:
         keep = []
         for d in sorted(d for d in dirnames if not d.startswith(".")):
             real = os.path.realpath(os.path.join(dirpath, d))
-            if (
-                real not in seen
-            ):  # a symlink loop (or a second link to one folder) is read once
+            # a symlink loop (or a second link to one folder) is read once
+            if real not in seen:
                 seen.add(real)
                 keep.append(d)
         dirnames[:] = keep

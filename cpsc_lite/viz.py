@@ -385,9 +385,8 @@ def plot_supcon(
     from .losses import supcon_loss
 
     b, v, _ = features.shape
-    flat = features.transpose(0, 1).reshape(
-        b * v, -1
-    )  # same order as supcon_loss: view-major
+    # same order as supcon_loss: view-major
+    flat = features.transpose(0, 1).reshape(b * v, -1)
     lab = labels.repeat(v)
     names = [f"{'TS'[i // b]}{i % b}" for i in range(b * v)]
     fig, axes = plt.subplots(
@@ -530,9 +529,8 @@ def plot_method_diagram(student_ce: bool = False, figsize=(9.5, 6.4)):
     )
     if student_ce:
         s_terms += "\n$+\\ \\eta\\ \\mathrm{CE}(s, y)$   (switch student_ce)"
-    box(
-        0.27, 0.30, g_terms, gen_colour, fontsize=10.5, multialignment="left", va="top"
-    )  # tops aligned
+    # tops aligned
+    box(0.27, 0.30, g_terms, gen_colour, fontsize=10.5, multialignment="left", va="top")
     box(0.80, 0.30, s_terms, stu_colour, fontsize=10.5, multialignment="left", va="top")
     arrow((0.78, 0.87), (0.40, 0.325))  # T -> L_G
     arrow((0.64, 0.545), (0.44, 0.325))  # S -> L_G

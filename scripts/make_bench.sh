@@ -2,8 +2,8 @@
 # Regenerates the benchmark tables in data/bench/ with the current defaults. Slow on 2 cores
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
-#   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|ablations|
-#                               ablations_digits|ablations_shapes|profile|all]
+#   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|scenes|
+#                               ablations|ablations_digits|ablations_shapes|profile|all]
 #   (default: all; "ablations" = both ablation tables)
 # SEEDS (default 5) sets the number of seeds.
 set -euo pipefail
@@ -27,6 +27,12 @@ if [[ $what == reference_digits ]]; then  # the authors' published code, quirk b
   fixes=$fixes,reference_compat:ikd_authors_form=false
   cpsc-lite bench --dataset digits --methods cpsc_paper,reference_compat,cpsc,$fixes --seeds "$seeds" --iters 300 \
     --out data/bench/digits_reference --no-progress
+fi
+if [[ $what == scenes ]]; then  # the 30-class procedural scenes (0.6.0); about an hour for 3 seeds on 2 cores
+  cpsc-lite bench --dataset scenes --methods cpsc,dafl,dfad,bn_ce --seeds "$seeds" --iters 300 --batch-size 64 \
+    --out data/bench/scenes --no-progress
+  cpsc-lite bench --dataset scenes --methods noise,data --seeds "$seeds" --iters 300 --batch-size 64 \
+    --out data/bench/scenes --append --no-progress
 fi
 if [[ $what == shapes || $what == all ]]; then
   cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \

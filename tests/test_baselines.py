@@ -71,10 +71,11 @@ def test_quick_presets_carry_the_published_generator_settings():
         and dfad.lr_generator == 1e-3
         and dfad.nz == 100
     )
+    # the student learns as in every other method of the quick benchmark
     for m in (
         dafl,
         dfad,
-    ):  # the student learns as in every other method of the quick benchmark
+    ):
         assert (m.student_optimizer, m.lr_student, m.lr_schedule, m.s_steps) == (
             cpsc.student_optimizer,
             cpsc.lr_student,
@@ -103,9 +104,8 @@ def test_a_preset_gives_each_baseline_its_own_cifar_settings(preset, onehot, ent
         and dafl.lr_schedule == "step"
         and dafl.lr_steps == (0.4, 0.8)
     )
-    assert (
-        dafl.batch_size == cpsc.batch_size and dafl.iters == cpsc.iters
-    )  # the budget stays the file's
+    # the budget stays the file's
+    assert dafl.batch_size == cpsc.batch_size and dafl.iters == cpsc.iters
     dfad = make_config("dfad", base)
     assert dfad.student_first and (dfad.g_steps, dfad.lr_steps, dfad.nz) == (
         1,
@@ -149,9 +149,8 @@ def test_methods_section_forms_and_errors():
         make_config("dafl", {"iters": 10})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make_config(
-            "cpsc", {"iters": 10}
-        )  # CPSC's schedule is the file's own: no warning
+        # CPSC's schedule is the file's own: no warning
+        make_config("cpsc", {"iters": 10})
         make_config("dafl")  # no file: the quick preset, no warning
 
 

@@ -104,9 +104,8 @@ def test_presets_are_what_their_names_say():
         "lr_generator",
         "bn_reduce",
     }
-    p = make_config(
-        "cpsc_paper"
-    )  # METHOD.md's reference weights, adversarial from the first step
+    # METHOD.md's reference weights, adversarial from the first step
+    p = make_config("cpsc_paper")
     assert (
         p.alpha,
         p.beta,
@@ -157,10 +156,11 @@ def test_bench_append_adds_methods_and_refuses_another_budget(
         main(["bench", "--methods", "data", "--iters", "3", "--append"] + common) != 0
     )
     assert "another budget: iters (2 there, 3 here)" in capsys.readouterr().err
+    # untouched
     assert list(json.loads((out / "results.json").read_text())["methods"]) == [
         "noise",
         "data",
-    ]  # untouched
+    ]
     # Without --append the table is replaced.
     assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 0
     assert list(json.loads((out / "results.json").read_text())["methods"]) == ["data"]
@@ -345,12 +345,12 @@ def test_paired_differences_call_a_difference_real_only_when_the_ci_excludes_zer
     results = {
         "methods": {
             "cpsc": {"per_seed": {"student_acc": [0.90, 0.91, 0.92, 0.93, 0.94]}},
-            "cpsc_no_bn": {
-                "per_seed": {"student_acc": [0.80, 0.81, 0.83, 0.83, 0.84]}
-            },  # clearly worse
+            # clearly worse
+            "cpsc_no_bn": {"per_seed": {"student_acc": [0.80, 0.81, 0.83, 0.83, 0.84]}},
+            # noise around 0
             "cpsc_no_scl": {
                 "per_seed": {"student_acc": [0.91, 0.90, 0.93, 0.92, 0.94]}
-            },  # noise around 0
+            },
         }
     }
     _paired_differences(results)
@@ -438,10 +438,11 @@ def test_forest_plot_marks_real_differences():
     fig = plot_differences({"toy": results})
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
+    # bottom to top: the top row is the table's first
     assert labels == [
         "same (toy)",
         "better (toy)",
-    ]  # bottom to top: the top row is the table's first
+    ]
     filled = [
         line.get_markerfacecolor() for line in ax.lines if line.get_marker() == "o"
     ]
@@ -500,16 +501,16 @@ def test_equal_time_budget_gives_each_method_the_iterations_that_fit(
             say=lambda *_: None,
             seconds=0.3,
         )
+    # once per method, before its seeds
     assert [c[:2] for c in calls] == [
         ("cpsc", 0.3),
         ("noise", 0.3),
-    ]  # once per method, before its seeds
+    ]
     assert res["budget_seconds"] == 0.3 and res["iters"] is None
     for method, _, (iters, per_iter) in calls:
         row = res["methods"][method]
-        assert (
-            iters == max(1, round(0.3 / per_iter)) == row["iters"]
-        )  # the count that fits, recorded
+        # the count that fits, recorded
+        assert iters == max(1, round(0.3 / per_iter)) == row["iters"]
         assert (
             row["calibrated_seconds_per_iter"] == per_iter
             and len(row["student_accs"]) == 2
@@ -588,9 +589,8 @@ def test_paired_difference_between_any_two_rows_by_hand():
         }
     }
     d = paired_difference(res, "a", "b")
-    half = (
-        4.302653 * 0.01 / math.sqrt(3)
-    )  # t(0.975, 2 df) * std / sqrt(n) of the differences 0.01, 0.02, 0.03
+    # t(0.975, 2 df) * std / sqrt(n) of the differences 0.01, 0.02, 0.03
+    half = 4.302653 * 0.01 / math.sqrt(3)
     assert d["mean"] == pytest.approx(0.02) and d["ci95_half"] == pytest.approx(
         half, rel=1e-5
     )

@@ -60,9 +60,8 @@ def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
         _preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,)
     )
     assert b["tflop_per_iter"] == pytest.approx(2 * a["tflop_per_iter"])
-    assert (
-        c["tflop_per_iter"] > 1.3 * a["tflop_per_iter"]
-    )  # a generator step is more work than a student step
+    # a generator step is more work than a student step
+    assert c["tflop_per_iter"] > 1.3 * a["tflop_per_iter"]
     with FlopCounterMode(display=False) as counter:
         create_model("wrn16_1", 10, 3, 32).eval()(torch.zeros(1, 3, 32, 32))
     assert a["teacher_pflop"] == pytest.approx(

@@ -248,9 +248,8 @@ def test_install_cells_pin_the_release_and_the_extras_bring_every_import():
             ):
                 imported.add(_DISTRIBUTION.get(m.group(1), m.group(1)).lower())
     assert imported, "no imports found?"
-    colab = (
-        core | names(extras["viz"]) | {"ipykernel"}
-    )  # a notebook runs in a kernel already
+    # a notebook runs in a kernel already
+    colab = core | names(extras["viz"]) | {"ipykernel"}
     assert imported <= colab, (
         f"the install cell's cpsc-lite[viz] lacks {sorted(imported - colab)}"
     )
@@ -331,9 +330,8 @@ def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
         "extensions/TeX/AMSmath.js",
         "localization/en/en.js",
     }
-    monkeypatch.setattr(
-        ext, "mathjax_source", lambda: None
-    )  # without the package: Sphinx's default (a CDN)
+    # without the package: Sphinx's default (a CDN)
+    monkeypatch.setattr(ext, "mathjax_source", lambda: None)
     config = types.SimpleNamespace(
         mathjax3_config={}, mathjax_path=None, mathjax2_config=None
     )

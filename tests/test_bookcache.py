@@ -127,9 +127,8 @@ def test_generator_only_and_kd_baseline(cache):
         kd["accs"] == [dict(step=25, student_acc=kd["student_acc"])]
         and 0 <= kd["student_acc"] <= 1
     )
-    real = bc.kd_baseline(
-        "real", steps=50, batch_size=16
-    )  # the engine's `data` method: reads the training split
+    # the engine's `data` method: reads the training split
+    real = bc.kd_baseline("real", steps=50, batch_size=16)
     assert real["method"] == "data" and [a["step"] for a in real["accs"]] == [25, 50]
     with pytest.raises(CpscError, match="multiple of 25"):
         bc.kd_baseline("noise", steps=30)
@@ -265,6 +264,5 @@ def test_compare_grids_wraps_after_two_panels(cache):
     grids = fig.axes
     assert len(grids) == 4 and [ax.get_title() for ax in grids[:3]] == ["a", "b", "c"]
     assert not grids[3].axison  # the empty fourth place
-    assert (
-        len(bc.compare_grids({"a": panel, "b": panel}).axes) == 2
-    )  # two fit on one row
+    # two fit on one row
+    assert len(bc.compare_grids({"a": panel, "b": panel}).axes) == 2

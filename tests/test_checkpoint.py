@@ -51,9 +51,8 @@ def test_failed_write_keeps_the_previous_file_and_names_the_cause(
     with pytest.raises(CpscError, match="disk .*full.*unchanged"):
         checkpoint.atomic_write_bytes(str(path), disk_full)
     assert torch.load(path, weights_only=True) == {"v": 1}
-    assert [p.name for p in tmp_path.iterdir()] == [
-        "state.pt"
-    ]  # no temporary file left behind
+    # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
 
     def torch_full(f):  # what torch.save reports on a full disk
         raise RuntimeError(
@@ -132,14 +131,12 @@ def test_load_refuses_a_folder_and_says_so(tmp_path):
 
 
 def test_load_names_pickled_objects_as_the_reason(tmp_path):
-    torch.save(
-        {"format": "cpsc_lite", "x": argparse.Namespace(a=1)}, tmp_path / "p.pt"
-    )  # an importable class
+    # an importable class
+    torch.save({"format": "cpsc_lite", "x": argparse.Namespace(a=1)}, tmp_path / "p.pt")
     with pytest.raises(CpscError, match="pickled Python objects.*refuses"):
         checkpoint.load(str(tmp_path / "p.pt"))
-    (tmp_path / "g.pt").write_bytes(
-        b"\x00garbage" * 50
-    )  # not a pickle at all: corrupt, not refused
+    # not a pickle at all: corrupt, not refused
+    (tmp_path / "g.pt").write_bytes(b"\x00garbage" * 50)
     with pytest.raises(CpscError, match="truncated, corrupt"):
         checkpoint.load(str(tmp_path / "g.pt"))
 
@@ -196,9 +193,8 @@ def test_load_refuses_non_finite_weights(tmp_path):
     torch.save(obj, tmp_path / "t.pt")
     with pytest.raises(CpscError, match="NaN, infinite or absurdly large .*w"):
         checkpoint.load(str(tmp_path / "t.pt"), kind="teacher")
-    obj["state_dict"] = {
-        "w": torch.tensor([1.0, 1e28])
-    }  # finite, but a diverged training's
+    # finite, but a diverged training's
+    obj["state_dict"] = {"w": torch.tensor([1.0, 1e28])}
     torch.save(obj, tmp_path / "t.pt")
     with pytest.raises(CpscError, match="absurdly large"):
         checkpoint.load(str(tmp_path / "t.pt"), kind="teacher")
@@ -218,9 +214,10 @@ def test_diverged_weights_and_fingerprint():
     assert one == checkpoint.fingerprint(
         {"n": torch.tensor(1), "x": torch.arange(6).view(2, 3)}
     )
+    # shape counts
     assert one != checkpoint.fingerprint(
         {"x": torch.arange(6).view(3, 2), "n": torch.tensor(1)}
-    )  # shape counts
+    )
     assert one != checkpoint.fingerprint(
         {"x": torch.arange(6).view(2, 3), "n": torch.tensor(2)}
     )
@@ -277,9 +274,8 @@ def test_policy_products_and_foreign_metrics_need_overwrite(tmp_path):
         _policy(tmp_path, owner="teacher", products=("teacher.pt",), overwrite=True)[0]
         is False
     )
-    (tmp_path / "metrics.json").write_text(
-        '{"test_acc": 0.9, "history": []}'
-    )  # a teacher's
+    # a teacher's
+    (tmp_path / "metrics.json").write_text('{"test_acc": 0.9, "history": []}')
     with pytest.raises(
         CpscError, match="teacher training's.*new distillation run would replace"
     ):
@@ -290,9 +286,8 @@ def test_policy_products_and_foreign_metrics_need_overwrite(tmp_path):
 
 def test_policy_take_over_removes_only_half_written_files(tmp_path):
     checkpoint.atomic_write_bytes(str(tmp_path / "kept.json"), lambda f: f.write(b"{}"))
-    (tmp_path / ".student.pt.a1b2c3d4.tmp").write_bytes(
-        b"half"
-    )  # a killed atomic write's temporary
+    # a killed atomic write's temporary
+    (tmp_path / ".student.pt.a1b2c3d4.tmp").write_bytes(b"half")
     names = set(p.name for p in tmp_path.iterdir())
     _policy(tmp_path, take_over=False)
     assert set(p.name for p in tmp_path.iterdir()) == names

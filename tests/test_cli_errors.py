@@ -275,9 +275,8 @@ def test_npz_member_with_a_bad_crc(tmp_path, capsys):
     npz = tmp_path / "crc.npz"
     np.savez(npz, x_test=_images(4), y_test=_labels(0, 1, 0, 1))
     data = bytearray(npz.read_bytes())
-    at = (
-        data.index(b"\x93NUMPY") + 200
-    )  # inside x_test's pixels: the zip's CRC no longer matches
+    # inside x_test's pixels: the zip's CRC no longer matches
+    at = data.index(b"\x93NUMPY") + 200
     data[at] ^= 0xFF
     npz.write_bytes(bytes(data))
     code, _, err = run_cli(

@@ -17,9 +17,8 @@ from cpsc_lite.losses import agreeing_kl, instance_contrast
 from cpsc_lite.teacher import load_classifier
 
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
-S = torch.tensor(
-    [[1.0, 0.5, -0.5], [0.0, 1.0, 0.5], [0.0, 1.0, 0.5]]
-)  # agrees on rows 0 and 1 only
+# agrees on rows 0 and 1 only
+S = torch.tensor([[1.0, 0.5, -0.5], [0.0, 1.0, 0.5], [0.0, 1.0, 0.5]])
 
 
 def test_agreeing_kl_by_hand():
@@ -61,9 +60,8 @@ def test_local_views_crop_and_resize():
     v = local_views(x, flip=False)
     assert v.shape == x.shape
     assert not torch.equal(v, x)
-    full = local_views(
-        x, flip=False, scale=(1.0, 1.0)
-    )  # the whole image at aspect 1 +- 1/3: close to x
+    # the whole image at aspect 1 +- 1/3: close to x
+    full = local_views(x, flip=False, scale=(1.0, 1.0))
     assert (full - x).abs().mean() < 8
 
 

@@ -176,12 +176,10 @@ def test_every_preset_has_the_papers_schedule():
         settings, run = load_preset(path)
         cfg = make_config("cpsc", settings)
         fast = path.endswith("_fast.yaml")
-        assert cfg.iters == (3000 if fast else 30000), (
-            path
-        )  # 50 iterations x 600 epochs (fast: a tenth)
-        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), (
-            path
-        )  # 10 of 600 epochs
+        # 50 iterations x 600 epochs (fast: a tenth)
+        assert cfg.iters == (3000 if fast else 30000), path
+        # 10 of 600 epochs
+        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), path
         assert (cfg.batch_size, cfg.g_steps, cfg.s_steps) == (512, 6, 5), path
         assert (cfg.lr_student, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4), (
             path
@@ -272,11 +270,12 @@ def test_preset_supplies_dataset_and_student_and_flags_override(
         1,
         8,
     )
+    # the rest from the preset
     assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (
         0.1,
         16,
         250,
-    )  # the rest from the preset
+    )
 
 
 def test_config_takes_a_shipped_preset_by_name_from_any_folder(
@@ -288,19 +287,21 @@ def test_config_takes_a_shipped_preset_by_name_from_any_folder(
     assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS}
     monkeypatch.chdir(tmp_path)  # outside the checkout, as after `pip install`
     assert os.path.samefile(resolve_config("c10_wrn40_2_wrn16_2_fast"), shipped)
+    # README's spelling
     assert os.path.samefile(
         resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml"), shipped
-    )  # README's spelling
+    )
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "c10_wrn40_2_wrn16_2_fast.yaml").write_text("iters: 7\n")
     assert (
         resolve_config("configs/c10_wrn40_2_wrn16_2_fast.yaml")
         == "configs/c10_wrn40_2_wrn16_2_fast.yaml"
     )
+    # a real file wins
     assert load_preset("configs/c10_wrn40_2_wrn16_2_fast.yaml") == (
         {"iters": 7},
         {},
-    )  # a real file wins
+    )
     with pytest.raises(
         CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18_fast"
     ):
@@ -326,12 +327,10 @@ def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
     from cpsc_lite.config import RENAMED_SETTINGS
 
     assert RENAMED_SETTINGS["scl_for_student"] == "student_scl"
-    assert (
-        make_config("cpsc", scl_for_student=True).student_scl is True
-    )  # --set / keyword
-    assert (
-        make_config("cpsc", {"scl_for_student": True}).student_scl is True
-    )  # a YAML file
+    # --set / keyword
+    assert make_config("cpsc", scl_for_student=True).student_scl is True
+    # a YAML file
+    assert make_config("cpsc", {"scl_for_student": True}).student_scl is True
     saved = {k: v for k, v in DistillConfig().to_dict().items() if k != "student_scl"}
     assert DistillConfig.from_saved(
         dict(saved, scl_for_student=True)

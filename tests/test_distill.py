@@ -183,9 +183,8 @@ def test_colour_images_and_other_class_counts(tmp_path, capsys, num_classes, siz
     test_only = make_colour_npz(
         tmp_path / "test_only.npz", num_classes=num_classes, size=size, train=False
     )
-    run = (
-        tmp_path / "distill"
-    )  # not the teacher's folder: its metrics.json is the teacher's
+    # not the teacher's folder: its metrics.json is the teacher's
+    run = tmp_path / "distill"
     code = main(
         [
             "distill",
@@ -205,9 +204,8 @@ def test_colour_images_and_other_class_counts(tmp_path, capsys, num_classes, siz
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["student_acc"] <= 1.0 and metrics["iters"] == 4
-    assert (
-        metrics["pixel_recognition"] is None
-    )  # no training split to fit the pixel judge on
+    # no training split to fit the pixel judge on
+    assert metrics["pixel_recognition"] is None
     gen = checkpoint.load(str(run / "generator.pt"), "generator")["meta"]["generator"]
     assert (gen["num_classes"], gen["channels"], gen["img_size"]) == (
         num_classes,
@@ -249,9 +247,8 @@ def test_checkpoints_load_with_weights_only(tmp_path, digits_teacher):
 def test_seeded_runs_are_reproducible(tmp_path, digits_teacher):
     bundle = load_dataset("digits")
     cfg = make_config("cpsc", iters=3, **SMALL)
-    torch.manual_seed(
-        123
-    )  # the global state before a run does not matter: the run seeds itself
+    # the global state before a run does not matter: the run seeds itself
+    torch.manual_seed(123)
     run_distill(digits_teacher, bundle, cfg, str(tmp_path / "a"), progress=False)
     run_distill(digits_teacher, bundle, cfg, str(tmp_path / "b"), progress=False)
     wa, wb = (
@@ -271,9 +268,8 @@ def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(
 ):
     """A state.pt without ``adv_warmup`` trained with the adversary on from the start; it must resume that way."""
     bundle = load_dataset("digits")
-    cfg = make_config(
-        "cpsc", iters=20, **SMALL
-    )  # the new default would switch the adversary off until 6
+    # the new default would switch the adversary off until 6
+    cfg = make_config("cpsc", iters=20, **SMALL)
     out = tmp_path / "old"
     run_distill(
         digits_teacher,
@@ -284,9 +280,8 @@ def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(
         progress=False,
     )
     obj = checkpoint.load(str(out / "state.pt"), "resume")
-    del obj["state"]["config"][
-        "adv_warmup"
-    ]  # what a checkpoint written by cpsc-lite before the setting holds
+    # what a checkpoint written by cpsc-lite before the setting holds
+    del obj["state"]["config"]["adv_warmup"]
     checkpoint.save(obj, str(out / "state.pt"))
     resumed = run_distill(
         digits_teacher, bundle, cfg, str(out), resume=True, progress=False
@@ -294,9 +289,8 @@ def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(
     assert resumed["config"]["adv_warmup"] == 0.0
     assert "ignoring changed adv_warmup" in capsys.readouterr().out
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert all(
-        "g/adv_kd" in r for r in log
-    )  # adversarial terms logged at every iteration, before and after
+    # adversarial terms logged at every iteration, before and after
+    assert all("g/adv_kd" in r for r in log)
 
 
 def test_sigterm_checkpoints_the_current_iteration_and_resume_is_exact(
@@ -397,9 +391,8 @@ def test_diverged_weights_never_replace_a_good_checkpoint(tmp_path, digits_teach
     seed_everything(cfg.seed)
     d = Distiller(teacher, meta, cfg, bundle.test)
 
-    def blow_up(
-        dd, record
-    ):  # finite losses can hide weights of 1e28 for an iteration or two
+    # finite losses can hide weights of 1e28 for an iteration or two
+    def blow_up(dd, record):
         if record["iter"] == 6:
             with torch.no_grad():
                 next(dd.student.parameters()).fill_(1e28)
@@ -459,9 +452,8 @@ def test_sample_pool_ring_buffer():
             torch.arange(4 * k, 4 * k + 4).float().view(4, 1),
             torch.arange(4 * k, 4 * k + 4),
         )
-    assert pool.size == 10 and sorted(pool.labels.tolist()) == list(
-        range(6, 16)
-    )  # the oldest six replaced
+    # the oldest six replaced
+    assert pool.size == 10 and sorted(pool.labels.tolist()) == list(range(6, 16))
     assert pool.latest(3)[1].tolist() == [13, 14, 15]
     x, y = pool.sample(50)
     assert torch.equal(x.flatten().long(), y) and set(y.tolist()) <= set(range(6, 16))

@@ -119,9 +119,8 @@ def first_student_step(teacher_path, student, dist):
     from cpsc_lite.teacher import load_classifier
 
     teacher, meta = load_classifier(teacher_path)
-    seed_everything(
-        equivalence_config(student).seed + dist.rank
-    )  # what run_distill does per rank
+    # what run_distill does per rank
+    seed_everything(equivalence_config(student).seed + dist.rank)
     d = Distiller(teacher, meta, equivalence_config(student), dist=dist)
     x, y = fixed_batch()
     b = d.batch_size
@@ -251,9 +250,8 @@ def test_distributed_cli_run_completes_and_rank0_writes_everything(two_rank_run)
         metrics["runtime"]["world_size"] == 2
         and metrics["runtime"]["batch_per_rank"] == GLOBAL_BATCH // 2
     )
-    assert (
-        metrics["config"]["batch_size"] == GLOBAL_BATCH
-    )  # the config keeps the global batch
+    # the config keeps the global batch
+    assert metrics["config"]["batch_size"] == GLOBAL_BATCH
     [session] = metrics["sessions"]  # provenance: launcher and process count of the run
     assert session["launcher"] == "torchrun" and session["world_size"] == 2
     assert session["command"].startswith("cpsc-lite distill --teacher")
@@ -313,9 +311,8 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(two_rank_run):
     with no_bn_student() as student:
         single = first_student_step(teacher_path, student, DistContext())
     assert r0["loss"] == pytest.approx(single["loss"], rel=1e-5)
-    assert (
-        r1["loss"] == r0["loss"]
-    )  # the logged (all-reduced) loss is the same on every rank
+    # the logged (all-reduced) loss is the same on every rank
+    assert r1["loss"] == r0["loss"]
     for k, g in single["grads"].items():
         torch.testing.assert_close(r0["grads"][k], g, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r1["grads"][k], r0["grads"][k], rtol=0, atol=0)

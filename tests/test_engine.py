@@ -115,9 +115,8 @@ def test_defaults_on_cpu_change_nothing(digits_teacher):
     )
     assert type(d.bn_loss).__name__ == "BNStatsLoss"
     assert not d.opt_s.defaults.get("fused") and not d.opt_g.defaults.get("fused")
-    assert (
-        d._student_train is d.student and d._generator_train is d.generator
-    )  # no wrappers at all
+    # no wrappers at all
+    assert d._student_train is d.student and d._generator_train is d.generator
     assert d.runtime()["amp"] == "off"
     d.close()
 
@@ -136,9 +135,8 @@ def test_explicit_mixed_precision_on_cpu_keeps_losses_in_float32(amp, digits_tea
         amp == "fp16"
     )
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "error"
-        )  # e.g. no scheduler-order warning when fp16 skips a step
+        # e.g. no scheduler-order warning when fp16 skips a step
+        warnings.simplefilter("error")
         terms = d.iterate()
         terms = d.iterate()
     assert all(
@@ -179,9 +177,8 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
     z, y = fast.generator.sample_inputs(4)
     assert fast._generate(z, y).is_contiguous(memory_format=torch.channels_last)
     fast.close()
-    teacher, meta = load_classifier(
-        digits_teacher
-    )  # a fresh one: the same random stream as the eager run
+    # a fresh one: the same random stream as the eager run
+    teacher, meta = load_classifier(digits_teacher)
     seed_everything(cfg.seed)
     fast = Distiller(
         teacher,
@@ -210,9 +207,8 @@ def test_amp_resolution_per_device():
     )
     assert resolve_amp("auto", mps) is None
     with pytest.warns(UserWarning, match="MPS"):
-        assert (
-            resolve_amp("fp16", mps) is None
-        )  # falls back to float32 instead of crashing
+        # falls back to float32 instead of crashing
+        assert resolve_amp("fp16", mps) is None
     with pytest.raises(CpscError, match="--amp"):
         resolve_amp("fp8", cpu)
     assert not Acceleration().use_channels_last(

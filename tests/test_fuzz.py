@@ -145,9 +145,8 @@ def test_any_config_values_validate_or_say_why(values):
         cfg = make_config("cpsc", **values)
     except CpscError:
         return
-    assert (
-        cfg.iters >= 1 and cfg.batch_size >= 1 and cfg.lr_generator > 0
-    )  # accepted means usable
+    # accepted means usable
+    assert cfg.iters >= 1 and cfg.batch_size >= 1 and cfg.lr_generator > 0
 
 
 @FUZZ

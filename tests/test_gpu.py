@@ -204,9 +204,8 @@ def test_cuda_compile_and_device_flag(digits_teacher):
     d.close()
     teacher, meta = load_classifier(digits_teacher)
     on_cpu = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY))
-    assert (
-        on_cpu.device.type == "cpu" and on_cpu.amp_dtype is None
-    )  # --device cpu is respected
+    # --device cpu is respected
+    assert on_cpu.device.type == "cpu" and on_cpu.amp_dtype is None
     assert next(on_cpu.student.parameters()).device.type == "cpu"
     on_cpu.close()
 

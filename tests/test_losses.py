@@ -95,9 +95,8 @@ def _supcon_reference(features, labels, temperature):
 def test_supcon_matches_reference_loop(views):
     torch.manual_seed(0)
     f = F.normalize(torch.randn(6, views, 5, dtype=torch.float64), dim=2)
-    labels = torch.tensor(
-        [0, 1, 0, 2, 1, 0]
-    )  # with views=1, label 2 has no positive and is skipped
+    # with views=1, label 2 has no positive and is skipped
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
     got = supcon_loss(f, labels, temperature=0.5).item()
     assert got == pytest.approx(_supcon_reference(f, labels, 0.5), rel=1e-9)
 
@@ -130,9 +129,8 @@ class _TwoBN(nn.Module):
 
 def test_bn_stats_loss_hand_computed_and_hooks_removed():
     model = _TwoBN().eval()
-    nn.init.constant_(
-        model.conv.weight, 0.0
-    )  # bn2 sees zeros: mean 0, var 0 vs running (0, 1) -> term 1
+    # bn2 sees zeros: mean 0, var 0 vs running (0, 1) -> term 1
+    nn.init.constant_(model.conv.weight, 0.0)
     model.bn1.running_mean.fill_(1.0)
     model.bn1.running_var.fill_(2.0)
     x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)  # mean 2, biased var 1
@@ -153,9 +151,8 @@ def test_bn_stats_first_layer_weight():
     x = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
     with BNStatsLoss(model) as bn:
         model(x)
-        assert bn.loss(first_weight=10.0).item() == pytest.approx(
-            10 * 2.0 + 1.0
-        )  # DeepInversion's first-BN scale
+        # DeepInversion's first-BN scale
+        assert bn.loss(first_weight=10.0).item() == pytest.approx(10 * 2.0 + 1.0)
         model(x)
         assert bn.loss("mean", first_weight=10.0).item() == pytest.approx(
             (10 * 2.0 + 1.0) / 2
@@ -171,9 +168,8 @@ def test_competition_is_one_minus_clamped_js_by_hand():
     kl = lambda a, b: (b * (b.log() - a.log())).sum(1).mean()  # noqa: E731  KL(b || a), batch mean
     expected = 1 - (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(0, 1)
     assert competition(t, s).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert competition(t, t).item() == pytest.approx(
-        1.0
-    )  # agreement is what the term penalises
+    # agreement is what the term penalises
+    assert competition(t, t).item() == pytest.approx(1.0)
     assert competition(t, s).item() < 1.0
 
 

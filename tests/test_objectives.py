@@ -18,15 +18,13 @@ from cpsc_lite.distill import (
 )
 from cpsc_lite.teacher import load_teacher
 
-T = torch.tensor(
-    [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
-)  # teacher logits, 2 samples x 3 classes
+# teacher logits, 2 samples x 3 classes
+T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
 S = torch.tensor([[1.0, 0.5, -0.5], [0.0, 1.0, 0.5]])  # student logits
 Y = torch.tensor([0, 1])
 FT = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # teacher features
-FS = torch.tensor(
-    [[1.0, 1.0], [1.0, -1.0]]
-)  # student features (already the teacher's size)
+# student features (already the teacher's size)
+FS = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
 BN = torch.tensor(0.75)
 IMG = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]]).repeat(2, 1, 1, 1)
 
@@ -91,9 +89,8 @@ def test_generator_loss_log_ikd_and_warmup():
     assert total.item() == pytest.approx(
         -_kl(T, S) - 2.0 * math.log(_mse(T, S) + 1e-8), rel=1e-5
     )
-    total, terms = generator_loss(
-        T, Y, cfg, s_logits=S, adversarial=False
-    )  # the warm-up: no adversary
+    # the warm-up: no adversary
+    total, terms = generator_loss(T, Y, cfg, s_logits=S, adversarial=False)
     assert set(terms) == {"total"} and total.item() == 0.0
 
 
@@ -148,9 +145,8 @@ def test_student_loss_by_hand_and_switches():
     assert total.item() == pytest.approx(
         _kl(T, S) + 3.0 * _mse(T, S) + 0.4 * _ce(S, Y), rel=1e-5
     )
-    total, terms = student_loss(
-        T, S, cfg, labels=None
-    )  # noise / real data: no pseudo labels
+    # noise / real data: no pseudo labels
+    total, terms = student_loss(T, S, cfg, labels=None)
     assert set(terms) == {"kd", "ikd", "total"}
     total, terms = student_loss(
         T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y
@@ -190,9 +186,8 @@ def test_generator_ikd_does_not_backpropagate_through_the_teacher():
     loss, terms = generator_loss(t, Y, cfg, s_logits=s)
     (grad_t_total,) = torch.autograd.grad(loss, t, retain_graph=True)
     (grad_t_kl,) = torch.autograd.grad(-terms["adv_kd"], t, retain_graph=True)
-    assert torch.allclose(
-        grad_t_total, grad_t_kl
-    )  # IKD adds nothing to the teacher's side
+    # IKD adds nothing to the teacher's side
+    assert torch.allclose(grad_t_total, grad_t_kl)
     (grad_s,) = torch.autograd.grad(terms["adv_ikd"], s)
     assert grad_s.abs().sum() > 0  # but it does reach the student's logits
 
@@ -339,9 +334,8 @@ def test_augment_views_shift_and_flip():
     torch.manual_seed(0)
     outs = [augment_views(x, 1, True) for _ in range(20)]
     assert any(not torch.equal(o, x) for o in outs)
-    for o in (
-        outs
-    ):  # a shift (with wrap-around) and/or a mirror: the same pixels, rearranged
+    # a shift (with wrap-around) and/or a mirror: the same pixels, rearranged
+    for o in outs:
         assert torch.equal(o.flatten().sort().values, x.flatten())
 
 

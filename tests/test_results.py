@@ -125,9 +125,8 @@ def test_record_copies_the_run_and_writes_its_provenance(
         == 0
     )
     assert not (dest / "stray.txt").exists() and (dest / "run.json").exists()
-    assert [p.name for p in into.iterdir()] == [
-        "digits_tiny"
-    ]  # no temporary folders left behind
+    # no temporary folders left behind
+    assert [p.name for p in into.iterdir()] == ["digits_tiny"]
 
 
 def test_record_refuses_what_it_cannot_vouch_for(
@@ -184,6 +183,5 @@ def test_the_book_shows_recorded_runs_from_their_files(
         and "4 of 4" in html
     )
     assert first in shown[2].data and second in shown[2].data
-    assert (
-        sum(isinstance(o, ipd.Image) for o in shown) == 2
-    )  # samples.png and curves.png
+    # samples.png and curves.png
+    assert sum(isinstance(o, ipd.Image) for o in shown) == 2

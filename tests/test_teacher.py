@@ -17,9 +17,8 @@ from conftest import make_colour_npz, run_cli
 
 # ----------------------------------------------------------------- teachers
 def test_teacher_recipes():
-    assert (
-        teacher_recipe("digits") == TeacherConfig()
-    )  # today's recipe for the built-in digits
+    # today's recipe for the built-in digits
+    assert teacher_recipe("digits") == TeacherConfig()
     c10 = teacher_recipe("cifar10")
     assert (
         c10.model,

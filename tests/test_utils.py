@@ -12,31 +12,29 @@ from cpsc_lite.utils import augment_batch, evaluate, warmup_cosine
 
 def test_warmup_cosine_by_hand():
     total, warmup = 10, 2
+    # linear warm-up, ends at 1
     assert [warmup_cosine(s, total, warmup) for s in range(2)] == [
         0.5,
         1.0,
-    ]  # linear warm-up, ends at 1
+    ]
     assert warmup_cosine(2, total, warmup) == 1.0  # cosine starts at its top
     assert warmup_cosine(6, total, warmup) == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 4 / 8))
     )
     assert warmup_cosine(10, total, warmup) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(50, total, warmup) == pytest.approx(
-        0.0, abs=1e-12
-    )  # past the end: stays at 0
+    # past the end: stays at 0
+    assert warmup_cosine(50, total, warmup) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(0, 4, 0) == 1.0
 
 
 def test_augment_batch_shifts_with_zero_padding_and_keeps_shape():
     torch.manual_seed(0)
-    x = (
-        torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
-    )  # no zeros inside
+    # no zeros inside
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
     out = augment_batch(x, pad=1, flip=False)
     assert out.shape == x.shape
-    for i in range(
-        2
-    ):  # each image is its original moved by (dy, dx) in {-1, 0, 1}^2, zeros shifted in
+    # each image is its original moved by (dy, dx) in {-1, 0, 1}^2, zeros shifted in
+    for i in range(2):
         padded = nn.functional.pad(x[i], (1, 1, 1, 1))
         crops = [
             padded[:, dy : dy + 5, dx : dx + 5] for dy in range(3) for dx in range(3)

@@ -91,9 +91,8 @@ def write_cifar10(root, n=4, seed=0) -> dict:
     folder.mkdir(parents=True)
     out = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        x = rng.integers(
-            0, 256, size=(n, 3072), dtype=np.uint8
-        )  # rows: R plane, G plane, B plane
+        # rows: R plane, G plane, B plane
+        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, size=n)]
         write_pickle(
             folder / name,
@@ -298,9 +297,8 @@ def test_cifar10_partly_missing_lists_the_missing_file(cifar10_root):
 
 
 def test_cifar10_checksum_mismatch_is_reported_as_corrupt(tmp_path):
-    write_cifar10(
-        tmp_path
-    )  # real checksums left in place: the stand-ins do not match them
+    # real checksums left in place: the stand-ins do not match them
+    write_cifar10(tmp_path)
     with pytest.raises(CpscError, match="checksum") as info:
         vd.load_torchvision_dataset("cifar10", str(tmp_path))
     assert "--download" in str(info.value) and "Delete" in str(info.value)
@@ -432,18 +430,15 @@ def test_svhn(tmp_path, monkeypatch):
     arrays = {}
     split_list = {k: list(v) for k, v in tvd.SVHN.split_list.items()}
     for split, n in (("train", 5), ("test", 4)):
-        x = rng.integers(
-            0, 256, size=(32, 32, 3, n), dtype=np.uint8
-        )  # SVHN's (H, W, C, N)
-        y = np.array(
-            [[10], [1], [9], [10], [3]][:n], dtype=np.uint8
-        )  # label 10 is the digit 0
+        # SVHN's (H, W, C, N)
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        # label 10 is the digit 0
+        y = np.array([[10], [1], [9], [10], [3]][:n], dtype=np.uint8)
         sio.savemat(str(tmp_path / f"{split}_32x32.mat"), {"X": x, "y": y})
         split_list[split][2] = md5(tmp_path / f"{split}_32x32.mat")
         arrays[split] = (x, y)
-    monkeypatch.setattr(
-        tvd.SVHN, "split_list", split_list
-    )  # the real MD5s cannot match stand-ins
+    # the real MD5s cannot match stand-ins
+    monkeypatch.setattr(tvd.SVHN, "split_list", split_list)
 
     b = cdata.load_dataset("svhn", root=str(tmp_path))
     assert (b.num_classes, b.channels, b.img_size) == (10, 3, 32)
@@ -489,9 +484,8 @@ def write_tiny_imagenet(root, n_train=3, seed=3):
         folder = base / "train" / wnid
         boxes = []
         for i in range(n_train):
-            img = (
-                grey(rng, 64) if i == 0 else rgb(rng, 64)
-            )  # Tiny-ImageNet has some grey JPEGs
+            # Tiny-ImageNet has some grey JPEGs
+            img = grey(rng, 64) if i == 0 else rgb(rng, 64)
             save_image(folder / "images" / f"{wnid}_{i}.JPEG", img, "JPEG")
             boxes.append(f"{wnid}_{i}.JPEG\t0\t0\t63\t63")
         (folder / f"{wnid}_boxes.txt").write_text("\n".join(boxes) + "\n")
@@ -501,9 +495,8 @@ def write_tiny_imagenet(root, n_train=3, seed=3):
         save_image(base / "val" / "images" / f"val_{i}.JPEG", rgb(rng, 64), "JPEG")
         lines.append(f"val_{i}.JPEG\t{wnid}\t1\t2\t60\t61")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    save_image(
-        base / "test" / "images" / "test_0.JPEG", rgb(rng, 64), "JPEG"
-    )  # unlabelled: ignored
+    # unlabelled: ignored
+    save_image(base / "test" / "images" / "test_0.JPEG", rgb(rng, 64), "JPEG")
     return base
 
 
@@ -511,10 +504,11 @@ def test_tiny_imagenet(tmp_path):
     write_tiny_imagenet(tmp_path)
     b = cdata.load_dataset("tiny-imagenet", root=str(tmp_path))
     assert (b.num_classes, b.channels, b.img_size) == (2, 3, 64)
+    # sorted wnids: n01443537, n02124075
     assert b.class_names == [
         "goldfish",
         "Egyptian cat",
-    ]  # sorted wnids: n01443537, n02124075
+    ]
     assert (b.mean, b.std) == vd.NORMALIZATION["tiny-imagenet"]
     assert (b.augment_pad, b.augment_flip) == (4, True)
     assert len(b.train) == 6 and len(b.test) == 3
@@ -583,9 +577,8 @@ def test_folder_train_test_layout(tmp_path):
         .copy()
     )
     np.testing.assert_array_equal(as_uint8(b.train.images), train_u8.numpy())
-    assert (b.mean, b.std) == cdata.channel_stats(
-        train_u8
-    )  # measured on the train split
+    # measured on the train split
+    assert (b.mean, b.std) == cdata.channel_stats(train_u8)
     assert (b.augment_pad, b.augment_flip) == (1, False)
     x, y = b.test[1]
     assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and y == 1
@@ -681,9 +674,8 @@ def test_folder_problems(tmp_path, setup, pattern):
 
 def test_folder_many_images_use_the_threaded_decoder(tmp_path):
     rng = np.random.default_rng(11)
-    imgs = write_split(
-        tmp_path, ["a", "b"], 150, lambda r: grey(r, 4), rng
-    )  # 300 files: several threads
+    # 300 files: several threads
+    imgs = write_split(tmp_path, ["a", "b"], 150, lambda r: grey(r, 4), rng)
     b = vd.load_image_folder(str(tmp_path))
     order = [("a", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
     order += [("b", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
@@ -726,9 +718,8 @@ def test_folder_16_bit_grey_pngs_are_scaled_not_clipped_to_white(tmp_path):
 def test_folder_symlink_loop_reads_each_image_once(tmp_path):
     rng = np.random.default_rng(0)
     write_split(tmp_path, ["a", "b"], 1, lambda r: grey(r, 8), rng)
-    os.symlink(
-        tmp_path / "a", tmp_path / "a" / "loop"
-    )  # a/loop -> a: os.walk would go round and round
+    # a/loop -> a: os.walk would go round and round
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")
     b = vd.load_image_folder(str(tmp_path))
     assert len(b.test) == 2
 
@@ -740,9 +731,8 @@ def test_folder_with_a_single_class_is_refused(tmp_path):
 
 
 def test_folder_32_bit_grey_images_with_8_bit_values_are_not_darkened(tmp_path):
-    small = (
-        np.arange(64, dtype=np.int32).reshape(8, 8) * 3
-    )  # 0..189 stored as 32-bit "I"
+    # 0..189 stored as 32-bit "I"
+    small = np.arange(64, dtype=np.int32).reshape(8, 8) * 3
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(small, "I").save(tmp_path / c / "0.tif")

@@ -37,9 +37,8 @@ def test_workflow_builds_with_the_ci_script_and_publishes_only_main():
         s.get("uses", "").startswith("actions/deploy-pages") for s in deploy["steps"]
     )
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
-    assert wf["permissions"] == {
-        "contents": "read"
-    }  # the build job (and pull requests) cannot write
+    # the build job (and pull requests) cannot write
+    assert wf["permissions"] == {"contents": "read"}
     assert build["timeout-minutes"] <= 90
 
 
