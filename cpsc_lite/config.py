@@ -31,9 +31,8 @@ class DistillConfig:
     # or "constant" (their MNIST scripts).
     lr_schedule: str = "cosine"
     lr_steps: tuple = (0.4, 0.8)
-    student_optimizer: str = (
-        "sgd"  # "sgd" (momentum, weight_decay) or "adam" (DAFL's MNIST student)
-    )
+    # "sgd" (momentum, weight_decay) or "adam" (DAFL's MNIST student)
+    student_optimizer: str = "sgd"
     # Order of one iteration: the generator steps first (CPSC), or the student's first (DFAD).
     student_first: bool = False
     # Generator optimiser: Adam. 1e-2 for the quick profile (paper: 1e-3): with one persistent Adam,
@@ -43,9 +42,8 @@ class DistillConfig:
     generator_cosine: bool = True  # G's LR follows the student's schedule, so late adversarial drift stays small
     generator_betas: tuple = (0.5, 0.999)
     nz: int = 256
-    ngf: int = (
-        32  # the paper uses 64 at 32x32; 32 is ample for tiny images and 4x cheaper
-    )
+    # the paper uses 64 at 32x32; 32 is ample for tiny images and 4x cheaper
+    ngf: int = 32
     conditional: bool = True
     # Loss switches and weights. The reference weights (the command in the authors' README; book
     # chapter 7) are alpha=5, beta=1, gamma=0.7, eta=0.7 with student CE on; configs/*.yaml use
@@ -58,18 +56,15 @@ class DistillConfig:
     # knows nothing, so maximising its disagreement with the teacher only slows the start.
     adv_warmup: float = 0.3
     use_ikd: bool = True
-    alpha: float = (
-        1.0  # IKD weight (paper: 5; with -log MSE that push dominates short runs)
-    )
+    # IKD weight (paper: 5; with -log MSE that push dominates short runs)
+    alpha: float = 1.0
     use_bn: bool = True
     beta: float = 1.0  # BN-statistics weight
     use_scl: bool = True
-    gamma: float = (
-        0.2  # contrastive weight (paper: 0.7; it narrowed each class in short runs)
-    )
-    teacher_ce: bool = (
-        True  # pseudo-supervised CE of the teacher against y, trains G (was use_ce)
-    )
+    # contrastive weight (paper: 0.7; it narrowed each class in short runs)
+    gamma: float = 0.2
+    # pseudo-supervised CE of the teacher against y, trains G (was use_ce)
+    teacher_ce: bool = True
     eta: float = 0.5  # pseudo-supervised CE weight (paper: 0.7; with lr 1e-2 that narrowed each class)
     temperature: float = 0.07  # SupCon temperature tau
     # Baselines (presets below switch these): where the student's inputs come from, the
@@ -80,9 +75,8 @@ class DistillConfig:
     dafl_onehot: float = 1.0
     dafl_activation: float = 0.1
     dafl_entropy: float = 5.0
-    dafl_log10: bool = (
-        False  # DAFL's published code takes the information entropy with log10
-    )
+    # DAFL's published code takes the information entropy with log10
+    dafl_log10: bool = False
     kd_temperature: float = 1.0
     student_scl: bool = False  # authors' code: the contrast trains G only
     # Student also learns CE(S(x), y) (paper: on), independently of teacher_ce. Off for short runs:
@@ -90,41 +84,33 @@ class DistillConfig:
     # and CE(S(x), y) trains the student against the teacher it is distilling.
     student_ce: bool = False
     ikd_log: bool = True  # generator uses -log(MSE) (bounded push) rather than -MSE
-    ikd_student_log: bool = (
-        False  # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
-    )
+    # student uses log ||t - s||_2 (authors' CIFAR-10 form) rather than MSE
+    ikd_student_log: bool = False
     # The BN prior: "sum" over the teacher's BN layers (paper) or "mean" (one layer's size: the prior
     # then weighs the same against eta * CE whatever the teacher's depth). Quick profile: mean.
     bn_reduce: str = "mean"
     # Image priors and augmentation of the generated images before the teacher sees them in the
     # generator step (DeepInversion, Yin et al. 2020): weight 0 / 0 pixels / false = off.
-    prior_tv: float = (
-        0.0  # total-variation prior (mean absolute difference of neighbouring pixels)
-    )
+    # total-variation prior (mean absolute difference of neighbouring pixels)
+    prior_tv: float = 0.0
     prior_l2: float = 0.0  # L2 prior (mean squared value of the normalised image)
-    jitter: int = (
-        0  # random shift by up to this many pixels (same shift for the whole batch)
-    )
-    flip: bool = (
-        False  # random horizontal flip (only where mirror images keep their class)
-    )
+    # random shift by up to this many pixels (same shift for the whole batch)
+    jitter: int = 0
+    # random horizontal flip (only where mirror images keep their class)
+    flip: bool = False
     # DeepInversion (Yin et al. 2020), input_source="inversion": no generator; each iteration optimises a
     # fresh batch of pixels for `inversion_steps` Adam steps on the objective above (CE + BN prior +
     # image priors, jitter/flip, optionally the ADI competition term), keeps the lowest-loss images in a
     # pool of `pool_batches` batches, and the student learns by KD from batches drawn from that pool.
     inversion_steps: int = 200  # published: 2000 per batch (CIFAR-10)
-    inversion_lr: float = (
-        0.05  # published CIFAR-10 setting (Adam on the pixels, fresh for each batch)
-    )
-    bn_first_weight: float = (
-        1.0  # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
-    )
-    adi_weight: float = (
-        0.0  # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
-    )
-    pool_batches: int = (
-        0  # synthetic batches kept for the student (inversion); oldest replaced
-    )
+    # published CIFAR-10 setting (Adam on the pixels, fresh for each batch)
+    inversion_lr: float = 0.05
+    # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
+    bn_first_weight: float = 1.0
+    # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
+    adi_weight: float = 0.0
+    # synthetic batches kept for the student (inversion); oldest replaced
+    pool_batches: int = 0
     # What `inversion` optimises per batch: the "pixels" themselves (DeepInversion), or a "generator"
     # re-initialised for every batch together with its inputs z (CMI, Fang et al. 2021), whose images
     # also learn an instance contrast (weight cmi_weight, temperature cmi_temperature): a projection
@@ -143,22 +129,23 @@ class DistillConfig:
     cmi_negatives: int = 1024
     cmi_head_dim: int = 128
     cmi_adv: float = 0.0
+    # The features CMI's head contrasts: the channel means of the input of every teacher BN layer,
+    # concatenated ("bn_inputs", as CMI's code), or the teacher's penultimate features ("penultimate",
+    # what cpsc-lite 0.5.0 used).
+    cmi_features: str = "bn_inputs"
     # The authors' published code, quirk by quirk (all off = the clean method; `reference_compat` turns
     # them all on, book chapter 7): CE on softmax outputs, a generator Adam re-created at every step,
     # IKD in the authors' dataset-dependent form, and the best test accuracy seen as the reported one.
     ce_on_softmax: bool = False
     generator_adam_reset: bool = False
-    ikd_authors_form: bool = (
-        False  # CIFAR-10: G -log MSE, S log ||t - s||_2; other data sets: -MSE / MSE
-    )
-    report_best: bool = (
-        False  # metrics' "reported_acc" = best evaluation, not the final one
-    )
+    # CIFAR-10: G -log MSE, S log ||t - s||_2; other data sets: -MSE / MSE
+    ikd_authors_form: bool = False
+    # metrics' "reported_acc" = best evaluation, not the final one
+    report_best: bool = False
     # Bookkeeping.
     eval_every: int = 100
-    diagnostics: bool = (
-        True  # diversity / balance / FID of synthetic images at each evaluation
-    )
+    # diversity / balance / FID of synthetic images at each evaluation
+    diagnostics: bool = True
     log_every: int = 10
     ckpt_every: int = 100
     seed: int = 0
@@ -260,6 +247,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "cmi_negatives": 1024,
     "cmi_head_dim": 128,
     "cmi_adv": 0.0,
+    "cmi_features": "penultimate",
 }
 
 
@@ -334,6 +322,7 @@ _CHOICES: dict[str, tuple] = {
     "lr_schedule": ("cosine", "step", "constant"),
     "student_optimizer": ("sgd", "adam"),
     "inversion_target": ("pixels", "generator"),
+    "cmi_features": ("bn_inputs", "penultimate"),
 }
 
 
@@ -504,8 +493,8 @@ METHODS: dict[str, dict] = {
     # BN prior + CE to random target labels + 0.5 x the adversarial term + 0.8 x the instance contrast
     # (temperature 0.1); the lowest-loss images go to the pool and to the memory bank. Quick profile: 30
     # steps per batch (published: 200), a batch every 4 iterations (published: every 80), the BN prior
-    # averaged over layers, the teacher's penultimate features for the contrast (published: the spatial
-    # means of every BN layer's input).
+    # averaged over layers; the contrast on CMI's own features (the spatial means of every teacher BN
+    # layer's input; 0.5.0 used the teacher's penultimate features: `cmi:cmi_features=penultimate`).
     "cmi": dict(
         _NO_CPSC_TERMS,
         input_source="inversion",

@@ -36,6 +36,7 @@ from .generator import (
     generate_per_class,
 )
 from .losses import (
+    BNInputMeans,
     BNStatsLoss,
     agreeing_kl,
     competition,
@@ -297,9 +298,8 @@ class SamplePool:
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
         self.size = 0
-        self.next = (
-            0  # where the next image goes (equal to size until the pool is full)
-        )
+        # where the next image goes (equal to size until the pool is full)
+        self.next = 0
 
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         images, labels = (
@@ -447,13 +447,16 @@ class Distiller:
             if dim_s != dim_t
             else nn.Identity()
         )
-        self.cmi_head = self.cmi_bank = self.opt_head = None
+        self.cmi_head = self.cmi_bank = self.opt_head = self.cmi_means = None
         # CMI's projection head and memory bank persist
         if self.inverts_generator and cfg.cmi_weight:
+            if cfg.cmi_features == "bn_inputs":
+                self.cmi_means = BNInputMeans(self.teacher)
+            dim_f = dim_t if self.cmi_means is None else self.cmi_means.dim
             self.cmi_head = nn.Sequential(
-                nn.Linear(dim_t, dim_t),
+                nn.Linear(dim_f, dim_f),
                 nn.ReLU(inplace=True),
-                nn.Linear(dim_t, cfg.cmi_head_dim),
+                nn.Linear(dim_f, cfg.cmi_head_dim),
             ).to(self.device)
             self.opt_head = torch.optim.Adam(
                 self.cmi_head.parameters(), lr=cfg.lr_generator
@@ -510,9 +513,8 @@ class Distiller:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_student_acc: Optional[float] = None
-        self.best_student_acc: Optional[float] = (
-            None  # best at any evaluation (what DFKD papers report)
-        )
+        # best at any evaluation (what DFKD papers report)
+        self.best_student_acc: Optional[float] = None
         #: (iteration, test accuracy) at every evaluation: time to accuracy (``accuracy_at``).
         self.acc_history: list[list] = []
         #: Fingerprints of the teacher and the evaluation data (``run_distill`` sets them); a resume checks them.
@@ -571,6 +573,18 @@ class Distiller:
         if self.bn_loss is not None:
             self.bn_loss.enabled = bn
         return self._teacher_net(x, return_features=features)
+
+    def _cmi_teacher(self, x, bn: bool = False):
+        """The teacher's logits and CMI's features of ``x``: its penultimate features, or with
+        ``cmi_features="bn_inputs"`` the channel means of every BN layer's input."""
+        if self.cmi_means is None:
+            return self._teacher(x, features=True, bn=bn)
+        self.cmi_means.enabled = True
+        try:
+            logits = self._teacher(x, bn=bn)
+        finally:
+            self.cmi_means.enabled = False
+        return logits, self.cmi_means.collect()
 
     def _generate(self, z, y, train: bool = True):
         x = (self._generator_train if train else self._generator_net)(z, y)
@@ -717,14 +731,14 @@ class Distiller:
             with self._autocast():
                 x = self._generate(z, y)
                 x_global = augment_views(x, cfg.jitter, cfg.flip)
-                t_logits, t_feat = self._teacher(x_global, features=True, bn=cfg.use_bn)
+                t_logits, t_feat = self._cmi_teacher(x_global, bn=cfg.use_bn)
                 s_logits = (
                     self._student_net(x_global)
                     if cfg.cmi_adv or cfg.adi_weight
                     else None
                 )
                 local_feat = (
-                    self._teacher(local_views(x, cfg.flip), features=True)[1]
+                    self._cmi_teacher(local_views(x, cfg.flip))[1]
                     if self.cmi_head
                     else None
                 )
@@ -1033,3 +1047,5 @@ class Distiller:
     def close(self) -> None:
         if self.bn_loss is not None:
             self.bn_loss.remove()
+        if self.cmi_means is not None:
+            self.cmi_means.remove()

@@ -154,6 +154,45 @@ def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
 
 
+class BNInputMeans:
+    """CMI's image features (Fang et al. 2021): for each image, the channel means of the input of
+    every BatchNorm2d layer of a model, concatenated in module order.
+
+    Forward hooks record them while :attr:`enabled`; :meth:`collect` returns the ``(batch, dim)``
+    features of the forward passes since the last call (one pass: one block of ``dim`` columns),
+    and clears them. ``dim`` is the sum of the BN layers' channels.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._means: list[torch.Tensor] = []
+        self.enabled = False
+        layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not layers:
+            raise ValueError(
+                "the model has no BatchNorm2d layer, so CMI's BN-input features do not exist; "
+                "use cmi_features=penultimate"
+            )
+        self.dim = sum(m.num_features for m in layers)
+        self._handles = [m.register_forward_hook(self._hook) for m in layers]
+
+    def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
+        if self.enabled:
+            self._means.append(inputs[0].float().mean(dim=(2, 3)))
+
+    def collect(self) -> torch.Tensor:
+        if not self._means:
+            raise RuntimeError(
+                "no BN inputs were recorded: run a forward pass while enabled"
+            )
+        features, self._means = torch.cat(self._means, dim=1), []
+        return features
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles, self._means = [], []
+
+
 class BNStatsLoss:
     """DeepInversion's BN-statistics prior over all BatchNorm2d layers of a model.
 

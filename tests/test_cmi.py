@@ -132,3 +132,57 @@ def test_cmi_resume_is_exact(tmp_path, digits_teacher):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (tmp_path / "full" / "transfer_set.npz").exists()
+
+
+def test_bn_input_means_are_the_channel_means_of_every_bn_input():
+    from cpsc_lite.losses import BNInputMeans
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3),
+        torch.nn.BatchNorm2d(5),
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    means = BNInputMeans(net)
+    assert means.dim == 9
+    net(x)  # not enabled: nothing recorded
+    with pytest.raises(RuntimeError, match="no BN inputs"):
+        means.collect()
+    means.enabled = True
+    net(x)
+    got = means.collect()
+    first = net[0](x).mean(dim=(2, 3))
+    second = net[3](net[2](net[1](net[0](x)))).mean(dim=(2, 3))
+    assert got.shape == (2, 9)
+    assert torch.allclose(got, torch.cat([first, second], 1), atol=1e-6)
+    means.remove()
+    net(x)
+    assert not means._means
+    with pytest.raises(ValueError, match="cmi_features=penultimate"):
+        BNInputMeans(torch.nn.Linear(2, 2))
+
+
+def test_cmi_contrasts_cmi_own_features_and_the_old_form_stays_available(
+    digits_teacher,
+):
+    from cpsc_lite.config import DistillConfig
+
+    teacher, meta = load_classifier(digits_teacher)
+    bn_channels = sum(
+        m.num_features for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    d = Distiller(teacher, meta, make_config("cmi", iters=2, **SMALL))
+    assert d.cfg.cmi_features == "bn_inputs"
+    assert d.cmi_head[0].in_features == bn_channels
+    d.iterate()
+    assert d.cmi_bank.images.shape[1:] == (2, bn_channels)  # local and global views
+    d.close()
+    old = make_config("cmi:cmi_features=penultimate", iters=2, **SMALL)
+    d = Distiller(teacher, meta, old)
+    assert d.cmi_means is None and d.cmi_head[0].in_features != bn_channels
+    d.iterate()
+    d.close()
+    saved = {k: v for k, v in old.to_dict().items() if k != "cmi_features"}
+    assert DistillConfig.from_saved(saved).cmi_features == "penultimate"  # a 0.5.0 run
