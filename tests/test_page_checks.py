@@ -41,3 +41,36 @@ def test_a_code_cell_wider_than_its_column_is_reported(tmp_path):
     assert report["code_cells"] == 2
     assert report["wide_code"] == [wide[:60]]
     assert any("scroll sideways" in p for p in problems), problems
+
+
+def test_make_pdf_joins_the_pages_in_toc_order_with_a_bookmark_each(tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    import make_pdf
+
+    html_dir = tmp_path / "_build" / "html"
+    (html_dir / "book").mkdir(parents=True)
+    for name, title in (("a", "1. First"), ("b", "2. Second")):
+        (html_dir / "book" / f"{name}.html").write_text(
+            f"<html><head><title>{title} &#8212; The book</title></head>"
+            f"<body><h1>{title}</h1><p>text</p></body></html>"
+        )
+    out = tmp_path / "book.pdf"
+    status = make_pdf.main(
+        [
+            "--build",
+            str(tmp_path / "_build"),
+            "--out",
+            str(out),
+            "--pages",
+            "book/b",
+            "book/a",
+        ]
+    )
+    assert status == 0 and out.exists()
+    reader = pypdf.PdfReader(str(out))
+    assert len(reader.pages) == 2
+    assert [o.title for o in reader.outline] == ["2. Second", "1. First"]
+    assert "Second" in reader.pages[0].extract_text()
+    assert not out.with_suffix(".pdf.partial").exists()
+    missing = make_pdf.main(["--build", str(tmp_path / "nothing"), "--out", str(out)])
+    assert missing == 2
