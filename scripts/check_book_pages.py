@@ -11,9 +11,10 @@ and its natural size. A page fails if any image did not load or is empty (0x0),
 if a chapter that draws figures shows none, or if an image file it points to is
 missing or empty on disk; and if any formula is left as raw TeX (MathJax is served
 from the built site, see ``book/_ext/offline_mathjax.py``) or shows a TeX error;
-and if a code cell is wider than the page's code column in a 1280-pixel window.
-Nothing is fetched from outside the machine; pages whose widgets would load
-JavaScript from a CDN still show their static figures.
+if a saved widget is not drawn (the widget manager is served from the built site when
+``scripts/fetch_widget_js.py`` has fetched it); and if a code cell is wider than the page's
+code column in a 1280-pixel window.
+Nothing is fetched from outside the machine.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) or ``$CHROMIUM``.
 Exit status: 0 all good, 1 a page failed, 2 Chromium or the build is missing.
@@ -68,6 +69,14 @@ function probe() {{
                       in_output: !!img.closest('.cell_output, .output')}});
   }});
   out.tracebacks = doc.querySelectorAll('.output.traceback, .traceback').length;
+  // Widgets: every saved widget view is drawn by the widget manager (an output widget with
+  // its figure), which needs the manager's JavaScript to have loaded.
+  var views = doc.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  out.widgets = views.length;
+  out.blank_widgets = 0;
+  views.forEach(function (v) {{
+    if (!v.parentElement.querySelector('.jupyter-widgets')) {{ out.blank_widgets += 1; }}
+  }});
   // Code: no code cell scrolls sideways at this width (the formatter's 88 columns fit).
   var code = doc.querySelectorAll('div.cell_input pre');
   out.code_cells = code.length;
@@ -190,6 +199,12 @@ def check_page(
             f"{entry}: TeX errors in {len(report['math_errors'])} formula(s), "
             f"first: {report['math_errors'][0]!r}"
         )
+    if report.get("blank_widgets"):
+        problems.append(
+            f"{entry}: {report['blank_widgets']} of {report['widgets']} widget(s) were not drawn; "
+            "the pages load the widget manager from book/_static/widgets when it is there: run "
+            "python scripts/fetch_widget_js.py (needs npm) and build again"
+        )
     if report.get("wide_code"):
         problems.append(
             f"{entry}: {len(report['wide_code'])} code cell(s) scroll sideways in a 1280-pixel "
@@ -249,7 +264,8 @@ def main(argv=None) -> int:
             print(
                 f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded, "
                 f"{report.get('maths', 0)} formula(s) rendered, "
-                f"{report.get('code_cells', 0)} code cell(s) fit, in Chromium"
+                f"{report.get('code_cells', 0)} code cell(s) fit, "
+                f"{report.get('widgets', 0)} widget(s) drawn, in Chromium"
             )
             all_problems += problems
             if args.screenshots is not None:

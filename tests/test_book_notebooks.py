@@ -282,7 +282,10 @@ def test_the_book_serves_mathjax_itself(tmp_path, monkeypatch):
     import types
 
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert cfg["sphinx"]["local_extensions"] == {"offline_mathjax": "book/_ext"}
+    assert cfg["sphinx"]["local_extensions"] == {
+        "offline_mathjax": "book/_ext",
+        "offline_widgets": "book/_ext",
+    }
     spec = importlib.util.spec_from_file_location(
         "offline_mathjax", ROOT / "book" / "_ext" / "offline_mathjax.py"
     )
@@ -359,3 +362,83 @@ def test_figures_have_numbered_captions_with_unique_names():
     assert len(names) >= 20 and len(names) == len(set(names)), names
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["sphinx"]["config"].get("numfig", True), "figures are numbered"
+
+
+def test_the_book_serves_the_widget_manager_itself(tmp_path, monkeypatch):
+    """book/_ext/offline_widgets.py: with local copies in book/_static/widgets the widget pages
+    load RequireJS and the HTML manager from the site; without them myst-nb's CDN default stays."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location(
+        "offline_widgets", ROOT / "book" / "_ext" / "offline_widgets.py"
+    )
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "book/_static" in cfg["sphinx"]["config"]["html_static_path"]
+    assert ext.WIDGETS == ROOT / "book" / "_static" / "widgets"
+    cdn = {"https://cdn.example/require.min.js": {}}
+    config = types.SimpleNamespace(nb_ipywidgets_js=dict(cdn))
+    monkeypatch.setattr(ext, "WIDGETS", tmp_path)
+    ext._configure(None, config)
+    assert config.nb_ipywidgets_js == cdn  # no copies: unchanged
+    for name in ("require.js", "embed-amd.js"):
+        (tmp_path / name).write_text("//")
+    ext._configure(None, config)
+    assert list(config.nb_ipywidgets_js) == [
+        "widgets/require.js",
+        "widgets/embed-amd.js",
+    ]
+    assert all(
+        not attrs for attrs in config.nb_ipywidgets_js.values()
+    )  # no CDN attribute
+
+
+def test_fetch_widget_js_reads_myst_nb_versions_and_keeps_what_the_pages_need(tmp_path):
+    import importlib.util
+    import io
+    import tarfile
+
+    import fetch_widget_js as fw
+
+    urls = (
+        "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/require.min.js "
+        "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist/embed-amd.js"
+    )
+    assert fw.parse_versions(urls) == ("2.3.4", "1.0.6")
+    with pytest.raises(ValueError, match="versions"):
+        fw.parse_versions("https://cdn.example/x.js")
+    if importlib.util.find_spec("myst_nb") is not None:  # the [book] extra
+        assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in fw.default_versions())
+
+    def tarball(path, files):  # npm pack's format: a gzipped tar with a package/ folder
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"package/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+    tarball(tmp_path / "r.tgz", {"require.js": b"define", "bin/r.js": b"x"})
+    tarball(
+        tmp_path / "m.tgz",
+        {
+            "dist/embed-amd.js": b"amd",
+            "dist/embed.js": b"other bundle",
+            "dist/330.embed.js": b"chunk",
+            "dist/embed-amd.js.map": b"map",
+            "dist/abc.woff2": b"font",
+            "dist/embed.js.LICENSE.txt": b"licence",
+            "README.md": b"readme",
+        },
+    )
+    dest = tmp_path / "widgets"
+    fw.unpack(tmp_path / "r.tgz", tmp_path / "m.tgz", dest)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "abc.woff2",
+        "embed-amd.js",
+        "embed.js.LICENSE.txt",
+        "require.js",
+    ]
+    assert fw.present(dest) and not fw.present(tmp_path)
+    assert fw.main(["--check", "--dest", str(tmp_path / "none")]) == 1

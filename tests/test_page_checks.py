@@ -74,3 +74,24 @@ def test_make_pdf_joins_the_pages_in_toc_order_with_a_bookmark_each(tmp_path):
     assert not out.with_suffix(".pdf.partial").exists()
     missing = make_pdf.main(["--build", str(tmp_path / "nothing"), "--out", str(out)])
     assert missing == 2
+
+
+def test_a_widget_the_manager_did_not_draw_is_reported(tmp_path):
+    view = '<script type="application/vnd.jupyter.widget-view+json">{"model_id": "m"}</script>'
+    html_dir = tmp_path / "html"
+    (html_dir / "book").mkdir(parents=True)
+    (html_dir / "book" / "page.html").write_text(
+        "<!doctype html><html><head><title>t</title></head><body>"
+        f'<div><div class="jupyter-widgets">drawn</div>{view}</div>'
+        f"<div>{view}</div></body></html>"
+    )
+    server = check_book_pages.serve(html_dir)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        problems, report = check_book_pages.check_page(
+            check_book_pages.find_chromium(), base, html_dir, "book/page"
+        )
+    finally:
+        server.shutdown()
+    assert report["widgets"] == 2 and report["blank_widgets"] == 1
+    assert any("1 of 2 widget(s) were not drawn" in p for p in problems), problems
