@@ -124,6 +124,19 @@ def find_chromium() -> str | None:
     return None
 
 
+def browser_and_build(html_dir: Path) -> tuple[str | None, str | None]:
+    """Chromium's path, or what is missing to open the built pages in it (and how to fix it)."""
+    binary = find_chromium()
+    if binary is None:
+        return (
+            None,
+            "chromium not found: apt-get install -y chromium (or set $CHROMIUM)",
+        )
+    if not html_dir.is_dir():
+        return None, f"no built book in {html_dir}: run scripts/build_book.sh first"
+    return binary, None
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         parsed = urllib.parse.urlparse(self.path)
@@ -240,18 +253,9 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     html_dir = args.build / "html"
-    binary = find_chromium()
-    if binary is None:
-        print(
-            "chromium not found: apt-get install -y chromium (or set $CHROMIUM)",
-            file=sys.stderr,
-        )
-        return 2
-    if not html_dir.is_dir():
-        print(
-            f"no built book in {html_dir}: run scripts/build_book.sh first",
-            file=sys.stderr,
-        )
+    binary, problem = browser_and_build(html_dir)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     server = serve(html_dir)
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -265,6 +269,7 @@ def main(argv=None) -> int:
                 f"{status:4} {entry}: {n_fig} figure(s), {len(report.get('images', []))} image(s) loaded, "
                 f"{report.get('maths', 0)} formula(s) rendered, "
                 f"{report.get('code_cells', 0)} code cell(s) fit, "
+                f"{report.get('widgets', 0) - report.get('blank_widgets', 0)} of "
                 f"{report.get('widgets', 0)} widget(s) drawn, in Chromium"
             )
             all_problems += problems

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_book_pages import FLAGS, ROOT, find_chromium, serve  # noqa: E402
+from check_book_pages import FLAGS, ROOT, browser_and_build, serve  # noqa: E402
 from check_build import toc_files  # noqa: E402
 
 NAME = "cpsc-dfkd-book.pdf"
@@ -71,18 +71,9 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    binary = find_chromium()
-    if binary is None:
-        print(
-            "chromium not found: apt-get install -y chromium (or set $CHROMIUM)",
-            file=sys.stderr,
-        )
-        return 2
-    if not html_dir.is_dir():
-        print(
-            f"no built book in {html_dir}: run scripts/build_book.sh first",
-            file=sys.stderr,
-        )
+    binary, problem = browser_and_build(html_dir)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     pages = args.pages or toc_files()
     server = serve(html_dir)
