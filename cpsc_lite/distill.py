@@ -574,6 +574,22 @@ class Distiller:
             self.bn_loss.enabled = bn
         return self._teacher_net(x, return_features=features)
 
+    def _inversion_loss(self, t_logits, y, s_logits, images):
+        """:func:`generator_loss` without the adversarial terms, for a batch being inverted
+        (DeepInversion's pixels, CMI's re-initialised generator): CE, BN prior, image priors."""
+        cfg = self.cfg
+        return generator_loss(
+            t_logits.float(),
+            y,
+            self.loss_cfg,
+            s_logits=None if s_logits is None else s_logits.float(),
+            bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
+            if cfg.use_bn
+            else None,
+            images=images.float() if cfg.prior_tv or cfg.prior_l2 else None,
+            adversarial=False,
+        )
+
     def _cmi_teacher(self, x, bn: bool = False):
         """The teacher's logits and CMI's features of ``x``: its penultimate features, or with
         ``cmi_features="bn_inputs"`` the channel means of every BN layer's input."""
@@ -687,17 +703,7 @@ class Distiller:
                 x_in = augment_views(x, cfg.jitter, cfg.flip)
                 t_logits = self._teacher(x_in, bn=cfg.use_bn)
                 s_logits = self._student_net(x_in) if cfg.adi_weight else None
-            loss, terms = generator_loss(
-                t_logits.float(),
-                y,
-                self.loss_cfg,
-                s_logits=None if s_logits is None else s_logits.float(),
-                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
-                if cfg.use_bn
-                else None,
-                images=x_in.float() if cfg.prior_tv or cfg.prior_l2 else None,
-                adversarial=False,
-            )
+            loss, terms = self._inversion_loss(t_logits, y, s_logits, x_in)
             # each rank's pixels are its own: nothing to average
             self._update(optimizer, scaler, loss)
         self.student.requires_grad_(True)
@@ -742,17 +748,7 @@ class Distiller:
                     if self.cmi_head
                     else None
                 )
-            loss, terms = generator_loss(
-                t_logits.float(),
-                y,
-                self.loss_cfg,
-                s_logits=None if s_logits is None else s_logits.float(),
-                bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
-                if cfg.use_bn
-                else None,
-                images=x_global.float() if cfg.prior_tv or cfg.prior_l2 else None,
-                adversarial=False,
-            )
+            loss, terms = self._inversion_loss(t_logits, y, s_logits, x_global)
             if cfg.cmi_adv:
                 terms["cmi_adv"] = agreeing_kl(t_logits.float(), s_logits.float())
                 loss = loss - cfg.cmi_adv * terms["cmi_adv"]
