@@ -26,9 +26,9 @@ from .config import (
     make_config,
     method_variant,
 )
-from .data import DataBundle, load_dataset
+from .data import DataBundle, load_dataset, with_normalization
 from .distill import Distiller
-from .engine import describe_machine, seed_everything, timed
+from .engine import Acceleration, describe_machine, seed_everything, timed
 from .runner import final_diagnostics, train
 from .teacher import check_compatible, load_classifier, run_teacher
 from .utils import evaluate
@@ -86,6 +86,126 @@ def calibrate_iters(
     return max(1, round(seconds / per_iter)), per_iter
 
 
+def run_one(
+    bundle: DataBundle,
+    teacher_path: str,
+    cfg: DistillConfig,
+    progress: bool = False,
+    accel: Optional[Acceleration] = None,
+) -> tuple[dict, float]:
+    """One method x seed of the benchmark: ``(the run's record, the teacher's test accuracy)``.
+
+    The record holds the final and best test accuracy, the accuracy at 25 % and 50 % of the budget,
+    the wall seconds, the diagnostics of the synthetic images, teacher agreement and pixel judge,
+    and ``val_acc``: the student's accuracy on the training split, which no data-free method reads
+    (None without one, and for ``data``, which trains on it), and ``runtime`` (precision, layout,
+    device). Settings are chosen on ``val_acc`` with seeds that are not reported
+    (``scripts/tune.py``), never on the test accuracy."""
+    teacher, meta = load_classifier(teacher_path)
+    if cfg.input_source == "data" and bundle.train is None:
+        raise CpscError(
+            f"Method 'data' needs a training split, and {bundle.name} has none."
+        )
+    seed_everything(cfg.seed)
+    real = bundle.train if cfg.input_source == "data" else None
+    d = Distiller(
+        teacher,
+        meta,
+        cfg,
+        bundle.test,
+        train_set=real,
+        augment=(bundle.augment_pad, bundle.augment_flip),
+        accel=accel,
+    )
+    start = time.time()
+    train(d, progress=progress)
+    took = time.time() - start
+    acc = evaluate(d.student, d.test_set, d.device)
+    val_acc = None
+    if bundle.train is not None and cfg.input_source != "data":
+        val_acc = evaluate(
+            d.student,
+            with_normalization(bundle.train, meta["mean"], meta["std"]),
+            d.device,
+        )
+    diag = d.diagnostics(per_class=64)
+    final = final_diagnostics(d, bundle)
+    teacher_acc = evaluate(d.teacher, d.test_set, d.device)
+    d.close()
+    at = d.time_to_accuracy()
+    run = dict(
+        seed=cfg.seed,
+        student_acc=acc,
+        best_student_acc=max(acc, d.best_student_acc or 0.0),
+        val_acc=val_acc,
+        acc_at_25=at["0.25"],
+        acc_at_50=at["0.5"],
+        seconds=took,
+        diagnostics=diag,
+        runtime=d.runtime(),
+        **final,
+    )
+    return run, teacher_acc
+
+
+#: Per worker process: data sets loaded once (a process runs many jobs).
+_BUNDLES: dict = {}
+
+
+def _run_job(job: tuple) -> tuple[dict, float]:
+    """:func:`run_one` in a worker process: ``job`` = (dataset, data_root, teacher path, config dict,
+    threads, acceleration dict)."""
+    dataset, data_root, teacher_path, cfg_dict, threads, accel = job
+    torch.set_num_threads(threads)
+    if (dataset, data_root) not in _BUNDLES:
+        _BUNDLES[(dataset, data_root)] = load_dataset(dataset, data_root, False)
+    return run_one(
+        _BUNDLES[(dataset, data_root)],
+        teacher_path,
+        DistillConfig.from_dict(cfg_dict),
+        accel=Acceleration(**accel),
+    )
+
+
+def run_jobs(
+    dataset: str,
+    data_root: Optional[str],
+    teacher_path: str,
+    configs: Sequence[DistillConfig],
+    workers: int,
+    accel: Optional[Acceleration] = None,
+):
+    """Run one benchmark job per config in ``workers`` processes (each with its share of the CPU
+    threads; on a GPU they share the device). Yields ``(index, run, teacher_acc)`` as jobs finish."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    # each its share of the cores, unless OMP_NUM_THREADS says how many
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(
+        1, (os.cpu_count() or 1) // workers
+    )
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        futures = {
+            pool.submit(
+                _run_job,
+                (
+                    dataset,
+                    data_root,
+                    teacher_path,
+                    cfg.to_dict(),
+                    threads,
+                    (accel or Acceleration()).to_dict(),
+                ),
+            ): i
+            for i, cfg in enumerate(configs)
+        }
+        for future in cf.as_completed(futures):
+            run, teacher_acc = future.result()
+            yield futures[future], run, teacher_acc
+
+
 def run_bench(
     dataset: str,
     methods: Sequence[str],
@@ -103,6 +223,9 @@ def run_bench(
     append: bool = False,
     say=print,
     seconds: Optional[float] = None,
+    first_seed: int = 0,
+    workers: int = 1,
+    accel: Optional[Acceleration] = None,
 ) -> dict:
     """Run each method for each seed with the same budget; write results.json and results.md.
 
@@ -110,7 +233,9 @@ def run_bench(
     method gets the iteration count that fits ``seconds`` on this machine (:func:`calibrate_iters`,
     measured once per method before its seeds run, recorded per method), and a complete schedule
     over those iterations. With ``append``, methods are added to (or replace their rows in) an
-    existing ``results.json`` of the same budget, and its command becomes both commands.
+    existing ``results.json`` of the same budget, and its command becomes both commands. The seeds
+    are ``first_seed`` .. ``first_seed + seeds - 1``; ``workers`` > 1 runs the method x seed jobs in
+    that many processes (a GPU, or a machine with many cores), with the same results per seed.
     """
     if (iters is None) == (seconds is None):
         raise CpscError(
@@ -119,6 +244,10 @@ def run_bench(
     if seconds is not None and not seconds > 0:
         raise CpscError(
             f"--seconds must be a positive number of seconds per run, not {seconds}."
+        )
+    if seconds is not None and workers > 1:
+        raise CpscError(
+            "--seconds measures each method's speed alone, so it runs with one worker; drop --workers."
         )
     unknown = [m for m in methods if method_variant(m)[0] not in METHODS]
     if unknown:
@@ -133,16 +262,19 @@ def run_bench(
     _, meta = load_classifier(teacher_path)
     check_compatible(meta, bundle, teacher_path)
     overrides = dict(overrides or {})
+    seed_list = list(range(first_seed, first_seed + seeds))
     results = dict(
         command=command,
         dataset=bundle.name,
         teacher=dict(model=meta["model"]),
         iters=iters,
-        seeds=list(range(seeds)),
+        seeds=seed_list,
         package_version=__version__,
         machine=describe_machine(),
         methods={},
     )
+    if workers > 1:
+        results["workers"] = workers
     if seconds is not None:
         results["budget_seconds"] = seconds
     if append:
@@ -150,6 +282,51 @@ def run_bench(
             methods[0], iters=1 if iters is None else iters, **overrides
         )
         results = _previous_results(out_dir, results, first, say)
+
+    def report(method: str, run: dict) -> None:
+        extra = (
+            ""
+            if run["teacher_agreement"] is None
+            else f", agreement {run['teacher_agreement']:.3f}, pixel judge {run['pixel_recognition'] or 0:.3f}"
+        )
+        diag = run["diagnostics"]
+        say(
+            f"{method:<14} seed {run['seed']}: student {run['student_acc']:.4f}  ({run['seconds']:.0f} s, diversity "
+            f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})"
+        )
+
+    def finish(method: str, runs: list, cfg, method_iters, per_iter, teacher_acc):
+        results["teacher"]["test_acc"] = teacher_acc
+        results["runtime"] = runs[-1]["runtime"]
+        results["student"] = cfg.student
+        results["batch_size"] = cfg.batch_size
+        results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
+        results["methods"][method] = method_row(method, runs, method_iters, per_iter)
+        _paired_differences(results)
+        # Both files after every method, so a run stopped early keeps everything it finished.
+        checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
+        write_markdown(results, out_dir)
+
+    if workers > 1:
+        configs = [
+            make_config(method, iters=iters, seed=seed, **overrides)
+            for method in methods
+            for seed in seed_list
+        ]
+        runs: dict = {}
+        left = {method: len(seed_list) for method in methods}
+        for i, run, teacher_acc in run_jobs(
+            dataset, data_root, teacher_path, configs, workers, accel
+        ):
+            method = methods[i // len(seed_list)]
+            runs[i] = run
+            report(method, run)
+            left[method] -= 1
+            if not left[method]:
+                first = methods.index(method) * len(seed_list)
+                done = [runs[first + k] for k in range(len(seed_list))]
+                finish(method, done, configs[first], iters, None, teacher_acc)
+        return results
     for method in methods:
         runs = []
         method_iters, per_iter = iters, None
@@ -160,101 +337,58 @@ def run_bench(
             say(
                 f"{method:<14} {per_iter:.3f} s per iteration here: {method_iters} iterations fit {seconds:g} s"
             )
-        for seed in range(seeds):
+        for seed in seed_list:
             cfg = make_config(method, iters=method_iters, seed=seed, **overrides)
-            teacher, meta = load_classifier(teacher_path)
-            if cfg.input_source == "data" and bundle.train is None:
-                raise CpscError(
-                    f"Method 'data' needs a training split, and {bundle.name} has none."
-                )
-            seed_everything(cfg.seed)
-            real = bundle.train if cfg.input_source == "data" else None
-            d = Distiller(
-                teacher,
-                meta,
-                cfg,
-                bundle.test,
-                train_set=real,
-                augment=(bundle.augment_pad, bundle.augment_flip),
-            )
-            start = time.time()
-            train(d, progress=progress)
-            took = time.time() - start
-            acc = evaluate(d.student, d.test_set, d.device)
-            diag = d.diagnostics(per_class=64)
-            final = final_diagnostics(d, bundle)
-            teacher_acc = evaluate(d.teacher, d.test_set, d.device)
-            d.close()
-            at = d.time_to_accuracy()
-            runs.append(
-                dict(
-                    seed=seed,
-                    student_acc=acc,
-                    best_student_acc=max(acc, d.best_student_acc or 0.0),
-                    acc_at_25=at["0.25"],
-                    acc_at_50=at["0.5"],
-                    seconds=took,
-                    diagnostics=diag,
-                    **final,
-                )
-            )
-            extra = (
-                ""
-                if final["teacher_agreement"] is None
-                else f", agreement {final['teacher_agreement']:.3f}, pixel judge {final['pixel_recognition'] or 0:.3f}"
-            )
-            say(
-                f"{method:<14} seed {seed}: student {acc:.4f}  ({took:.0f} s, diversity "
-                f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})"
-            )
-        results["teacher"]["test_acc"] = teacher_acc
-        results["student"] = cfg.student
-        results["batch_size"] = cfg.batch_size
-        results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
-        accs = [r["student_acc"] for r in runs]
-        secs = [r["seconds"] for r in runs]
-        diag_keys = (
-            "diversity",
-            "separation",
-            "class_balance",
-            "teacher_confidence",
-            "fid",
-        )
-        per_seed = {
-            k: [r[k] for r in runs]
-            for k in MEASURES
-            if all(r.get(k) is not None for r in runs)
-        }
-        per_seed.update(
-            {
-                k: [r["diagnostics"][k] for r in runs]
-                for k in diag_keys
-                if all(k in r["diagnostics"] for r in runs)
-            }
-        )
-        results["methods"][method] = dict(
-            description=describe_method(method),
-            student_acc_mean=statistics.mean(accs),
-            student_acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            student_accs=accs,
-            seconds_mean=statistics.mean(secs),
-            iters=method_iters,
-            iters_per_second=method_iters / statistics.mean(secs),
-            **({} if per_iter is None else dict(calibrated_seconds_per_iter=per_iter)),
-            diagnostics={
-                k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys
-            },
-            per_seed=per_seed,
-            stats={k: summarize(v) for k, v in per_seed.items()},
-            collapsed_classes=sorted(
-                {c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}
-            ),
-        )
-        _paired_differences(results)
-        # Both files after every method, so a run stopped early keeps everything it finished.
-        checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
-        write_markdown(results, out_dir)
+            run, teacher_acc = run_one(bundle, teacher_path, cfg, progress, accel)
+            runs.append(run)
+            report(method, run)
+        finish(method, runs, cfg, method_iters, per_iter, teacher_acc)
     return results
+
+
+def method_row(
+    method: str, runs: list, method_iters: int, per_iter: Optional[float] = None
+) -> dict:
+    """One method's row of results.json from its runs (one per seed, in seed order)."""
+    accs = [r["student_acc"] for r in runs]
+    secs = [r["seconds"] for r in runs]
+    diag_keys = (
+        "diversity",
+        "separation",
+        "class_balance",
+        "teacher_confidence",
+        "fid",
+    )
+    per_seed = {
+        k: [r[k] for r in runs]
+        for k in MEASURES
+        if all(r.get(k) is not None for r in runs)
+    }
+    per_seed.update(
+        {
+            k: [r["diagnostics"][k] for r in runs]
+            for k in diag_keys
+            if all(k in r["diagnostics"] for r in runs)
+        }
+    )
+    return dict(
+        description=describe_method(method),
+        student_acc_mean=statistics.mean(accs),
+        student_acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        student_accs=accs,
+        seconds_mean=statistics.mean(secs),
+        iters=method_iters,
+        iters_per_second=method_iters / statistics.mean(secs),
+        **({} if per_iter is None else dict(calibrated_seconds_per_iter=per_iter)),
+        diagnostics={
+            k: statistics.mean(v) for k, v in per_seed.items() if k in diag_keys
+        },
+        per_seed=per_seed,
+        stats={k: summarize(v) for k, v in per_seed.items()},
+        collapsed_classes=sorted(
+            {c for r in runs for c in r["diagnostics"].get("collapsed_classes", [])}
+        ),
+    )
 
 
 #: Per-run measures every method reports (mean, std and 95 % CI over seeds in results.json).
@@ -283,6 +417,7 @@ def with_current_names(results: dict) -> dict:
 MEASURES = (
     "student_acc",
     "best_student_acc",
+    "val_acc",
     "acc_at_25",
     "acc_at_50",
     "teacher_agreement",
@@ -377,6 +512,8 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         else old["command"]
     )
     old["package_version"] = fresh["package_version"]
+    if fresh.get("machine") and fresh["machine"] not in str(old.get("machine")):
+        old["machine"] = f"{old.get('machine')}; appended on {fresh['machine']}"
     return old
 
 

@@ -386,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
             _data_parent(),
             _config_parent(("student", "iters", "batch_size")),
             _run_parent(),
+            _speed_parent(),
         ],
         description="Benchmark: every method with the same budget (iterations, generator and "
         "student steps, batch size) over several seeds; writes results.json and "
@@ -403,7 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=int,
         default=5,
-        help="seeds 0..N-1 per method (default 5: a 95 %% CI needs several)",
+        help="N seeds per method, from --first-seed (default 5: a 95 %% CI needs several)",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the first seed (default 0); tuning runs use seeds that no table reports, e.g. 100",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the method x seed jobs in N processes (a GPU, or many cores); default 1",
     )
     p.add_argument(
         "--seconds",
@@ -687,6 +702,7 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench, run_profile
     from .config import METHODS, make_config
+    from .engine import Acceleration
 
     overrides = _overrides(args)
     overrides.pop("seed", None)
@@ -725,6 +741,10 @@ def cmd_bench(args) -> int:
         iters = make_default_iters() if iters is None else iters
     if args.seeds < 1:
         raise CpscError(f"--seeds must be at least 1, not {args.seeds}.")
+    if args.workers < 1:
+        raise CpscError(f"--workers must be at least 1, not {args.workers}.")
+    if args.first_seed < 0:
+        raise CpscError(f"--first-seed must be 0 or more, not {args.first_seed}.")
     for method in methods:  # every setting is checked before the first run starts
         make_config(method, iters=1 if iters is None else iters, **overrides)
     results = run_bench(
@@ -743,6 +763,9 @@ def cmd_bench(args) -> int:
         command=command,
         append=args.append,
         seconds=args.seconds,
+        first_seed=args.first_seed,
+        workers=args.workers,
+        accel=Acceleration(amp=args.amp, channels_last=args.channels_last),
     )
     from .bench import results_markdown
 

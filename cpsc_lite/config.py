@@ -98,6 +98,14 @@ class DistillConfig:
     jitter: int = 0
     # random horizontal flip (only where mirror images keep their class)
     flip: bool = False
+    # Within-class diversity of a conditional generator: MSGAN's mode-seeking term (Mao et al. 2019)
+    # with this weight; each generator batch then pairs every label with two noise vectors (0 = off).
+    diversity: float = 0.0
+    # Replay (generative pseudo replay, Binici et al. 2022): this fraction of every student batch is
+    # drawn from a pool of the last `replay_batches` batches of images the student has learnt from,
+    # the rest is generated fresh; 0 = every student batch fresh (the paper).
+    replay: float = 0.0
+    replay_batches: int = 50
     # DeepInversion (Yin et al. 2020), input_source="inversion": no generator; each iteration optimises a
     # fresh batch of pixels for `inversion_steps` Adam steps on the objective above (CE + BN prior +
     # image priors, jitter/flip, optionally the ADI competition term), keeps the lowest-loss images in a
@@ -105,7 +113,8 @@ class DistillConfig:
     inversion_steps: int = 200  # published: 2000 per batch (CIFAR-10)
     # published CIFAR-10 setting (Adam on the pixels, fresh for each batch)
     inversion_lr: float = 0.05
-    # weight of the first BN layer in the BN prior (DeepInversion ImageNet: 10)
+    # weight of the first BN layer in the BN prior, for the generator and for inversion
+    # (DeepInversion ImageNet: 10)
     bn_first_weight: float = 1.0
     # Adaptive DeepInversion: 1 - JS(T, S) competition term (0 = plain DI)
     adi_weight: float = 0.0
@@ -248,6 +257,9 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "cmi_head_dim": 128,
     "cmi_adv": 0.0,
     "cmi_features": "penultimate",
+    "diversity": 0.0,
+    "replay": 0.0,
+    "replay_batches": 50,
 }
 
 
@@ -299,6 +311,9 @@ _RANGES: dict[str, tuple] = {
     "inversion_steps": (1, None, True, True),
     "inversion_lr": (0, None, False, True),
     "bn_first_weight": (0, None, True, True),
+    "diversity": (0, None, True, True),
+    "replay": (0, 1, True, False),
+    "replay_batches": (1, None, True, True),
     "adi_weight": (0, None, True, True),
     "pool_batches": (0, None, True, True),
     "inversion_every": (1, None, True, True),

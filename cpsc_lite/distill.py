@@ -43,6 +43,7 @@ from .losses import (
     ikd_loss,
     instance_contrast,
     kl_divergence,
+    mode_seeking,
     pseudo_ce,
     supcon_loss,
     total_variation,
@@ -116,6 +117,7 @@ def generator_loss(
     s_feat: Optional[torch.Tensor] = None,
     bn: Optional[torch.Tensor] = None,
     images: Optional[torch.Tensor] = None,
+    noise: Optional[torch.Tensor] = None,
     adversarial: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """The generator's objective L_G for one batch x = G(z, y) (paper Sec. 3; book chapter 6):
@@ -126,7 +128,8 @@ def generator_loss(
     a bounded push). Every term has its switch in ``cfg``; ``adversarial=False`` drops the first
     two (the warm-up). Optional extras, all off by default: DeepInversion's image priors
     (``prior_tv``, ``prior_l2`` on ``images``) and its ADI competition term (``adi_weight``, needs
-    ``s_logits``), and DAFL's three generator losses (the ``dafl`` baseline). The ``deepinv``
+    ``s_logits``), MSGAN's mode-seeking term (``diversity``, on ``images`` and their ``noise``, whose
+    two halves share their labels), and DAFL's three generator losses (the ``dafl`` baseline). The ``deepinv``
     baseline minimises this same objective over the pixels of a batch instead of G's weights.
     ``labels`` are the pseudo labels (the conditioning y), ``bn`` the BN-statistics
     term already reduced over the teacher's layers, ``s_feat`` the student's features projected to
@@ -158,6 +161,9 @@ def generator_loss(
     if cfg.prior_l2:
         terms["prior_l2"] = images.pow(2).mean()
         loss = loss + cfg.prior_l2 * terms["prior_l2"]
+    if cfg.diversity:
+        terms["diversity"] = mode_seeking(images, noise)
+        loss = loss + cfg.diversity * terms["diversity"]
     if cfg.use_dafl:
         # DAFL: confident one-hot predictions, large feature activations, balanced classes.
         terms["onehot"] = F.cross_entropy(t_logits, t_logits.detach().argmax(1))
@@ -425,6 +431,12 @@ class Distiller:
             if self.inverts
             else None
         )
+        #: Replay: images the student learnt from, drawn again for a share of later student batches
+        self.replay_pool = (
+            SamplePool(cfg.replay_batches * self.batch_size)
+            if self.uses_generator and cfg.replay
+            else None
+        )
         #: CMI: the generator is re-initialised for every batch (inversion_target="generator")
         self.inverts_generator = self.inverts and cfg.inversion_target == "generator"
         if cfg.input_source == "data" and train_set is None:
@@ -635,6 +647,11 @@ class Distiller:
         self.generator.train()
         self.student.requires_grad_(False)
         z, y = self.generator.sample_inputs(self.batch_size, self.device)
+        if (
+            cfg.diversity
+        ):  # mode seeking compares two images of one label: pair the halves
+            h = len(y) // 2
+            y = torch.cat([y[:h], y[:h], y[2 * h :]])
         s_logits = s_feat = None
         with self._autocast():
             x = self._generate(z, y)
@@ -656,8 +673,11 @@ class Distiller:
             s_logits=s_logits,
             t_feat=t_feat,
             s_feat=self.projection(s_feat) if cfg.use_scl else None,
-            bn=self.bn_loss.loss(cfg.bn_reduce) if cfg.use_bn else None,
-            images=x.float() if cfg.prior_tv or cfg.prior_l2 else None,
+            bn=self.bn_loss.loss(cfg.bn_reduce, cfg.bn_first_weight)
+            if cfg.use_bn
+            else None,
+            images=x.float() if cfg.prior_tv or cfg.prior_l2 or cfg.diversity else None,
+            noise=z,
             adversarial=self.adversarial_on(),
         )
         # the authors' code builds a new Adam for every generator step
@@ -823,6 +843,19 @@ class Distiller:
                 )
             )
             return augment_batch(x.to(self.device), *self.augment), y.to(self.device)
+        if self.replay_pool is None:
+            return self._fresh(batch_size)
+        old = round(self.cfg.replay * batch_size) if self.replay_pool.size else 0
+        x, y = self._fresh(batch_size - old)
+        if old:
+            x_old, y_old = self.replay_pool.sample(old)
+            self.replay_pool.add(x, y)
+            return torch.cat([x, x_old.to(x.dtype)]), torch.cat([y, y_old])
+        self.replay_pool.add(x, y)
+        return x, y
+
+    def _fresh(self, batch_size: int):
+        """A batch of generated images (no gradient to G) and their labels."""
         z, y = self.generator.sample_inputs(batch_size, self.device)
         with torch.no_grad(), self._autocast():
             return self._generate(z, y, train=False), y
@@ -938,6 +971,11 @@ class Distiller:
             **({} if self.pool is None else dict(pool=self.pool.state_dict())),
             **(
                 {}
+                if self.replay_pool is None
+                else dict(replay_pool=self.replay_pool.state_dict())
+            ),
+            **(
+                {}
                 if self.cmi_head is None
                 else dict(
                     cmi_head=self.cmi_head.state_dict(),
@@ -970,6 +1008,8 @@ class Distiller:
         self.inputs = dict(state.get("inputs") or {})
         if self.pool is not None and "pool" in state:
             self.pool.load_state_dict(state["pool"], self.device)
+        if self.replay_pool is not None and "replay_pool" in state:
+            self.replay_pool.load_state_dict(state["replay_pool"], self.device)
         if self.cmi_head is not None and "cmi_head" in state:
             self.cmi_head.load_state_dict(state["cmi_head"])
             self.opt_head.load_state_dict(state["opt_head"])

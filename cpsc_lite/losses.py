@@ -9,6 +9,7 @@ With teacher logits t = T(x), student logits s = S(x) for generated x = G(z, y):
                          in every teacher BN layer should match its running ones (chapter 3)
 - :func:`supcon_loss`    supervised contrastive loss over teacher and student views (chapter 5)
 - :func:`total_variation` an image prior from DeepInversion (optional)
+- :func:`mode_seeking`   MSGAN's diversity term for a conditional generator (optional)
 
 :mod:`cpsc_lite.distill` combines them into the generator and student objectives.
 """
@@ -61,6 +62,23 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean() + (
         images[:, :, :, 1:] - images[:, :, :, :-1]
     ).abs().mean()
+
+
+def mode_seeking(
+    images: torch.Tensor, noise: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """The mode-seeking term of MSGAN (Mao et al. 2019) for a conditional generator.
+
+    ``images`` and ``noise`` hold two halves, row i of the second half generated with the same
+    label as row i of the first: the term is ``1 / (d_x / d_z + eps)`` with d_x the mean absolute
+    difference of the paired images and d_z that of their noise vectors. Minimising it makes two
+    noise vectors of one class give different images, against a collapse of each class to one
+    mode (book chapter 4)."""
+    h = len(images) // 2
+    ratio = (images[:h] - images[h : 2 * h]).abs().mean() / (
+        noise[:h] - noise[h : 2 * h]
+    ).abs().mean()
+    return 1.0 / (ratio + eps)
 
 
 def competition(
