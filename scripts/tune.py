@@ -39,6 +39,7 @@ import argparse
 import concurrent.futures as cf
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -94,6 +95,27 @@ SCENES_SPACE = dict(
 )
 BASELINE_LRS = [3e-4, 1e-3, 3e-3, 1e-2]
 
+#: ``--followup`` (the second GPU call): on scenes, the three levers that helped alone in the
+#: first call's one-at-a-time runs (generator lr 1e-3, first BN layer x 10, diversity 1; seed 100),
+#: replay, which that call did not reach, and their combinations; seeds 100 and 101.
+SCENES_FOLLOWUP = [
+    {},
+    dict(lr_generator=1e-3),
+    dict(bn_first_weight=10.0),
+    dict(diversity=1.0),
+    dict(replay=0.5),
+    dict(replay=0.8),
+    dict(lr_generator=1e-3, bn_first_weight=10.0),
+    dict(lr_generator=1e-3, diversity=1.0),
+    dict(bn_first_weight=10.0, diversity=1.0),
+    dict(lr_generator=1e-3, replay=0.8),
+    dict(lr_generator=1e-3, bn_first_weight=10.0, diversity=1.0),
+    dict(lr_generator=1e-3, bn_first_weight=10.0, replay=0.5),
+    dict(lr_generator=1e-3, bn_first_weight=10.0, diversity=1.0, replay=0.5),
+    dict(lr_generator=1e-3, bn_first_weight=10.0, diversity=1.0, replay=0.8),
+    dict(lr_generator=3e-3, bn_first_weight=10.0, diversity=1.0, replay=0.8),
+]
+
 
 def one_at_a_time(space: dict) -> list[dict]:
     """Each lever at each of its other values, everything else at the default."""
@@ -105,6 +127,7 @@ def random_configs(space: dict, n: int, seed: int) -> list[dict]:
     first half near the defaults (each lever moved with probability 0.25), the rest anywhere."""
     rng = random.Random(seed)
     seen, out = set(), []
+    n = min(n, math.prod(len(v) for v in space.values()) - 1)  # distinct non-default ones exist
     while len(out) < n:
         local = len(out) < n // 2
         pick = {
@@ -353,6 +376,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="a few iterations per job: checks the script end to end",
     )
+    p.add_argument(
+        "--followup",
+        action="store_true",
+        help="the second call: SCENES_FOLLOWUP on validation seeds, the rest of the scenes "
+        "table, then the best follow-up setting on seeds 0-4",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         DIGITS["iters"], SCENES["iters"] = 6, 4
@@ -396,6 +425,8 @@ def main(argv=None) -> int:
         for job in group
         if job is not None
     ]
+    if args.followup:
+        return followup(args, start, end, at)
     if args.dry_run:
         for job in stage1:
             print(job[0]["dataset"], spec(job[1], job[2]), job[3])
@@ -404,24 +435,12 @@ def main(argv=None) -> int:
 
     procs = []
 
-    def launch(cmd, name):
-        log = open(os.path.join(args.out, name + ".log"), "w")
-        print("$", " ".join(cmd), flush=True)
-        procs.append(
-            (
-                subprocess.Popen(
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=dict(os.environ, OMP_NUM_THREADS="1"),
-                ),
-                name,
-            )
-        )
+    def start_bench(cmd, name):
+        procs.append(launch(args, cmd, name))
 
     # DeepInversion and CMI on scenes depend on no choice: they start now, beside the sweep.
     inv_workers = 1 if args.smoke else 4
-    launch(
+    start_bench(
         bench_cmd(
             args,
             SCENES,
@@ -499,7 +518,7 @@ def main(argv=None) -> int:
     if "cpsc" not in scenes_rows:
         scenes_rows.append("cpsc")
     left = max(4, args.workers + inv_workers - 4)
-    launch(
+    start_bench(
         bench_cmd(
             args, SCENES, scenes_rows, os.path.join(args.out, "scenes"), left - 3
         ),
@@ -514,7 +533,7 @@ def main(argv=None) -> int:
         "cpsc_no_ikd",
     ]
     extra = [x for k, v in chosen.items() for x in ("--set", f"{k}={str(v).lower()}")]
-    launch(
+    start_bench(
         bench_cmd(
             args,
             DIGITS,
@@ -525,14 +544,85 @@ def main(argv=None) -> int:
         ),
         "digits_ablations",
     )
+    wait_all(procs, end)
+    print(f"finished in {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
+def followup(args, start: float, end: float, at) -> int:
+    """The second call (see ``SCENES_FOLLOWUP``): the validation runs and, beside them, the scenes
+    rows the first call's table did not finish; then the best follow-up setting (highest mean
+    ``val_acc`` over seeds 100 and 101) on the reported seeds 0-4."""
+    jobs = [(SCENES, "cpsc", s, seed) for seed in (100, 101) for s in SCENES_FOLLOWUP]
+    if args.dry_run:
+        for job in jobs:
+            print(job[0]["dataset"], spec(job[1], job[2]), job[3])
+        return 0
+    procs = []
+    rest_workers = 4
+    procs.append(
+        launch(
+            args,
+            bench_cmd(
+                args,
+                SCENES,
+                ["dfad", "bn_ce", "noise", "data"],
+                os.path.join(args.out, "scenes_rest"),
+                rest_workers,
+            ),
+            "scenes_rest",
+        )
+    )
+    args.workers = max(1, args.workers - rest_workers)
+    runner = Runner(args, start)
+    runner.run("followup", jobs, at(0.6))
+    runner.close()
+    m = {
+        k: v for k, v in means(runner.results, "scenes").items() if len(v["seeds"]) >= 2
+    }
+    best = best_by_val(m)
+    with open(os.path.join(args.out, "choice.json"), "w") as f:
+        json.dump(dict(scenes_cpsc=best, scenes_followup=m), f, indent=1)
+    print("choice:", json.dumps(best), flush=True)
+    procs.append(
+        launch(
+            args,
+            bench_cmd(
+                args,
+                SCENES,
+                [spec("cpsc", best)],
+                os.path.join(args.out, "scenes_tuned"),
+                args.workers,
+            ),
+            "scenes_tuned",
+        )
+    )
+    wait_all(procs, end)
+    print(f"finished in {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
+def launch(args, cmd: list, name: str):
+    """Start a benchmark command in the background (its output in ``OUT/NAME.log``)."""
+    log = open(os.path.join(args.out, name + ".log"), "w")
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    return proc, name
+
+
+def wait_all(procs: list, end: float) -> None:
+    """Wait for the background commands; stop those still running at ``end``."""
     for proc, name in procs:
         try:
             proc.wait(timeout=max(1.0, end - time.time()))
         except subprocess.TimeoutExpired:
             proc.terminate()
             print(f"{name}: stopped at the deadline", flush=True)
-    print(f"finished in {time.time() - start:.0f} s", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
