@@ -472,6 +472,94 @@ def write_markdown(results: dict, out_dir: str) -> None:
     )
 
 
+#: What must be equal for two results files to be one table.
+BUDGET_KEYS = (
+    "dataset",
+    "iters",
+    "budget_seconds",
+    "seeds",
+    "student",
+    "batch_size",
+    "g_steps",
+    "s_steps",
+)
+
+
+def merge_results(
+    dirs: Sequence[str], out_dir: str, command: str = "", overwrite: bool = False
+) -> dict:
+    """One table from several ``results.json`` written with the same budget (e.g. one benchmark
+    split into jobs on a cluster or over several GPU calls): the rows of all of them, later files
+    replacing rows of the same name; the commands, machines and teachers are kept per file in
+    ``merged_from``. Refuses files whose budgets differ, and an ``out_dir`` that already holds
+    another table unless ``overwrite``."""
+    tables = []
+    for d in dirs:
+        path = os.path.join(d, "results.json")
+        if not os.path.exists(path):
+            raise CpscError(
+                f"Cannot merge {d}: it has no results.json. Give benchmark folders."
+            )
+        with open(path) as f:
+            tables.append((d, json.load(f)))
+    target = os.path.join(out_dir, "results.json")
+    inputs = {os.path.abspath(os.path.join(d, "results.json")) for d in dirs}
+    if (
+        os.path.exists(target)
+        and os.path.abspath(target) not in inputs
+        and not overwrite
+    ):
+        raise CpscError(
+            f"{target} exists and is not one of the tables being merged. Choose another --out, "
+            "or add --overwrite to replace it."
+        )
+    first_dir, first = tables[0]
+
+    def budget(r: dict) -> dict:
+        b = {k: r.get(k) for k in BUDGET_KEYS}
+        b["teacher"] = (r.get("teacher") or {}).get("model")
+        return b
+
+    for d, r in tables[1:]:
+        differ = [
+            f"{k} ({v} in {first_dir}, {budget(r)[k]} in {d})"
+            for k, v in budget(first).items()
+            if budget(r)[k] != v
+        ]
+        if differ:
+            raise CpscError(
+                f"Cannot merge {d} with {first_dir}: another budget: {'; '.join(differ)}. "
+                "Only tables made with the same settings form one table."
+            )
+    merged = dict(
+        first, command=command or " && ".join(r["command"] for _, r in tables)
+    )
+    merged["methods"] = {}
+    merged["merged_from"] = [
+        dict(
+            folder=d,
+            command=r["command"],
+            machine=r.get("machine"),
+            teacher_test_acc=(r.get("teacher") or {}).get("test_acc"),
+            methods=list(r["methods"]),
+            package_version=r.get("package_version"),
+        )
+        for d, r in tables
+    ]
+    machines = sorted({str(r.get("machine")) for _, r in tables})
+    merged["machine"] = machines[0] if len(machines) == 1 else "; ".join(machines)
+    for _, r in tables:
+        for name, row in r["methods"].items():
+            row = {k: v for k, v in row.items() if not k.startswith("diff_vs_")}
+            merged["methods"][name] = row
+    _paired_differences(merged)
+    checkpoint.check_output_dir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.write_json(merged, os.path.join(out_dir, "results.json"))
+    write_markdown(merged, out_dir)
+    return merged
+
+
 def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
     """The existing results.json to append to, after checking it was made with the same budget."""
     path = os.path.join(out_dir, "results.json")

@@ -116,7 +116,8 @@ def _speed_parent() -> argparse.ArgumentParser:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="NHWC memory layout for the networks and generated images (default: on for CUDA)",
+        help="NHWC memory layout for the networks and generated images (default: on, except on "
+        "Apple's MPS; --no-channels-last for the plain layout)",
     )
     return p
 
@@ -456,6 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="--profile with --teacher-model: classes",
     )
     p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="instead of running: join the tables in these benchmark folders (same budget) into "
+        "one in --out (e.g. a benchmark split over several machines)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --merge: replace a table already in --out",
+    )
+    p.add_argument(
         "--append",
         action="store_true",
         help="add these methods to --out's existing results.json (same budget) instead of replacing it",
@@ -707,6 +721,15 @@ def cmd_bench(args) -> int:
     overrides = _overrides(args)
     overrides.pop("seed", None)
     command = _command(args)
+    if args.merge:
+        from .bench import merge_results, results_markdown
+
+        print(
+            results_markdown(
+                merge_results(args.merge, args.out, command, args.overwrite)
+            )
+        )
+        return 0
     if args.profile:
         run_profile(
             args.out,
