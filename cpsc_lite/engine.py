@@ -2,7 +2,8 @@
 DDP wrapping, the optimiser update, seeding and random state (book chapter 8).
 
 The method (:mod:`cpsc_lite.distill`) and teacher training (:mod:`cpsc_lite.teacher`) call these;
-on a CPU, by default, none of the speed-ups is active, so runs are bit-identical to plain float32.
+on a CPU, by default, only the channels-last layout is active (since 0.7.0: a quarter faster on two
+cores); precision stays float32, and ``--no-channels-last`` gives the plain layout of earlier tables.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``amp`` on ``device``, or None for full float32.
 
     ``auto`` is bf16 on a CUDA GPU that supports it, else fp16 (with gradient
-    scaling), and off on every other device, so CPU runs stay bit-identical to
-    float32 ones. ``bf16``/``fp16`` are honoured on CUDA and CPU when asked for
-    explicitly; on Apple MPS they fall back to float32 with a warning.
+    scaling), and off on every other device, so CPU runs stay in float32. ``bf16``/``fp16``
+    are honoured on CUDA and CPU when asked for explicitly; on Apple MPS they fall back to
+    float32 with a warning.
     """
     if amp not in AMP_CHOICES:
         raise CpscError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}.")
@@ -103,12 +104,14 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 @dataclass
 class Acceleration:
-    """How to run fast on a GPU. None of it changes the method; on CPU, by default, none of it is active.
+    """How to run fast. None of it changes the method; on CPU, by default, only channels-last is active.
 
     * ``amp``: mixed precision (see :func:`resolve_amp`); losses are still computed in float32.
     * ``compile``: ``torch.compile`` mode for the forward passes (``"default"``, ``"max-autotune"``, ...),
       or None for eager; ``compile_backend`` is torch.compile's backend (tests use ``"aot_eager"``).
-    * ``channels_last``: NHWC memory layout for the networks and generated images; None = on for CUDA.
+    * ``channels_last``: NHWC memory layout for the networks and generated images; None = on for CUDA
+      and CPU (on two AVX2 cores a digits iteration took 0.76 x as long; the numbers change only in
+      float rounding), off for MPS.
     * ``sync_bn``: with several CUDA processes, SyncBatchNorm in the generator and the student
       (batch statistics over the global batch instead of each GPU's share).
     """
@@ -121,7 +124,7 @@ class Acceleration:
 
     def use_channels_last(self, device: torch.device) -> bool:
         return (
-            device.type == "cuda"
+            device.type in ("cuda", "cpu")
             if self.channels_last is None
             else bool(self.channels_last)
         )

@@ -148,7 +148,7 @@ def train_teacher(
     Every ``eval_every`` epochs the test accuracy joins the history; with ``out_dir``, every
     ``ckpt_every`` epochs everything needed to continue is written to ``out_dir/teacher_state.pt``
     (``state`` is such a checkpoint's content, to continue from). On CPU, by default, results are
-    bit-identical to uninterrupted training; ``accel`` adds mixed precision and channels-last on CUDA.
+    bit-identical to uninterrupted training; ``accel`` adds mixed precision on CUDA and channels-last (CUDA and CPU).
     """
     if bundle.train is None:
         raise CpscError(
