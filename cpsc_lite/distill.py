@@ -647,9 +647,8 @@ class Distiller:
         self.generator.train()
         self.student.requires_grad_(False)
         z, y = self.generator.sample_inputs(self.batch_size, self.device)
-        if (
-            cfg.diversity
-        ):  # mode seeking compares two images of one label: pair the halves
+        if cfg.diversity:
+            # mode seeking compares two images of one label: pair the halves
             h = len(y) // 2
             y = torch.cat([y[:h], y[:h], y[2 * h :]])
         s_logits = s_feat = None

@@ -263,7 +263,9 @@ def plot_differences(
         for name, m in results["methods"].items()
         if (d := m.get(f"diff_vs_{reference}")) and measure in d
     ]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(rows), 2) + 1.2))
+    labels = [_wrap_spec(f"{name} ({title})") for title, name, _ in reversed(rows)]
+    height = 0.32 * sum(label.count("\n") + 1 for label in labels) + 0.15 * len(rows)
+    fig, ax = plt.subplots(figsize=(8, max(height, 1.0) + 1.2))
     for i, (title, name, d) in enumerate(reversed(rows)):
         lo, hi = 100 * d["ci95"][0], 100 * d["ci95"][1]
         colour = (
@@ -282,18 +284,47 @@ def plot_differences(
             mfc=colour if d["real"] else "white",
             ms=7,
         )
-    ax.set_yticks(
-        range(len(rows)), [f"{name} ({title})" for title, name, _ in reversed(rows)]
-    )
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.axvline(0, color="k", lw=1)
+    scale = ""
+    widest = max((abs(100 * x) for *_, d in rows for x in d["ci95"]), default=0)
+    if (
+        widest > 20
+    ):  # a few points and tens of points on one axis: linear near 0, log beyond
+        from matplotlib.ticker import FixedLocator, FuncFormatter
+
+        ax.set_xscale("symlog", linthresh=5)
+        ticks = [
+            t for t in (-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50) if abs(t) <= widest
+        ]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: f"{v:+g}" if v else "0")
+        )
+        scale = "\nscale: linear within ±5 points, logarithmic beyond"
     ax.set(
-        xlabel=f"{measure.replace('_', ' ')}: method minus {reference} (percentage points, 95 % CI)",
+        xlabel=f"{measure.replace('_', ' ')}: method minus {reference} "
+        f"(percentage points, 95 % CI){scale}",
         title=f"Each method against {reference} over the same seeds",
     )
     fig.tight_layout()
     if path:
         save_figure(fig, path)
     return fig
+
+
+def _wrap_spec(label: str, width: int = 34) -> str:
+    """A row label on several lines, broken after the ``:`` of a variant's settings
+    (``cpsc:bn_first_weight=10.0:...``), so that long variant names do not squeeze the plot."""
+    lines, line = [], ""
+    for part in label.split(":"):
+        piece = part if not line else ":" + part
+        if line and len(line) + len(piece) > width:
+            lines.append(line + ":")
+            line = part
+        else:
+            line += piece
+    return "\n".join(lines + [line])
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ Stages (each has a deadline; jobs that have not started by then are dropped and 
    judge >= 0.55; the 6 best pixel judge among configs with agreement >= 0.93 and ``val_acc`` no
    more than 0.5 points below the defaults'; the defaults. Scenes finalists: the 6 best ``val_acc``
    of the ``cpsc`` variants and the defaults.
-3. The choice (means over all validation seeds). Digits (the new defaults): the highest
+3. The choice (means over all validation seeds). Digits (candidate defaults): the highest
    ``val_acc`` among finalists with agreement >= 0.95 and pixel judge >= 0.60 (issue 11's goals);
    if none meets both, the highest pixel judge among finalists with agreement >= 0.95 and
    ``val_acc`` at least the defaults'; if none, the defaults stay. Scenes: the highest ``val_acc``
@@ -26,7 +26,12 @@ Stages (each has a deadline; jobs that have not started by then are dropped and 
 4. The reported tables, with ``cpsc-lite bench --workers`` on seeds 0-4: ``scenes`` (every
    method, plus ``cpsc`` with the digits choice and the scenes-tuned rows), then the digits
    ablations with the digits choice. DeepInversion and CMI on ``scenes`` start at once (they do
-   not depend on any choice) and are merged into the scenes table at the end.
+   not depend on any choice) in a folder of their own; ``cpsc-lite bench --merge`` joins the
+   folders into one table.
+
+``--followup`` (the second call of 0.7.0) runs ``SCENES_FOLLOWUP`` on seeds 100 and 101 beside the
+scenes rows the first call left unfinished, then the best of them on seeds 0-4. ``--report
+JOBS.jsonl ...`` prints every configuration's means.
 
 ``python scripts/tune.py --out DIR --digits-teacher T1 --scenes-teacher T2 [--workers N]
 [--minutes M] [--device cuda]`` writes ``DIR/jobs.jsonl`` (one line per finished job),

@@ -449,6 +449,32 @@ def test_forest_plot_marks_real_differences():
     assert filled[0] == "white" and filled[1] != "white"
 
 
+def test_forest_plot_wraps_long_variants_and_spans_large_differences():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cpsc_lite.bench import _paired_differences
+    from cpsc_lite.viz import plot_differences
+
+    variant = "cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8"
+    results = {
+        "methods": {
+            "cpsc": {"per_seed": {"student_acc": [0.20, 0.25, 0.30]}},
+            variant: {"per_seed": {"student_acc": [0.60, 0.66, 0.63]}},
+            "close": {"per_seed": {"student_acc": [0.21, 0.25, 0.31]}},
+        }
+    }
+    _paired_differences(results)
+    ax = plot_differences({"toy": results}).axes[0]
+    label = ax.get_yticklabels()[1].get_text()
+    assert label.replace("\n", "") == variant + " (toy)" and label.count("\n") >= 2
+    assert max(len(line) for line in label.splitlines()) <= 40
+    # +38 points and +0.3 points on one axis: linear near 0, logarithmic beyond
+    assert ax.get_xscale() == "symlog" and "logarithmic" in ax.get_xlabel()
+    small = {"methods": {k: results["methods"][k] for k in ("cpsc", "close")}}
+    assert plot_differences({"toy": small}).axes[0].get_xscale() == "linear"
+
+
 def test_class_grid_shows_the_teachers_agreement_per_row():
     import matplotlib
 
