@@ -468,17 +468,7 @@ def main(argv=None) -> int:
 
     # DeepInversion and CMI on scenes depend on no choice: they start now, beside the sweep.
     inv_workers = 1 if args.smoke else 4
-    start_bench(
-        bench_cmd(
-            args,
-            SCENES,
-            ["deepinv", "cmi"],
-            os.path.join(args.out, "scenes_inversion"),
-            inv_workers,
-        ),
-        "scenes_inversion",
-    )
-    args.workers = max(1, args.workers - inv_workers)
+    procs.append(beside(args, ["deepinv", "cmi"], "scenes_inversion", inv_workers))
     runner = Runner(args, start)
     runner.run("1", stage1, at(0.40))
 
@@ -587,21 +577,7 @@ def followup(args, start: float, end: float, at) -> int:
             print(job[0]["dataset"], spec(job[1], job[2]), job[3])
         return 0
     procs = []
-    rest_workers = 4
-    procs.append(
-        launch(
-            args,
-            bench_cmd(
-                args,
-                SCENES,
-                ["dfad", "bn_ce", "noise", "data"],
-                os.path.join(args.out, "scenes_rest"),
-                rest_workers,
-            ),
-            "scenes_rest",
-        )
-    )
-    args.workers = max(1, args.workers - rest_workers)
+    procs.append(beside(args, ["dfad", "bn_ce", "noise", "data"], "scenes_rest", 4))
     runner = Runner(args, start)
     runner.run("followup", jobs, at(0.6))
     runner.close()
@@ -664,6 +640,14 @@ def report(paths: list[str]) -> str:
             )
         out.append("")
     return "\n".join(out)
+
+
+def beside(args, methods: list[str], name: str, workers: int):
+    """Start the scenes benchmark of ``methods`` (seeds 0-4) in ``OUT/NAME`` with ``workers``
+    processes, beside the tuning runs, which keep the other workers."""
+    cmd = bench_cmd(args, SCENES, methods, os.path.join(args.out, name), workers)
+    args.workers = max(1, args.workers - workers)
+    return launch(args, cmd, name)
 
 
 def launch(args, cmd: list, name: str):
