@@ -3,16 +3,42 @@
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
 #   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|scenes|
-#                               ablations|ablations_digits|ablations_shapes|profile|all]
+#                               lr_check_digits|ablations|ablations_digits|ablations_shapes|profile|all]
 #   (default: all; "ablations" = both ablation tables)
-# SEEDS (default 5) sets the number of seeds.
+# Settings from the environment:
+#   SEEDS (default 5) seeds per method; WORKERS (default 2) processes for the method x seed jobs
+#   (e.g. 6 on a GPU); METHODS replaces a table's method list (e.g. the rows a stopped run left);
+#   APPEND=1 adds rows to the table already there; BENCH_OUT (default data/bench) the folder the
+#   tables go under; TEACHER_DIR a folder of teachers named DATASET.pt (default: each table trains
+#   or reuses its own); BENCH_ARGS more bench arguments (e.g. "--set device=cuda"); CPSC_LITE the
+#   command (default cpsc-lite; "python -m cpsc_lite" where the package is not installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 seeds=${SEEDS:-5}
+workers=${WORKERS:-2}
+out=${BENCH_OUT:-data/bench}
+read -r -a cli <<<"${CPSC_LITE:-cpsc-lite}"
+read -r -a more <<<"${BENCH_ARGS:-}"
 ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
-if [[ $what == digits || $what == all ]]; then
-  cpsc-lite bench --dataset digits --methods all --seeds "$seeds" --iters 300 --out data/bench/digits --no-progress
+# every method and every ablation, cheapest first after CPSC-DFKD and its ablations, so that a run
+# stopped early keeps the most rows (DeepInversion costs about five CPSC runs, CMI about three)
+every=$ablations,bn_ce,dafl,dfad,noise,data,cmi,deepinv
+table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
+  local dataset=$1 folder=$2 methods=${METHODS:-$3}
+  shift 3
+  local extra=()
+  [[ -n ${TEACHER_DIR:-} ]] && extra+=(--teacher "$TEACHER_DIR/$dataset.pt")
+  [[ -n ${APPEND:-} ]] && extra+=(--append)
+  "${cli[@]}" bench --dataset "$dataset" --methods "$methods" --seeds "$seeds" --workers "$workers" \
+    --amp off --out "$out/$folder" --no-progress "$@" "${extra[@]}" "${more[@]}"
+}
+if [[ $what == digits || $what == all ]]; then  # every method and ablation (0.7.0; made on a GPU: scripts/gpu_tables.sh)
+  table digits digits "$every" --iters 300 --batch-size 128
+fi
+if [[ $what == lr_check_digits ]]; then  # the defaults against lr_generator=0.02, validation seeds 100-103
+  SEEDS=${SEEDS:-4} && seeds=$SEEDS
+  table digits tuning/call3/digits_lr cpsc,cpsc:lr_generator=0.02 --iters 600 --batch-size 128 --first-seed 100
 fi
 if [[ $what == methods_digits ]]; then  # the baselines with their own settings (0.4.0); about 1.5 hours on 2 cores
   cpsc-lite bench --dataset digits --methods cpsc,dfad,dafl,bn_ce,noise,data,cmi,deepinv --seeds "$seeds" --iters 300 \
@@ -37,8 +63,7 @@ if [[ $what == scenes ]]; then  # the 30-class procedural scenes (0.7.0): every 
     --out data/bench/scenes --no-progress
 fi
 if [[ $what == shapes || $what == all ]]; then
-  cpsc-lite bench --dataset shapes --methods all --seeds "$seeds" --iters 300 --batch-size 64 \
-    --out data/bench/shapes --no-progress
+  table shapes shapes "$every" --iters 300 --batch-size 64
 fi
 if [[ $what == ablations || $what == ablations_digits ]]; then  # only CPSC and its five ablations
   cpsc-lite bench --dataset digits --methods "$ablations" --seeds "$seeds" --iters 300 \
