@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import pytest
+
 
 from cpsc_lite.cli import main
 
@@ -211,3 +213,37 @@ def test_tuning_finalists_start_with_the_defaults():
         "y": _m(96.0, 0.90, 0.70, {"eta": 2.0}),  # agreement too low
     }
     assert tune.digits_finalists(m) == [{}, {"eta": 1.0}]
+
+
+def test_round3_shapes_choice_prefers_class_specific_settings():
+    # agreement >= 0.95 first (issue 11's goal on shapes), then validation accuracy
+    low = _m(99.9, 0.45, 0.27, {"lr_generator": 1e-3})
+    high = _m(97.3, 0.95, 0.36, {"eta": 1.0})
+    base = _m(57.2, 0.93, 0.36, {})
+    assert tune.shapes_choice({"a": low, "b": high, "c": base}) == (
+        {"eta": 1.0},
+        "highest val_acc with agreement >= 0.95",
+    )
+    # none class-specific enough: the most accurate
+    assert tune.shapes_choice({"a": low, "c": base})[0] == {"lr_generator": 1e-3}
+    assert tune.shapes_choice({})[0] == {}
+
+
+def test_round3_plans_every_job_once_with_its_own_teacher(tmp_path, capsys):
+    # every lever named in the plan is a real config switch of its method (spec reads the
+    # preset's value of each), and no configuration runs twice
+    names = [tune.spec(m, s) for m, s in tune.SCENES_BASELINES]
+    assert len(set(names)) == len(names)
+    shapes = [tune.spec("cpsc", s) for s in tune.SHAPES_CANDIDATES]
+    assert len(set(shapes)) == len(shapes)
+    # --round3 needs the shapes and scenes teachers, not the digits one
+    argv = ["--round3", "--out", str(tmp_path), "--dry-run"]
+    with pytest.raises(SystemExit):
+        tune.main(argv)
+    assert "--shapes-teacher and --scenes-teacher" in capsys.readouterr().err
+    t = ["--shapes-teacher", "s.pt", "--scenes-teacher", "c.pt"]
+    assert tune.main(argv + t) == 0
+    out = capsys.readouterr().out
+    n = 3 * len(tune.SHAPES_CANDIDATES) + 2 * len(tune.SCENES_BASELINES)
+    assert f"{n} jobs" in out
+    assert out.splitlines()[0].split()[1] == "cmi"  # the expensive jobs first
