@@ -103,6 +103,7 @@ def test_presets_are_what_their_names_say():
         "adv_warmup",
         "lr_generator",
         "bn_reduce",
+        "warmup_frac",  # the paper's 1/60 (0.8.0's default is 0.1)
     }
     # METHOD.md's reference weights, adversarial from the first step
     p = make_config("cpsc_paper")

@@ -387,3 +387,22 @@ def test_a_method_variant_is_the_method_with_its_settings_changed():
         make_config("cpsc:nosuch=1")
     with pytest.raises(CpscError, match="Unknown method 'cpsk'"):
         make_config("cpsk:eta=1")
+
+
+def test_the_student_warms_up_over_a_tenth_of_a_quick_run_and_the_paper_presets_keep_theirs():
+    # 0.8.0: 6 warm-up iterations of a 300-iteration run let the student diverge on `shapes`
+    # (data/bench/tuning/README.md); the paper's 1/60 stays in cpsc_paper and reference_compat.
+    from cpsc_lite.distill import lr_factor
+
+    cfg = make_config("cpsc", iters=300)
+    warmup = int(cfg.warmup_frac * cfg.iters)
+    assert warmup == 30
+    factors = [lr_factor(cfg, it, warmup) for it in range(warmup)]
+    assert factors[0] < 0.05 and all(a < b for a, b in zip(factors, factors[1:]))
+    # full rate at the end of the warm-up, where the cosine starts
+    assert factors[-1] == lr_factor(cfg, warmup, warmup) == 1.0
+    for name in ("cpsc_paper", "reference_compat"):
+        assert abs(make_config(name).warmup_frac - 1 / 60) < 1e-12, name
+    # a run saved before 0.8.0 resumes with the warm-up it started with
+    saved = dict(make_config("cpsc").to_dict(), warmup_frac=0.02)
+    assert DistillConfig.from_saved(saved).warmup_frac == 0.02
