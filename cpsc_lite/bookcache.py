@@ -824,6 +824,27 @@ def bench_path(dataset: str) -> str:
     return str(local) if local is not None else url
 
 
+def bench_jobs(folder: str) -> Optional[list]:
+    """Chapter 7: the validation jobs a tuning call logged (``data/bench/<folder>/jobs.jsonl``, one
+    JSON object per line, written by ``scripts/tune.py``; or under ``$CPSC_BENCH_DIR``), or None
+    when the file is not there (or, outside a checkout, cannot be fetched)."""
+    where = str(Path(bench_path(folder)).parent / "jobs.jsonl")
+    if bench_path(folder).startswith("https://"):
+        import urllib.request
+
+        where = bench_path(folder).rsplit("/", 1)[0] + "/jobs.jsonl"
+        try:
+            with urllib.request.urlopen(where, timeout=10) as r:
+                text = r.read().decode()
+        except Exception:
+            return None
+    elif os.path.exists(where):
+        text = Path(where).read_text()
+    else:
+        return None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def bench_results(dataset: str) -> Optional[dict]:
     """Chapter 7: the benchmark results for ``dataset``, or None when nobody has produced them yet."""
     where = bench_path(dataset)

@@ -266,3 +266,14 @@ def test_compare_grids_wraps_after_two_panels(cache):
     assert not grids[3].axison  # the empty fourth place
     # two fit on one row
     assert len(bc.compare_grids({"a": panel, "b": panel}).axes) == 2
+
+
+def test_bench_jobs_reads_a_tuning_log_or_says_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPSC_BENCH_DIR", str(tmp_path))
+    assert bc.bench_jobs("tuning/callX") is None
+    folder = tmp_path / "tuning" / "callX"
+    folder.mkdir(parents=True)
+    (folder / "jobs.jsonl").write_text(
+        '{"spec": "cpsc", "val_acc": 0.9}\n\n{"spec": "dafl"}\n'
+    )
+    assert [j["spec"] for j in bc.bench_jobs("tuning/callX")] == ["cpsc", "dafl"]
