@@ -655,17 +655,7 @@ def followup(args, start: float, end: float, at) -> int:
         json.dump(dict(scenes_cpsc=best, scenes_followup=m), f, indent=1)
     print("choice:", json.dumps(best), flush=True)
     procs.append(
-        launch(
-            args,
-            bench_cmd(
-                args,
-                SCENES,
-                [spec("cpsc", best)],
-                os.path.join(args.out, "scenes_tuned"),
-                args.workers,
-            ),
-            "scenes_tuned",
-        )
+        table(args, SCENES, [spec("cpsc", best)], "scenes_tuned", args.workers)
     )
     wait_all(procs, end)
     print(f"finished in {time.time() - start:.0f} s", flush=True)
@@ -717,34 +707,14 @@ def round3(args, start: float, end: float, at) -> int:
     print("choice:", json.dumps(dict(shapes=chosen, rule=why)), flush=True)
     procs = []
     if chosen:
-        procs.append(
-            launch(
-                args,
-                bench_cmd(
-                    args,
-                    SHAPES,
-                    [spec("cpsc", chosen)],
-                    os.path.join(args.out, "shapes_tuned"),
-                    5,
-                ),
-                "shapes_tuned",
-            )
-        )
+        procs.append(table(args, SHAPES, [spec("cpsc", chosen)], "shapes_tuned", 5))
     rows = [spec(m, v["choice"]) for m, v in base.items()]
     # the tuned rows, with CPSC's scenes setting of 0.7.0 beside them (same teacher); the presets'
     # own rows on seeds 0-4 are in data/bench/scenes (made with the earlier teacher)
     rows = [spec("cpsc", SCENES_TUNED)] + [r for r in rows if ":" in r]
     print("scenes baselines:", rows, flush=True)
     if rows:
-        procs.append(
-            launch(
-                args,
-                bench_cmd(
-                    args, SCENES, rows, os.path.join(args.out, "scenes_tuned_all"), 11
-                ),
-                "scenes_tuned_all",
-            )
-        )
+        procs.append(table(args, SCENES, rows, "scenes_tuned_all", 11))
     wait_all(procs, end)
     print(f"finished in {time.time() - start:.0f} s", flush=True)
     return 0
@@ -789,8 +759,14 @@ def report(paths: list[str]) -> str:
 def beside(args, methods: list[str], name: str, workers: int):
     """Start the scenes benchmark of ``methods`` (seeds 0-4) in ``OUT/NAME`` with ``workers``
     processes, beside the tuning runs, which keep the other workers."""
-    cmd = bench_cmd(args, SCENES, methods, os.path.join(args.out, name), workers)
+    proc = table(args, SCENES, methods, name, workers)
     args.workers = max(1, args.workers - workers)
+    return proc
+
+
+def table(args, dataset: dict, methods: list[str], name: str, workers: int):
+    """Start the benchmark of ``methods`` on ``dataset`` (seeds 0-4) in ``OUT/NAME``."""
+    cmd = bench_cmd(args, dataset, methods, os.path.join(args.out, name), workers)
     return launch(args, cmd, name)
 
 
