@@ -824,45 +824,45 @@ def bench_path(dataset: str) -> str:
     return str(local) if local is not None else url
 
 
+def _bench_text(where: str) -> Optional[str]:
+    """The text of a file under ``data/bench``: a local path, or outside a checkout a URL; None
+    when it is not there (or cannot be fetched)."""
+    if where.startswith("https://"):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(where, timeout=10) as r:
+                return r.read().decode()
+        except Exception:
+            return None
+    return Path(where).read_text() if os.path.exists(where) else None
+
+
 def bench_jobs(folder: str) -> Optional[list]:
     """Chapter 7: the validation jobs a tuning call logged (``data/bench/<folder>/jobs.jsonl``, one
     JSON object per line, written by ``scripts/tune.py``; or under ``$CPSC_BENCH_DIR``), or None
     when the file is not there (or, outside a checkout, cannot be fetched)."""
-    where = str(Path(bench_path(folder)).parent / "jobs.jsonl")
-    if bench_path(folder).startswith("https://"):
-        import urllib.request
-
-        where = bench_path(folder).rsplit("/", 1)[0] + "/jobs.jsonl"
-        try:
-            with urllib.request.urlopen(where, timeout=10) as r:
-                text = r.read().decode()
-        except Exception:
-            return None
-    elif os.path.exists(where):
-        text = Path(where).read_text()
-    else:
+    text = _bench_text(bench_path(folder)[: -len("results.json")] + "jobs.jsonl")
+    if text is None:
         return None
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def bench_results(dataset: str) -> Optional[dict]:
     """Chapter 7: the benchmark results for ``dataset``, or None when nobody has produced them yet."""
-    where = bench_path(dataset)
     from .bench import with_current_names
 
-    if where.startswith("https://"):
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(where, timeout=10) as r:
-                return with_current_names(json.loads(r.read().decode()))
-        except Exception:
-            return None
-    return (
-        with_current_names(json.loads(Path(where).read_text()))
-        if os.path.exists(where)
-        else None
-    )
+    where = bench_path(dataset)
+    text = _bench_text(where)
+    if text is None:
+        return None
+    try:
+        results = json.loads(text)
+    except ValueError:
+        if where.startswith("https://"):
+            return None  # a broken download counts as no file, as before
+        raise
+    return with_current_names(results)
 
 
 def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:

@@ -11,7 +11,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 CPSC_LITE="python3 -
 export TEACHER_DIR=$PWD/.device BENCH_OUT=/tmp/b BENCH_ARGS=${SMOKE_ARGS:-"--set device=cuda"}
 mkdir -p /tmp/b/tuning/call3
 python3 -c "import cpsc_lite, sklearn, scipy, tqdm, yaml, matplotlib, torch; print(cpsc_lite.__version__, torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1
-every=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd,bn_ce,dafl,dfad,noise,data,cmi,deepinv
+every=$(bash scripts/make_bench.sh every)  # every method and ablation, in make_bench.sh's order
 missing() {  # missing FOLDER METHODS: the methods without a row in FOLDER/results.json
   python3 - "$1" "$2" <<'PY'
 import json, os, sys

@@ -3,7 +3,7 @@
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
 #   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|scenes|
-#                               lr_check_digits|ablations|ablations_digits|ablations_shapes|profile|all]
+#                               lr_check_digits|ablations|ablations_digits|ablations_shapes|profile|all|every]
 #   (default: all; "ablations" = both ablation tables)
 # Settings from the environment:
 #   SEEDS (default 5) seeds per method; WORKERS (default 2) processes for the method x seed jobs
@@ -24,6 +24,10 @@ ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
 # every method and every ablation, cheapest first after CPSC-DFKD and its ablations, so that a run
 # stopped early keeps the most rows (DeepInversion costs about five CPSC runs, CMI about three)
 every=$ablations,bn_ce,dafl,dfad,noise,data,cmi,deepinv
+if [[ $what == every ]]; then  # print that list (scripts/gpu_tables.sh resumes from it)
+  echo "$every"
+  exit 0
+fi
 table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
   local dataset=$1 folder=$2 methods=${METHODS:-$3}
   shift 3
