@@ -3,7 +3,8 @@
 # (about a minute per method x seed on digits, two to three on shapes); each table is written
 # after every method, so a stopped run keeps what it finished. Usage:
 #   bash scripts/make_bench.sh [digits|shapes|methods_digits|equal_time_digits|reference_digits|scenes|
-#                               lr_check_digits|ablations|ablations_digits|ablations_shapes|profile|all|every]
+#                               scenes_tuned|lr_check_digits|ablations|ablations_digits|ablations_shapes|
+#                               profile|all|every|list_scenes_tuned]
 #   (default: all; "ablations" = both ablation tables)
 # Settings from the environment:
 #   SEEDS (default 5) seeds per method; WORKERS (default 2) processes for the method x seed jobs
@@ -24,8 +25,15 @@ ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
 # every method and every ablation, cheapest first after CPSC-DFKD and its ablations, so that a run
 # stopped early keeps the most rows (DeepInversion costs about five CPSC runs, CMI about three)
 every=$ablations,bn_ce,dafl,dfad,noise,data,cmi,deepinv
+# scenes: CPSC-DFKD's defaults and the three methods tuned on seeds 100-101 (tuning/README.md, fourth call)
+scenes_tuned=cpsc,cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8
+scenes_tuned=$scenes_tuned,dafl:lr_generator=0.0003,bn_ce:bn_first_weight=10.0:lr_generator=0.001
 if [[ $what == every ]]; then  # print that list (scripts/gpu_tables.sh resumes from it)
   echo "$every"
+  exit 0
+fi
+if [[ $what == list_scenes_tuned ]]; then  # print the scenes_tuned table's list
+  echo "$scenes_tuned"
   exit 0
 fi
 table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
@@ -65,6 +73,9 @@ if [[ $what == scenes ]]; then  # the 30-class procedural scenes (0.7.0): every 
   cpsc-lite bench --dataset scenes --methods "cpsc,$tuned,dafl,dfad,bn_ce,deepinv,cmi,noise,data" \
     --seeds "$seeds" --iters 300 --batch-size 64 --workers "${WORKERS:-2}" --amp off \
     --out data/bench/scenes --no-progress
+fi
+if [[ $what == scenes_tuned ]]; then  # the list above; about 40 minutes per row on two cores, so made on a GPU
+  table scenes scenes_tuned "$scenes_tuned" --iters 300 --batch-size 64
 fi
 if [[ $what == shapes || $what == all ]]; then
   table shapes shapes "$every" --iters 300 --batch-size 64
