@@ -28,9 +28,9 @@ go() {  # go TARGET FOLDER METHODS WORKERS
   METHODS=$left APPEND=$append WORKERS=$4 timeout -s INT "$DEADLINE" bash scripts/make_bench.sh "$1" >>/tmp/b/$1.log 2>&1 &
 }
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
-go shapes shapes "$every" ${W_SHAPES:-7}
+go shapes shapes "$every" ${W_SHAPES:-6}
 go digits digits "$every" ${W_DIGITS:-5}
-go scenes_tuned scenes_tuned "$(bash scripts/make_bench.sh list_scenes_tuned)" ${W_SCENES:-4}
+go scenes_tuned scenes_tuned "$(bash scripts/make_bench.sh list_scenes_tuned)" ${W_SCENES:-5}
 ( for i in $(seq 1 40); do sleep 30; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) > /tmp/b/gpu.log 2>&1 &
 mon=$!
 wait $(jobs -p | grep -v "^$mon$") 2>/dev/null

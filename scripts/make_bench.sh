@@ -25,9 +25,10 @@ ablations=cpsc,cpsc_no_cond,cpsc_no_ce,cpsc_no_scl,cpsc_no_bn,cpsc_no_ikd
 # every method and every ablation, cheapest first after CPSC-DFKD and its ablations, so that a run
 # stopped early keeps the most rows (DeepInversion costs about five CPSC runs, CMI about three)
 every=$ablations,bn_ce,dafl,dfad,noise,data,cmi,deepinv
-# scenes: CPSC-DFKD's defaults and the three methods tuned on seeds 100-101 (tuning/README.md, fourth call)
+# scenes: CPSC-DFKD's defaults, the three methods tuned on seeds 100-101 (tuning/README.md, fourth call)
+# and CMI, whose preset was its best there
 scenes_tuned=cpsc,cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8
-scenes_tuned=$scenes_tuned,dafl:lr_generator=0.0003,bn_ce:bn_first_weight=10.0:lr_generator=0.001
+scenes_tuned=$scenes_tuned,dafl:lr_generator=0.0003,bn_ce:bn_first_weight=10.0:lr_generator=0.001,cmi
 if [[ $what == every ]]; then  # print that list (scripts/gpu_tables.sh resumes from it)
   echo "$every"
   exit 0
