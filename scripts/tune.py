@@ -142,7 +142,8 @@ SHAPES_CANDIDATES = [
     dict(lr_generator=1e-3, bn_first_weight=10.0, diversity=1.0, replay=0.8),
     dict(replay=0.8),
     dict(gamma=0.0),
-    dict(eta=1.0),
+    # ran as eta=1.0 in 0.7.0, against the then-default 0.5; 1.0 is the default since 0.9.0
+    dict(eta=0.5),
     dict(lr_generator=1e-3, bn_first_weight=10.0, gamma=0.0),
 ]
 SCENES_BASELINES = (
