@@ -46,7 +46,7 @@ table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
   "${cli[@]}" bench --dataset "$dataset" --methods "$methods" --seeds "$seeds" --workers "$workers" \
     --amp off --out "$out/$folder" --no-progress "$@" "${extra[@]}" "${more[@]}"
 }
-if [[ $what == digits || $what == all ]]; then  # every method and ablation (0.7.0; made on a GPU: scripts/gpu_tables.sh)
+if [[ $what == digits || $what == all ]]; then  # every method and ablation (0.9.0; made on a GPU: scripts/gpu_tables.sh)
   table digits digits "$every" --iters 300 --batch-size 128
 fi
 if [[ $what == lr_check_digits ]]; then  # the defaults against lr_generator=0.02, validation seeds 100-103
@@ -67,13 +67,11 @@ if [[ $what == reference_digits ]]; then  # the authors' published code, quirk b
   cpsc-lite bench --dataset digits --methods cpsc_paper,reference_compat,cpsc,$fixes --seeds "$seeds" --iters 300 \
     --out data/bench/digits_reference --no-progress
 fi
-if [[ $what == scenes ]]; then  # the 30-class procedural scenes (0.7.0): every method, 5 seeds
-  # Made on a GPU in 0.7.0 with scripts/tune.py (its tables are kept in data/bench/tuning/call*/);
-  # one command, with WORKERS processes (e.g. 12 on a GPU; about 1.5 hours with 2 on two cores):
-  tuned=cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8  # chosen on seeds 100-101
-  cpsc-lite bench --dataset scenes --methods "cpsc,$tuned,dafl,dfad,bn_ce,deepinv,cmi,noise,data" \
-    --seeds "$seeds" --iters 300 --batch-size 64 --workers "${WORKERS:-2}" --amp off \
-    --out data/bench/scenes --no-progress
+if [[ $what == scenes ]]; then  # every method on scenes and the tuned rows, 5 seeds (0.9.0)
+  # Made on a GPU in two parts (scripts/gpu_tables.sh ran scenes_tuned, a second call the rest; merged
+  # with `cpsc-lite bench --merge`, data/bench/tuning/README.md); one command, with WORKERS processes
+  # (e.g. 12 on a GPU; hours with 2 on two cores):
+  table scenes scenes "$scenes_tuned,noise,data,dfad,dafl,bn_ce,deepinv" --iters 300 --batch-size 64
 fi
 if [[ $what == scenes_tuned ]]; then  # the list above; about 40 minutes per row on two cores, so made on a GPU
   table scenes scenes_tuned "$scenes_tuned" --iters 300 --batch-size 64
