@@ -406,3 +406,15 @@ def test_the_student_warms_up_over_a_tenth_of_a_quick_run_and_the_paper_presets_
     # a run saved before 0.8.0 resumes with the warm-up it started with
     saved = dict(make_config("cpsc").to_dict(), warmup_frac=0.02)
     assert DistillConfig.from_saved(saved).warmup_frac == 0.02
+
+
+def test_the_pseudo_label_weight_is_one_and_the_paper_presets_keep_theirs():
+    # 0.9.0: eta=1 on validation seeds of digits, shapes and scenes (data/bench/tuning/eta/)
+    assert make_config("cpsc").eta == 1.0
+    for name in ("cpsc_paper", "reference_compat"):
+        assert make_config(name).eta == 0.7, name
+    # bn_ce shares CPSC's generator CE weight; DeepInversion and CMI set their own
+    assert make_config("bn_ce").eta == make_config("cpsc").eta
+    # a run saved before 0.9.0 resumes with the weight it started with
+    saved = dict(make_config("cpsc").to_dict(), eta=0.5)
+    assert DistillConfig.from_saved(saved).eta == 0.5
