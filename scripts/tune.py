@@ -139,7 +139,7 @@ SHAPES_CANDIDATES = [
     dict(lr_generator=1e-3),
     dict(bn_first_weight=10.0),
     dict(lr_generator=1e-3, bn_first_weight=10.0),
-    dict(lr_generator=1e-3, bn_first_weight=10.0, diversity=1.0, replay=0.8),
+    SCENES_TUNED,
     dict(replay=0.8),
     dict(gamma=0.0),
     # ran as eta=1.0 in 0.7.0, against the then-default 0.5; 1.0 is the default since 0.9.0
