@@ -884,15 +884,19 @@ def plot_bench(results: dict):
         ylabel="student test accuracy (%)",
         ylim=(0, 105),
     )
-    # A variant (NAME:KEY=VALUE...) gets one line per changed setting under its method's name.
+    # A variant (NAME:KEY=VALUE...) gets one line per changed setting under its method's name;
+    # several lines turned by 30 degrees run into the next label, so such rows stand upright.
+    upright = any(":" in n for n in names)
     ax.set_xticks(
         list(where),
         [n.replace(":", "\n") for n in names],
-        rotation=30,
-        ha="right",
-        rotation_mode="anchor",
+        rotation=90 if upright else 30,
+        ha="center" if upright else "right",
+        rotation_mode="anchor" if not upright else "default",
+        fontsize=7 if upright else None,
     )
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    # beside the axes: inside, it hid the first bars when they were low
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
