@@ -629,14 +629,22 @@ def kd_baseline(
 # --------------------------------------------------------------- measures
 @torch.no_grad()
 def samples(
-    generator: ConditionalGenerator, per_class: Optional[int] = None, seed: int = 0
+    generator: ConditionalGenerator,
+    per_class: Optional[int] = None,
+    seed: int = 0,
+    truncation: float = 1.0,
 ):
-    """``per_class`` synthetic images for every class, class-major: ``(images, labels)`` on the CPU."""
+    """``per_class`` synthetic images for every class, class-major: ``(images, labels)`` on the CPU
+    (``truncation``: the noise scaled by that psi, chapter 4)."""
     from .generator import generate_per_class
 
     per_class = per_class or PROFILES[profile()]["per_class"]
     images, labels = generate_per_class(
-        generator.cpu(), per_class, torch.device("cpu"), seed=seed
+        generator.cpu(),
+        per_class,
+        torch.device("cpu"),
+        seed=seed,
+        truncation=truncation,
     )
     return images, labels
 

@@ -367,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file: samples.png (grid) or samples.npz (arrays)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        metavar="PSI",
+        help="scale the noise by PSI in [0, 1] (the truncation trick): 1 draws what the student "
+        "was trained on; smaller values give more typical, less varied samples of each class",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
@@ -817,6 +825,11 @@ def cmd_sample(args) -> int:
 
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
+    if not 0.0 <= args.truncation <= 1.0:
+        raise CpscError(
+            f"--truncation {args.truncation:g} is outside [0, 1]: 1 draws the noise the generator "
+            "was trained on, smaller values scale it towards its mean (0: one image per class)."
+        )
     ext = os.path.splitext(args.out)[1].lower()
     if not os.path.basename(args.out) or ext not in (
         ".png",
@@ -844,7 +857,11 @@ def cmd_sample(args) -> int:
             "images cannot be shown. Use the generator.pt a `cpsc-lite distill` run wrote."
         )
     images, labels = generate_per_class(
-        gen, args.per_class, torch.device("cpu"), seed=args.seed
+        gen,
+        args.per_class,
+        torch.device("cpu"),
+        seed=args.seed,
+        truncation=args.truncation,
     )
     if ext == ".npz":
         from .data import save_transfer_set
@@ -863,7 +880,12 @@ def cmd_sample(args) -> int:
         meta["class_names"],
         meta["mean"],
         meta["std"],
-        title=f"{meta.get('method', '')} generator, iteration {meta.get('iteration', '?')}",
+        title=f"{meta.get('method', '')} generator, iteration {meta.get('iteration', '?')}"
+        + (
+            f", noise truncated to psi={args.truncation:g}"
+            if args.truncation < 1
+            else ""
+        ),
         path=args.out,
     )
     print(f"wrote {args.out} ({args.per_class} samples x {gen.num_classes} classes)")

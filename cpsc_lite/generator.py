@@ -128,6 +128,7 @@ def generate_per_class(
     z: Optional[torch.Tensor] = None,
     seed: Optional[int] = 0,
     batch_size: Optional[int] = None,
+    truncation: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images for every class, class-major: returns ``(images, labels)``.
 
@@ -135,13 +136,24 @@ def generate_per_class(
     class do not depend on what else is in the batch; ``batch_size`` generates them
     in chunks of that size (same images, less memory). ``seed`` fixes the noise
     without touching the global random state.
+
+    ``truncation`` (psi in [0, 1]) scales the noise towards its mean, as the truncation trick
+    of BigGAN (Brock et al., 2019) and StyleGAN trades variety for typical samples: 1 draws
+    what the student is trained on, 0 gives one image per class (the class's centre). It only
+    changes what is drawn here, never training.
     """
+    if not 0.0 <= truncation <= 1.0:
+        raise ValueError(
+            f"truncation must lie in [0, 1] (1: the noise the generator was trained on, 0: one "
+            f"image per class), not {truncation}"
+        )
     device = device or next(generator.parameters()).device
     k = generator.num_classes
     labels = torch.arange(k, device=device).repeat_interleave(per_class)
     if z is None:
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(k * per_class, generator.nz, generator=g).to(device)
+    z = z * truncation
     was_training = generator.training
     generator.eval()
     step = batch_size or len(labels)
