@@ -954,6 +954,15 @@ def cmd_record(args) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush into a closed pipe stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (e.g. captured in tests): nothing to flush into a pipe
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -994,6 +1003,15 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    except BrokenPipeError:
+        # whatever read our output went away (e.g. `cpsc-lite models | head`): no traceback
+        _silence_stdout()
+        print(
+            "stopped: the program reading this command's output closed it; files already "
+            "written are kept (a distillation resumes with --resume).",
+            file=sys.stderr,
+        )
+        return 141
     except KeyboardInterrupt:
         print(
             "\ninterrupted. The last checkpoint is kept; rerun the same command with --resume to continue.",

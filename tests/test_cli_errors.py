@@ -446,3 +446,16 @@ def test_teacher_into_a_distillation_folder_keeps_its_metrics(
     )
     assert_clean_error(code, err, "distillation run", "--overwrite")
     assert (run / "metrics.json").read_text() == before
+
+
+def test_a_closed_output_pipe_stops_quietly(monkeypatch, capsys):
+    """`cpsc-lite models | head`: the reader goes away; one line on stderr, no traceback."""
+    from cpsc_lite import cli
+
+    def closed(text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_print", closed)
+    assert cli.main(["models"]) == 141
+    err = capsys.readouterr().err
+    assert "closed it" in err and "Traceback" not in err
