@@ -22,7 +22,6 @@ from .config import (
     METHOD_HELP,
     METHODS,
     DistillConfig,
-    TeacherConfig,
     make_config,
     method_variant,
 )
@@ -30,7 +29,7 @@ from .data import DataBundle, load_dataset, with_normalization
 from .distill import Distiller
 from .engine import Acceleration, describe_machine, seed_everything, timed
 from .runner import final_diagnostics, train
-from .teacher import check_compatible, load_classifier, run_teacher
+from .teacher import check_compatible, load_classifier, run_teacher, teacher_recipe
 from .utils import evaluate
 
 
@@ -53,7 +52,7 @@ def ensure_teacher(
     say(f"training teacher {teacher_model} on {bundle.name} ({epochs} epochs)")
     run_teacher(
         bundle,
-        TeacherConfig(model=teacher_model, epochs=epochs),
+        teacher_recipe(bundle.name, model=teacher_model, epochs=epochs),
         out_dir,
         progress=progress,
         metrics_name="teacher_metrics.json",

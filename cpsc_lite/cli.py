@@ -298,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: 0.1 for CIFAR/SVHN/Tiny-ImageNet, else 0.05",
     )
+    p.add_argument(
+        "--shifts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts of the training images (default: the dataset's recipe: off for the "
+        "digits, on elsewhere)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--eval-every",
@@ -597,11 +604,14 @@ def cmd_teacher(args) -> int:
         lr=args.lr,
         seed=args.seed,
         device=args.device or "auto",
+        shifts=args.shifts,
     )
     print(bundle.describe())
     print(
         f"recipe: {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr} momentum "
-        f"{cfg.momentum} weight decay {cfg.weight_decay}, cosine schedule"
+        f"{cfg.momentum} weight decay {cfg.weight_decay}, cosine schedule, "
+        + ("random shifts" if cfg.shifts and bundle.augment_pad else "no random shifts")
+        + (", horizontal flips" if bundle.augment_flip else "")
     )
     metrics = run_teacher(
         bundle,
@@ -668,9 +678,9 @@ def cmd_distill(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .config import TeacherConfig, make_config
+    from .config import make_config
     from .data import load_dataset
-    from .teacher import run_teacher
+    from .teacher import run_teacher, teacher_recipe
     from .runner import run_distill
     from . import checkpoint
 
@@ -691,8 +701,11 @@ def cmd_demo(args) -> int:
     if args.resume and os.path.exists(teacher_path):
         print(f"      reusing {teacher_path}")
     else:
-        tcfg = TeacherConfig(
-            epochs=args.teacher_epochs, seed=args.seed, device=args.device or "auto"
+        tcfg = teacher_recipe(
+            "digits",
+            epochs=args.teacher_epochs,
+            seed=args.seed,
+            device=args.device or "auto",
         )
         tm = run_teacher(
             bundle,

@@ -282,6 +282,10 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"
+    # random shifts of the training images by up to the data set's ``augment_pad`` pixels; the
+    # digits recipe turns them off (a teacher that does not mind where a digit sits lets the
+    # generator put it anywhere: data/bench/tuning/teacher_shifts/)
+    shifts: bool = True
 
     def __post_init__(self):
         validate(self)

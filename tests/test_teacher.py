@@ -17,8 +17,9 @@ from conftest import make_colour_npz, run_cli
 
 # ----------------------------------------------------------------- teachers
 def test_teacher_recipes():
-    # today's recipe for the built-in digits
-    assert teacher_recipe("digits") == TeacherConfig()
+    # today's recipe for the built-in digits: the defaults without random shifts (0.10.0)
+    assert teacher_recipe("digits") == TeacherConfig(shifts=False)
+    assert teacher_recipe("shapes") == TeacherConfig()
     c10 = teacher_recipe("cifar10")
     assert (
         c10.model,
@@ -29,13 +30,70 @@ def test_teacher_recipes():
         c10.weight_decay,
     ) == ("resnet34", 200, 128, 0.1, 0.9, 5e-4)
     assert teacher_recipe("tiny-imagenet").model == "resnet34_64"
-    assert set(TEACHER_RECIPES) == {"cifar10", "cifar100", "svhn", "tiny-imagenet"}
+    assert set(TEACHER_RECIPES) == {
+        "digits",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "tiny-imagenet",
+    }
     assert (
         teacher_recipe("cifar100", epochs=5, lr=None).epochs == 5
         and teacher_recipe("cifar100").lr == 0.1
     )
     for recipe in TEACHER_RECIPES.values():
-        assert recipe["model"] in available_models()
+        assert recipe.get("model", "cnn_base") in available_models()
+
+
+@pytest.mark.parametrize("shifts, expected_pad", [(True, 1), (False, 0)])
+def test_teacher_shifts_switch(monkeypatch, shifts, expected_pad):
+    """``shifts=False`` trains on the images as they are; True shifts by the data set's pad."""
+    import cpsc_lite.teacher as teacher_module
+    from cpsc_lite.teacher import train_teacher
+
+    pads = []
+    real = teacher_module.augment_batch
+
+    def spy(x, pad, flip):
+        pads.append(pad)
+        return real(x, pad, flip)
+
+    monkeypatch.setattr(teacher_module, "augment_batch", spy)
+    bundle = load_dataset("digits")
+    assert bundle.augment_pad == 1
+    cfg = TeacherConfig(epochs=1, batch_size=256, device="cpu", shifts=shifts)
+    train_teacher(bundle, cfg, progress=False, say=lambda _: None)
+    assert pads and set(pads) == {expected_pad}
+
+
+def test_teacher_command_reports_and_overrides_the_shifts(tmp_path, capsys):
+    code, out, _ = run_cli(
+        capsys,
+        "teacher",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "t"),
+        "--no-progress",
+    )
+    assert code == 0 and "no random shifts" in out
+    meta = checkpoint.load(str(tmp_path / "t" / "teacher.pt"), kind="teacher")["meta"]
+    assert meta["train_config"]["shifts"] is False
+    code, out, _ = run_cli(
+        capsys,
+        "teacher",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--shifts",
+        "--out",
+        str(tmp_path / "t2"),
+        "--no-progress",
+    )
+    assert code == 0 and "random shifts" in out and "no random shifts" not in out
 
 
 def test_teacher_training_resumes_exactly(tmp_path, monkeypatch, capsys):
