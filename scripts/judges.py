@@ -27,10 +27,10 @@ import torch
 
 def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
 
     from cpsc_lite.data import denormalize, load_dataset
+    from cpsc_lite.diagnostics import PixelJudge
     from cpsc_lite.generator import generate_per_class, load_generator
     from cpsc_lite.teacher import teacher_recipe, train_teacher
 
@@ -48,12 +48,13 @@ def main(argv=None) -> int:
 
     x_train, y_train = pixels(bundle.train).numpy(), bundle.train.labels.numpy()
     flat = {
-        "knn5": KNeighborsClassifier(5),
-        "logreg": LogisticRegression(max_iter=2000),
-        "mlp": MLPClassifier((64,), max_iter=1000, random_state=0),
+        # the runs' own pixel judge, fitted as they fit it
+        "knn5": PixelJudge(bundle.train).knn,
+        "logreg": LogisticRegression(max_iter=2000).fit(x_train, y_train),
+        "mlp": MLPClassifier((64,), max_iter=1000, random_state=0).fit(
+            x_train, y_train
+        ),
     }
-    for judge in flat.values():
-        judge.fit(x_train, y_train)
     cnn, cnn_test, _ = train_teacher(
         bundle,
         teacher_recipe(args.dataset, model="cnn_small", seed=7, device="cpu"),
