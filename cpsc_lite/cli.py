@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="random shifts of the training images (default: the dataset's recipe: off for the "
-        "digits, on elsewhere)",
+        "digits and shapes, on elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

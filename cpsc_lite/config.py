@@ -283,8 +283,8 @@ class TeacherConfig:
     seed: int = 0
     device: str = "auto"
     # random shifts of the training images by up to the data set's ``augment_pad`` pixels; the
-    # digits recipe turns them off (a teacher that does not mind where a digit sits lets the
-    # generator put it anywhere: data/bench/tuning/teacher_shifts/)
+    # digits and shapes recipes turn them off (a teacher that does not mind where a digit sits lets
+    # the generator put it anywhere: data/bench/tuning/teacher_shifts/ and shapes_teacher/)
     shifts: bool = True
 
     def __post_init__(self):

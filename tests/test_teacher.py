@@ -17,9 +17,11 @@ from conftest import make_colour_npz, run_cli
 
 # ----------------------------------------------------------------- teachers
 def test_teacher_recipes():
-    # today's recipe for the built-in digits: the defaults without random shifts (0.10.0)
+    # today's recipes for the built-in digits (0.10.0) and shapes (0.11.0): the defaults without
+    # random shifts; the other procedural set keeps them
     assert teacher_recipe("digits") == TeacherConfig(shifts=False)
-    assert teacher_recipe("shapes") == TeacherConfig()
+    assert teacher_recipe("shapes") == TeacherConfig(shifts=False)
+    assert teacher_recipe("scenes") == TeacherConfig()
     c10 = teacher_recipe("cifar10")
     assert (
         c10.model,
