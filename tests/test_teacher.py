@@ -34,6 +34,7 @@ def test_teacher_recipes():
     assert teacher_recipe("tiny-imagenet").model == "resnet34_64"
     assert set(TEACHER_RECIPES) == {
         "digits",
+        "shapes",
         "cifar10",
         "cifar100",
         "svhn",
