@@ -183,6 +183,11 @@ def collapse_warning(diag: dict, class_names) -> Optional[str]:
     )
 
 
+def unit_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Real images as float pixels in [0, 1] (uint8 split images are divided by 255)."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
 class PixelJudge:
     """An independent judge of synthetic images: 5 nearest neighbours on raw pixels in [0, 1],
     fitted to real images (the training split). It shares nothing with the teacher, so a high
@@ -192,8 +197,7 @@ class PixelJudge:
     def __init__(self, real_set, k: int = 5, limit: int = 20000):
         from sklearn.neighbors import KNeighborsClassifier
 
-        images = real_set.images[:limit]
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        x = unit_pixels(real_set.images[:limit])
         self.shape = tuple(x.shape[1:])
         labels = real_set.labels[:limit].numpy()
         self.knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(labels)))).fit(

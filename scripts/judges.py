@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from sklearn.neural_network import MLPClassifier
 
     from cpsc_lite.data import denormalize, load_dataset
-    from cpsc_lite.diagnostics import PixelJudge
+    from cpsc_lite.diagnostics import PixelJudge, unit_pixels
     from cpsc_lite.generator import generate_per_class, load_generator
     from cpsc_lite.teacher import teacher_recipe, train_teacher
 
@@ -42,11 +42,8 @@ def main(argv=None) -> int:
 
     bundle = load_dataset(args.dataset)
 
-    def pixels(split):
-        x = split.images
-        return (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).flatten(1)
-
-    x_train, y_train = pixels(bundle.train).numpy(), bundle.train.labels.numpy()
+    x_train = unit_pixels(bundle.train.images).flatten(1).numpy()
+    y_train = bundle.train.labels.numpy()
     flat = {
         # the runs' own pixel judge, fitted as they fit it
         "knn5": PixelJudge(bundle.train).knn,
@@ -79,12 +76,7 @@ def main(argv=None) -> int:
         return out
 
     test = bundle.test
-    x_test = (
-        test.images.float() / 255.0
-        if test.images.dtype == torch.uint8
-        else test.images.float()
-    )
-    rows = {"real test split": judge_all(x_test, test.labels)}
+    rows = {"real test split": judge_all(unit_pixels(test.images), test.labels)}
     print(f"(cnn judge: cnn_small, test accuracy {cnn_test:.3f})")
     for run in args.runs:
         gen, meta = load_generator(os.path.join(run, "generator.pt"))
