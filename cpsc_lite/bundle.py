@@ -50,6 +50,21 @@ class ArrayDataset(Dataset):
         """Normalised images and labels for ``index`` (a slice or a tensor of indices)."""
         return self._normalize(self.images[index]), self.labels[index]
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> "ArrayDataset":
+        """The same images on ``device`` (a new dataset; this one is unchanged). On a GPU, batches
+        are then drawn without a host-to-device copy per step."""
+        device = torch.device(device)
+        if device == self.images.device:
+            return self
+        moved = ArrayDataset.__new__(ArrayDataset)
+        moved.images, moved.labels = self.images.to(device), self.labels.to(device)
+        moved.mean, moved.std = self.mean.to(device), self.std.to(device)
+        return moved
+
 
 @dataclass
 class DataBundle:

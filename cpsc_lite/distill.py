@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import CpscError
 from .config import DistillConfig
-from .data import with_normalization
+from .data import ArrayDataset, with_normalization
 from .distributed import DistContext, per_rank_batch
 from .generator import (
     ClassConditionalBatchNorm2d,
@@ -449,6 +449,9 @@ class Distiller:
             if train_set is not None
             else None
         )
+        if isinstance(self.train_set, ArrayDataset) and self.device.type == "cuda":
+            # the data baseline draws its batches on the GPU: no gather and copy per student step
+            self.train_set = self.train_set.to(self.device)
         self.augment = augment
         # The contrast compares teacher and student features; if their sizes differ, a
         # linear map (trained with the generator) brings the student's to the teacher's size.
@@ -477,7 +480,8 @@ class Distiller:
         g_params = list(self.generator.parameters()) + list(
             self.projection.parameters()
         )
-        fused = fused_optimizer_kwargs(self.device)
+        self.amp_dtype = resolve_amp(self.accel.amp, self.device)
+        fused = fused_optimizer_kwargs(self.device, self.amp_dtype)
         self.opt_g = torch.optim.Adam(
             g_params, lr=cfg.lr_generator, betas=tuple(cfg.generator_betas), **fused
         )
@@ -506,7 +510,6 @@ class Distiller:
             else (lambda it: 1.0)
         )
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
-        self.amp_dtype = resolve_amp(self.accel.amp, self.device)
         bn_loss_type = BNStatsLoss if self.amp_dtype is None else _Float32BNStatsLoss
         self.bn_loss = (
             bn_loss_type(self.teacher)
@@ -831,7 +834,8 @@ class Distiller:
             )
             return x, None
         if self.cfg.input_source == "data":
-            idx = torch.randint(0, len(self.train_set), (batch_size,))
+            on = getattr(self.train_set, "device", torch.device("cpu"))
+            idx = torch.randint(0, len(self.train_set), (batch_size,), device=on)
             x, y = (
                 self.train_set.batch(idx)
                 if hasattr(self.train_set, "batch")
@@ -961,7 +965,7 @@ class Distiller:
             opt_s=self.opt_s.state_dict(),
             sched_s=self.sched_s.state_dict(),
             sched_g=self.sched_g.state_dict(),
-            rng=rng_state(),
+            rng=rng_state(self.device),
             last_student_acc=self.last_student_acc,
             best_student_acc=self.best_student_acc,
             acc_history=[list(h) for h in self.acc_history],
@@ -1026,9 +1030,9 @@ class Distiller:
         """This rank's random state: its own when the run had as many ranks, else a fresh per-rank stream."""
         per_rank = state.get("rng_per_rank")
         if per_rank is not None and len(per_rank) == self.dist.world_size:
-            set_rng_state(per_rank[self.dist.rank])
+            set_rng_state(per_rank[self.dist.rank], self.device)
         elif self.dist.is_main:
-            set_rng_state(state["rng"])
+            set_rng_state(state["rng"], self.device)
         else:  # resumed with more processes than the run had: still a distinct, reproducible stream per rank
             seed_everything(self.cfg.seed + self.dist.rank + 1_000_003 * self.iteration)
 

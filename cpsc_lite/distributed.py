@@ -211,12 +211,7 @@ def init_distributed(
                 "uses cuda:LOCAL_RANK. Pass --device cuda (or auto), and choose GPUs with "
                 "CUDA_VISIBLE_DEVICES."
             )
-        if local >= torch.cuda.device_count():
-            raise CpscError(
-                f"Local rank {local} has no GPU: this node has {torch.cuda.device_count()}. Start at "
-                "most one process per GPU (--nproc_per_node)."
-            )
-        dev = torch.device("cuda", local)
+        dev = torch.device("cuda", cuda_index(local, torch.cuda.device_count()))
         torch.cuda.set_device(dev)
         backend = "nccl"
     elif dev.type == "cpu":
@@ -241,6 +236,24 @@ def init_distributed(
         device=dev,
         owns_group=owns,
     )
+
+
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The GPU a process with ``local_rank`` uses when it sees ``visible`` GPUs.
+
+    Usually ``cuda:LOCAL_RANK``. A scheduler that binds one GPU to each task (SLURM's
+    ``--gpus-per-task=1``, or CUDA_VISIBLE_DEVICES set per process) shows every process a single
+    device, whatever its local rank: that process uses the one device it sees.
+    """
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise CpscError(
+            f"Local rank {local_rank} has no GPU: this process sees {visible} GPU(s). Start at most "
+            "one process per GPU (--nproc_per_node), or bind one GPU to each task "
+            "(srun --gpus-per-task=1)."
+        )
+    return local_rank
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:

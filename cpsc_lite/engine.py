@@ -70,25 +70,62 @@ def pick_device(name: str = "auto") -> torch.device:
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (fast), not by emulation.
+
+    CUDA: compute capability 8.0 or newer (Ampere, Hopper, ...); ``torch.cuda.is_bf16_supported()``
+    also says True on older GPUs such as Colab's T4 (sm_75), where bf16 is emulated and cuDNN has no
+    bf16 convolutions. CPU: AVX512-BF16 or AMX, as torch's own CPU checks report them.
+    """
+    if device.type == "cuda":
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
+        return torch.cuda.get_device_capability(index) >= (8, 0)
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def cpu_capability() -> str:
+    """The CPU's vector capability as torch sees it, with native bf16 named: e.g. ``AVX2``,
+    ``AVX512 + AVX512-BF16``, ``AVX512 + AMX`` (benchmarks print it beside their ratios)."""
+    text = torch.backends.cpu.get_cpu_capability()
+    cpu = getattr(torch, "cpu", None)
+    for name, label in (
+        ("_is_avx512_bf16_supported", "AVX512-BF16"),
+        ("_is_amx_tile_supported", "AMX"),
+    ):
+        if bool(getattr(cpu, name, lambda: False)()):
+            text += " + " + label
+    return text
+
+
 def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``amp`` on ``device``, or None for full float32.
 
-    ``auto`` is bf16 on a CUDA GPU that supports it, else fp16 (with gradient
-    scaling), and off on every other device, so CPU runs stay in float32. ``bf16``/``fp16``
-    are honoured on CUDA and CPU when asked for explicitly; on Apple MPS they fall back to
-    float32 with a warning.
+    ``auto``: on CUDA, bf16 where the GPU has it natively (:func:`native_bf16`: Ampere or newer),
+    else fp16 with gradient scaling (e.g. Colab's T4); float32 on every other device. ``bf16`` is
+    refused on a GPU without native bf16; on a CPU it is honoured (emulated where the CPU lacks
+    AVX512-BF16/AMX: same numbers, slower). ``fp16`` is honoured on CUDA and CPU. On Apple MPS
+    both fall back to float32 with a warning.
     """
     if amp not in AMP_CHOICES:
         raise CpscError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}.")
     if amp == "off":
         return None
     if device.type == "cuda":
+        native = native_bf16(device)
         if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            return torch.bfloat16 if native else torch.float16
+        if amp == "bf16" and not native:
             raise CpscError(
-                "--amp bf16 needs a GPU with bfloat16 support (NVIDIA Ampere or newer); "
-                "use --amp fp16 or --amp auto on this GPU."
+                f"--amp bf16 needs a GPU with native bfloat16 (NVIDIA Ampere or newer, compute "
+                f"capability 8.0+); this {torch.cuda.get_device_name(device)} emulates it, slowly, "
+                "and cuDNN has no bf16 convolutions for it. Use --amp fp16 (or --amp auto, which "
+                "picks fp16 with gradient scaling here)."
             )
         return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp == "auto":
@@ -141,13 +178,26 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 def grad_scaler(device: torch.device, dtype: Optional[torch.dtype]):
-    """A GradScaler for fp16 (whose small range needs loss scaling); None for bf16 and float32."""
+    """A GradScaler for fp16 (whose small range needs loss scaling); None for bf16 and float32.
+    Optimisers stepped through it must not be fused (:func:`fused_optimizer_kwargs`)."""
     return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
 
-def fused_optimizer_kwargs(device: torch.device) -> dict:
-    """``fused=True`` on CUDA (one kernel per optimiser step); nothing elsewhere, so CPU stays unchanged."""
-    return dict(fused=True) if device.type == "cuda" else {}
+def fused_optimizer_kwargs(
+    device: torch.device, amp_dtype: Optional[torch.dtype] = None
+) -> dict:
+    """``fused=True`` on CUDA (one kernel per optimiser step), unless fp16 (``amp_dtype``) needs a
+    GradScaler.
+
+    With fp16 the scaler skips a step whose gradients overflow, common in the first steps. The fused
+    SGD kernel creates its momentum buffers with ``empty_like`` on its first step even when that
+    step is skipped, so a skipped first step leaves them uninitialised and the next step reads
+    garbage (``tests/test_engine.py`` reproduces it with the CPU kernel). So with a scaler the
+    optimisers use the multi-tensor (foreach) implementation. Nothing elsewhere: CPU stays unchanged.
+    """
+    if device.type != "cuda":
+        return {}
+    return dict(foreach=True) if amp_dtype == torch.float16 else dict(fused=True)
 
 
 def configure_backends(device: torch.device) -> None:
@@ -163,24 +213,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Every random state a run draws from, as plain tensors/lists (checkpoint-safe)."""
+def rng_state(device: Optional[torch.device] = None) -> dict:
+    """Every random state a run draws from, as plain tensors/lists (checkpoint-safe).
+
+    On CUDA, the state of the one GPU the run uses (``device``), not of every visible GPU: a run
+    resumed where fewer GPUs are visible (Colab after a 2-GPU machine, another
+    CUDA_VISIBLE_DEVICES, one DDP rank per GPU) must still find its state.
+    """
     state = dict(
         torch=torch.get_rng_state(),
         python=_py_state_to_list(random.getstate()),
         numpy=_np_state_to_list(np.random.get_state()),
     )
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
+    """Restore :func:`rng_state`; a CUDA state goes to ``device`` when the run is on a GPU.
+
+    Checkpoints written before one state per run was kept hold a list, one per GPU that was
+    visible then; the entry of this device's index is used (the first if there are fewer)."""
     torch.set_rng_state(state["torch"])
     random.setstate(_list_to_py_state(state["python"]))
     np.random.set_state(_list_to_np_state(state["numpy"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or device is None or torch.device(device).type != "cuda":
+        return
+    device = torch.device(device)
+    if isinstance(cuda, (list, tuple)):
+        if not cuda:
+            return
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
+        cuda = cuda[index] if index < len(cuda) else cuda[0]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def _py_state_to_list(s):
@@ -323,6 +392,7 @@ def machine_info() -> dict:
         host=platform.node(),
         arch=platform.machine(),
         cpus=os.cpu_count(),
+        cpu_capability=cpu_capability(),
         torch_threads=torch.get_num_threads(),
     )
     if torch.cuda.is_available():
@@ -331,7 +401,7 @@ def machine_info() -> dict:
             gpu=props.name,
             gpu_memory_gib=round(props.total_memory / 2**30, 1),
             capability=f"{props.major}.{props.minor}",
-            bf16=torch.cuda.is_bf16_supported(),
+            bf16=native_bf16(torch.device("cuda", 0)),
         )
     return info
 

@@ -109,21 +109,15 @@ def _on_device(dataset, device: torch.device):
         or dataset.images.nbytes > 4 * 2**30
     ):
         return dataset
-    moved = ArrayDataset(
-        dataset.images.to(device),
-        dataset.labels.to(device),
-        dataset.mean.flatten().tolist(),
-        dataset.std.flatten().tolist(),
-    )
-    moved.mean, moved.std = moved.mean.to(device), moved.std.to(device)
-    return moved
+    return dataset.to(device)
 
 
 def _train_batches(dataset, batch_size: int, device, generator: torch.Generator):
     if isinstance(dataset, ArrayDataset):
-        order = torch.randperm(len(dataset), generator=generator)
+        # one copy of the epoch's order to the data's device, not one per batch
+        order = torch.randperm(len(dataset), generator=generator).to(dataset.device)
         for i in range(0, len(order), batch_size):
-            x, y = dataset.batch(order[i : i + batch_size].to(dataset.labels.device))
+            x, y = dataset.batch(order[i : i + batch_size])
             yield x.to(device), y.to(device)
         return
     loader = DataLoader(
@@ -178,7 +172,7 @@ def train_teacher(
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-        **fused_optimizer_kwargs(device),
+        **fused_optimizer_kwargs(device, amp),
     )
     steps_per_epoch = -(-len(bundle.train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -192,7 +186,7 @@ def train_teacher(
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         gen.set_state(state["data_rng"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], device)
         history, first_epoch, elapsed = (
             list(state["history"]),
             state["epoch"],
@@ -255,7 +249,7 @@ def train_teacher(
                 opt=opt.state_dict(),
                 sched=sched.state_dict(),
                 data_rng=gen.get_state(),
-                rng=rng_state(),
+                rng=rng_state(device),
                 history=history,
                 epoch=epoch + 1,
                 elapsed=time.time() - start,

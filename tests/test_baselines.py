@@ -13,6 +13,8 @@ from cpsc_lite.config import BASELINE_SETTINGS, DistillConfig, load_preset, make
 from cpsc_lite.distill import Distiller, generator_loss, lr_factor
 from cpsc_lite.teacher import load_teacher
 
+from conftest import TINY
+
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
 FT = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
 
@@ -204,3 +206,26 @@ def test_saved_runs_from_before_the_settings_resume_as_they_trained():
         cfg.student_first,
         cfg.dafl_log10,
     ) == ("cosine", "sgd", False, False)
+
+
+def test_data_baseline_draws_indices_where_its_images_are(digits_teacher):
+    """The ``data`` baseline keeps the training images on the run's device and draws its batch
+    indices there (no CPU gather and copy per student step on a GPU)."""
+    from cpsc_lite.data import load_dataset
+
+    teacher, meta = load_teacher(digits_teacher)
+    bundle = load_dataset("digits")
+    d = Distiller(teacher, meta, make_config("data", **TINY), train_set=bundle.train)
+    d.train_set = d.train_set.to("meta")  # stands in for a GPU
+
+    class Drawn(Exception):
+        pass
+
+    def batch(index):
+        raise Drawn(index.device)
+
+    d.train_set.batch = batch
+    with pytest.raises(Drawn) as drawn:
+        d.student_inputs(8)
+    assert drawn.value.args[0].type == "meta"
+    d.close()

@@ -380,3 +380,13 @@ def test_single_process_context_is_a_no_op():
 
 if __name__ == "__main__":  # launched by torchrun from the two_rank_run fixture
     _worker(teacher_path=sys.argv[2], tmp=sys.argv[1])
+
+
+def test_one_bound_gpu_per_task_is_used_whatever_the_local_rank():
+    """SLURM's --gpus-per-task=1 shows each task one GPU: local rank 3 uses cuda:0."""
+    from cpsc_lite.distributed import cuda_index
+
+    assert cuda_index(3, 1) == 0 and cuda_index(0, 1) == 0
+    assert cuda_index(2, 4) == 2
+    with pytest.raises(CpscError, match="gpus-per-task"):
+        cuda_index(4, 2)

@@ -244,3 +244,136 @@ def test_unavailable_device_is_a_clear_error(tmp_path, capsys, digits_teacher):
         "cpu",
         "mps",
     )
+
+
+# --------------------------------------------- GPUs described to torch's query functions
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Describe a CUDA GPU of a given compute capability to torch's query functions (no GPU needed)."""
+
+    def describe(capability, name="NVIDIA Test GPU", emulated_bf16=True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+        # current torch counts emulation: True on a T4 too
+        monkeypatch.setattr(
+            torch.cuda, "is_bf16_supported", lambda *a, **k: emulated_bf16
+        )
+
+    return describe
+
+
+def test_t4_gets_fp16_with_scaling_and_bf16_is_refused(fake_gpu):
+    fake_gpu((7, 5), "Tesla T4")
+    gpu = torch.device("cuda")
+    assert not engine.native_bf16(gpu)
+    assert resolve_amp("auto", gpu) == torch.float16
+    assert resolve_amp("fp16", gpu) == torch.float16
+    with pytest.raises(CpscError, match="(?s)Tesla T4.*--amp fp16"):
+        resolve_amp("bf16", gpu)
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 6), (9, 0)])
+def test_ampere_and_newer_get_bf16(fake_gpu, capability):
+    fake_gpu(capability)
+    gpu = torch.device("cuda")
+    assert engine.native_bf16(gpu)
+    assert resolve_amp("auto", gpu) == resolve_amp("bf16", gpu) == torch.bfloat16
+
+
+def test_optimisers_are_not_fused_when_a_grad_scaler_is_active():
+    gpu = torch.device("cuda")  # only its type is read
+    assert engine.fused_optimizer_kwargs(gpu, torch.bfloat16) == dict(fused=True)
+    assert engine.fused_optimizer_kwargs(gpu, None) == dict(fused=True)
+    assert engine.fused_optimizer_kwargs(gpu, torch.float16) == dict(foreach=True)
+    assert engine.fused_optimizer_kwargs(torch.device("cpu"), torch.float16) == {}
+
+
+def _skipped_first_step_then_one_step(optimizer_kwargs: dict) -> torch.Tensor:
+    """SGD with momentum under a GradScaler whose first step overflows (and is skipped), then one
+    normal step. Uninitialised memory is made NaN (``torch.empty_like``), as a GPU's allocator may
+    hand it out; a momentum buffer created but never written then reads NaN."""
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(64))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, **optimizer_kwargs)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    engine.update((opt,), (p * float("inf")).sum(), scaler)  # overflow: step skipped
+    engine.update((opt,), (p**2).sum(), scaler)
+    return p.detach()
+
+
+def test_skipped_first_fp16_step_leaves_every_parameter_finite(monkeypatch):
+    full_like = torch.full_like
+    monkeypatch.setattr(
+        torch, "empty_like", lambda t, **kw: full_like(t, float("nan"), **kw)
+    )
+    kwargs = engine.fused_optimizer_kwargs(torch.device("cuda"), torch.float16)
+    assert torch.isfinite(_skipped_first_step_then_one_step(kwargs)).all()
+    # what the fused kernel does instead (the CPU build has the same kernel): the skipped step
+    # leaves an uninitialised momentum buffer behind
+    p = _skipped_first_step_then_one_step(dict(fused=True))
+    assert not torch.isfinite(p).all(), "the fused kernel's defect no longer reproduces"
+
+
+def test_rng_state_keeps_only_the_gpu_the_run_uses(monkeypatch):
+    """A run on cuda:1 of a 2-GPU machine saves one CUDA state; resuming on a machine that shows
+    one GPU (cuda:0) restores it there instead of raising IndexError."""
+    saved, restored = {}, []
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_rng_state",
+        lambda device=None: saved.setdefault(
+            str(device), torch.arange(3, dtype=torch.uint8)
+        ),
+    )
+    monkeypatch.setattr(
+        torch.cuda,
+        "set_rng_state",
+        lambda state, device=None: restored.append((state.clone(), str(device))),
+    )
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("every visible GPU's state must not be used")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", refuse)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", refuse)
+    state = engine.rng_state(torch.device("cuda", 1))
+    assert saved == {"cuda:1": state["cuda"]}
+    engine.set_rng_state(state, torch.device("cuda", 0))
+    assert restored[-1][1] == "cuda:0" and restored[-1][0].tolist() == [0, 1, 2]
+    # a checkpoint of the older layout: a list, one state per GPU visible then
+    old = dict(
+        state,
+        cuda=[torch.zeros(3, dtype=torch.uint8), torch.ones(3, dtype=torch.uint8)],
+    )
+    engine.set_rng_state(old, torch.device("cuda", 0))
+    assert restored[-1][0].tolist() == [0, 0, 0]
+    engine.set_rng_state(dict(old, cuda=old["cuda"][:1]), torch.device("cuda", 3))
+    assert restored[-1][0].tolist() == [0, 0, 0] and restored[-1][1] == "cuda:3"
+    # a CPU run neither saves nor restores a CUDA state
+    assert "cuda" not in engine.rng_state(torch.device("cpu"))
+    n = len(restored)
+    engine.set_rng_state(state, torch.device("cpu"))
+    assert len(restored) == n
+
+
+def test_cpu_capability_names_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(
+        torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False
+    )
+    monkeypatch.setattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False
+    )
+    assert engine.cpu_capability() == "AVX512 + AVX512-BF16"
+    assert engine.native_bf16(torch.device("cpu"))
+    monkeypatch.setattr(
+        torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False
+    )
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert engine.cpu_capability() == "AVX2" and not engine.native_bf16(
+        torch.device("cpu")
+    )

@@ -112,14 +112,11 @@ def test_gpu_benchmark_code_runs_on_cpu(tmp_path):
 def test_cuda_defaults_bf16_channels_last_fused(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
     d = Distiller(teacher, meta, make_config("cpsc", device="cuda", **TINY))
-    assert d.amp_dtype == (
-        torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    )
-    assert (
-        d.channels_last
-        and d.opt_s.defaults.get("fused")
-        and d.opt_g.defaults.get("fused")
-    )
+    native = torch.cuda.get_device_capability() >= (8, 0)
+    assert d.amp_dtype == (torch.bfloat16 if native else torch.float16)
+    # fused kernels only without a GradScaler (fp16 on a GPU without native bf16)
+    assert d.channels_last and bool(d.opt_s.defaults.get("fused")) == native
+    assert bool(d.opt_g.defaults.get("fused")) == native
     assert torch.backends.cudnn.benchmark
     z, y = d.generator.sample_inputs(8, d.device)
     assert d._generate(z, y).is_contiguous(memory_format=torch.channels_last)

@@ -241,3 +241,27 @@ def test_teacher_with_nan_weights_is_refused_not_evaluated(
     code, out, err = run_cli(capsys, "evaluate", tmp_path / "nan.pt")
     assert code == 2 and "NaN, infinite or absurdly large" in " ".join(err.split()), err
     assert "accuracy" not in out.lower()
+
+
+def test_epoch_order_crosses_to_the_data_device_once_not_per_batch():
+    """On a GPU every per-batch copy of indices from pageable host memory is a host sync. The epoch's
+    order goes to the data's device once; batches index it with slices of that one tensor. (The meta
+    device stands in for a GPU: a copy to it is a new tensor, a slice is a view of the moved order.)"""
+    from cpsc_lite.teacher import _train_batches
+
+    data = load_dataset("digits").train.to("meta")
+    seen = []
+    batch = data.batch
+
+    def recording_batch(index):
+        seen.append(index)
+        return batch(index)
+
+    data.batch = recording_batch
+    n = sum(
+        1 for _ in _train_batches(data, 256, torch.device("meta"), torch.Generator())
+    )
+    assert n == len(seen) == -(-len(data) // 256) > 1
+    bases = {id(index._base) for index in seen}
+    assert len(bases) == 1 and seen[0]._base is not None
+    assert seen[0]._base.device.type == "meta"
