@@ -92,8 +92,8 @@ def run_single(args) -> dict:
 
     sys.path.insert(0, REPO)
     from cpsc_lite.checkpoint import untrained_meta
-    from cpsc_lite.config import make_config
-    from cpsc_lite.distill import Distiller
+    from cpsc_lite.distill import build_distiller
+    from cpsc_lite.methods import make_config
     from cpsc_lite.models import create_model
     from cpsc_lite.engine import Acceleration, timed
 
@@ -123,7 +123,7 @@ def run_single(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     start = time.perf_counter()
-    d = Distiller(teacher, meta, cfg, accel=accel)
+    d = build_distiller(teacher, meta, cfg, accel=accel)
     for _ in range(args.warmup):
         terms = d.iterate()
     sync()
@@ -138,15 +138,15 @@ def run_single(args) -> dict:
         compile=compiled == "compile",
         channels_last=d.channels_last,
         device=str(d.device),
-        batch_size=cfg.batch_size,
-        g_steps=cfg.g_steps,
-        s_steps=cfg.s_steps,
+        batch_size=cfg.budget.batch_size,
+        g_steps=cfg.budget.g_steps,
+        s_steps=cfg.budget.s_steps,
         timed_iters=args.iters,
         seconds_per_iter=seconds / args.iters,
         iters_per_second=args.iters / seconds,
         images_per_second=args.iters
-        * cfg.batch_size
-        * (cfg.g_steps + cfg.s_steps)
+        * cfg.budget.batch_size
+        * (cfg.budget.g_steps + cfg.budget.s_steps)
         / seconds,
         warmup_seconds=round(warm, 2),
         finite=finite,

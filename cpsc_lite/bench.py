@@ -18,16 +18,11 @@ from typing import Optional, Sequence
 import torch
 
 from . import CpscError, __version__, checkpoint
-from .config import (
-    METHOD_HELP,
-    METHODS,
-    DistillConfig,
-    make_config,
-    method_variant,
-)
+from .config import DistillConfig
+from .methods import METHOD_HELP, METHODS, family_of, make_config, method_variant
 from .data import DataBundle, load_dataset, with_normalization
-from .distill import Distiller
-from .engine import Acceleration, describe_machine, seed_everything, timed
+from .distill import build_distiller
+from .engine import Acceleration, describe_machine, timed
 from .runner import final_diagnostics, train
 from .teacher import check_compatible, load_classifier, run_teacher, teacher_recipe
 from .utils import evaluate
@@ -72,15 +67,8 @@ def calibrate_iters(
     ``inversion_every``, so that a method which synthesises every k-th iteration is timed over a
     whole cycle). The equal-time budget of :func:`run_bench` (book chapter 7)."""
     teacher, meta = load_classifier(teacher_path)
-    seed_everything(cfg.seed)
-    d = Distiller(
-        teacher,
-        meta,
-        cfg,
-        train_set=bundle.train if cfg.input_source == "data" else None,
-        augment=(bundle.augment_pad, bundle.augment_flip),
-    )
-    per_iter = timed(d.iterate, max(repeats, cfg.inversion_every), statistic="mean")[0]
+    d = build_distiller(teacher, meta, cfg, bundle, evaluate=False)
+    per_iter = timed(d.iterate, max(repeats, cfg.inversion.every), statistic="mean")[0]
     d.close()
     return max(1, round(seconds / per_iter)), per_iter
 
@@ -101,27 +89,18 @@ def run_one(
     device). Settings are chosen on ``val_acc`` with seeds that are not reported
     (``scripts/tune.py``), never on the test accuracy."""
     teacher, meta = load_classifier(teacher_path)
-    if cfg.input_source == "data" and bundle.train is None:
+    reads_data = family_of(cfg.method).reads_training_data
+    if reads_data and bundle.train is None:
         raise CpscError(
             f"Method 'data' needs a training split, and {bundle.name} has none."
         )
-    seed_everything(cfg.seed)
-    real = bundle.train if cfg.input_source == "data" else None
-    d = Distiller(
-        teacher,
-        meta,
-        cfg,
-        bundle.test,
-        train_set=real,
-        augment=(bundle.augment_pad, bundle.augment_flip),
-        accel=accel,
-    )
+    d = build_distiller(teacher, meta, cfg, bundle, accel=accel)
     start = time.time()
     train(d, progress=progress)
     took = time.time() - start
     acc = evaluate(d.student, d.test_set, d.device)
     val_acc = None
-    if bundle.train is not None and cfg.input_source != "data":
+    if bundle.train is not None and not reads_data:
         val_acc = evaluate(
             d.student,
             with_normalization(bundle.train, meta["mean"], meta["std"]),
@@ -298,8 +277,8 @@ def run_bench(
         results["teacher"]["test_acc"] = teacher_acc
         results["runtime"] = runs[-1]["runtime"]
         results["student"] = cfg.student
-        results["batch_size"] = cfg.batch_size
-        results["g_steps"], results["s_steps"] = cfg.g_steps, cfg.s_steps
+        results["batch_size"] = cfg.budget.batch_size
+        results["g_steps"], results["s_steps"] = cfg.budget.g_steps, cfg.budget.s_steps
         results["methods"][method] = method_row(method, runs, method_iters, per_iter)
         _paired_differences(results)
         # Both files after every method, so a run stopped early keeps everything it finished.
@@ -574,9 +553,9 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         seeds=fresh["seeds"],
         teacher=fresh["teacher"]["model"],
         student=cfg.student,
-        batch_size=cfg.batch_size,
-        g_steps=cfg.g_steps,
-        s_steps=cfg.s_steps,
+        batch_size=cfg.budget.batch_size,
+        g_steps=cfg.budget.g_steps,
+        s_steps=cfg.budget.s_steps,
     )
     old_budget = dict(
         old,
@@ -693,15 +672,14 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
     forward without gradients, S forward and backward), each pass run bare, without
     any loss term, hook or optimiser step.
     """
-    seed_everything(cfg.seed)
-    d = Distiller(teacher, meta, cfg)
+    d = build_distiller(teacher, meta, cfg)
     for _ in range(2):
         d.iterate()
     per_iter = timed(d.iterate, repeats)[0]
     g, s, t = d.generator, d.student, d.teacher
     if d.bn_loss is not None:
         d.bn_loss.enabled = False
-    b = cfg.batch_size
+    b, budget = cfg.budget.batch_size, cfg.budget
 
     def g_pass():
         z, y = g.sample_inputs(b, d.device)
@@ -719,8 +697,8 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
         s(x).sum().backward()
 
     floor = (
-        cfg.g_steps * timed(g_pass, repeats)[0]
-        + cfg.s_steps * timed(s_pass, repeats)[0]
+        budget.g_steps * timed(g_pass, repeats)[0]
+        + budget.s_steps * timed(s_pass, repeats)[0]
     )
     d.close()
     return dict(
@@ -728,8 +706,8 @@ def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
         floor_seconds=floor,
         floor_ratio=per_iter / floor,
         batch_size=b,
-        g_steps=cfg.g_steps,
-        s_steps=cfg.s_steps,
+        g_steps=budget.g_steps,
+        s_steps=budget.s_steps,
         teacher=meta["model"],
         student=cfg.student,
         img_size=meta["img_size"],
@@ -1057,33 +1035,32 @@ def preset_cost(
         run["dataset"],
         run["teacher_model"],
         cfg.student,
-        cfg.g_steps,
-        cfg.s_steps,
-        cfg.nz,
-        cfg.ngf,
+        cfg.budget.g_steps,
+        cfg.budget.s_steps,
+        cfg.generator.nz,
+        cfg.generator.ngf,
     )
     # one counted iteration per model pair and schedule
     if key not in _FLOPS_PER_SAMPLE:
-        seed_everything(cfg.seed)
-        d = Distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
+        d = build_distiller(teacher, meta, cfg.replace(batch_size=small, device="cpu"))
         with FlopCounterMode(display=False) as counter:
             d.iterate()
         d.close()
         _FLOPS_PER_SAMPLE[key] = counter.get_total_flops() / small
-    per_iter = _FLOPS_PER_SAMPLE[key] * cfg.batch_size
+    per_iter = _FLOPS_PER_SAMPLE[key] * cfg.budget.batch_size
     with FlopCounterMode(display=False) as counter:
         teacher.eval()(torch.zeros(1, channels, size, size))
     per_epoch = 3 * counter.get_total_flops() * n_train
-    distill, teach = per_iter * cfg.iters, per_epoch * teacher_epochs
+    distill, teach = per_iter * cfg.budget.iters, per_epoch * teacher_epochs
     return dict(
         preset=name,
         dataset=run["dataset"],
         teacher=run["teacher_model"],
         student=cfg.student,
-        iters=cfg.iters,
-        batch_size=cfg.batch_size,
-        g_steps=cfg.g_steps,
-        s_steps=cfg.s_steps,
+        iters=cfg.budget.iters,
+        batch_size=cfg.budget.batch_size,
+        g_steps=cfg.budget.g_steps,
+        s_steps=cfg.budget.s_steps,
         teacher_epochs=teacher_epochs,
         tflop_per_iter=per_iter / 1e12,
         distill_pflop=distill / 1e15,

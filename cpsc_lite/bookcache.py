@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,11 +42,13 @@ import torch
 from torch import nn
 
 from . import CpscError, __version__, checkpoint
-from .config import DistillConfig, TeacherConfig, make_config  # noqa: F401 (TeacherConfig: type)
+from .config import DistillConfig, TeacherConfig  # noqa: F401 (TeacherConfig: type)
 from .data import DataBundle, load_dataset
 from .generator import ConditionalGenerator, load_generator
-from .distill import generator_loss
 from .losses import BNStatsLoss, pseudo_ce
+from .methods import make_config
+from .methods.base import add_image_priors
+from .methods.cpsc import generator_loss
 from .engine import device_name, pick_device, seed_everything, timed
 
 DATASET = "digits"
@@ -54,9 +57,9 @@ DATASET = "digits"
 def _quick_distill(defaults: DistillConfig) -> dict:
     # Never *raise* a tuned default: the quick profile only caps what costs CPU time.
     return dict(
-        iters=min(defaults.iters, 120),
-        batch_size=min(defaults.batch_size, 128),
-        ngf=min(defaults.ngf, 32),
+        iters=min(defaults.budget.iters, 120),
+        batch_size=min(defaults.budget.batch_size, 128),
+        ngf=min(defaults.generator.ngf, 32),
         eval_every=20,
         log_every=5,
     )
@@ -64,7 +67,8 @@ def _quick_distill(defaults: DistillConfig) -> dict:
 
 def _full_distill(defaults: DistillConfig) -> dict:
     return dict(
-        eval_every=max(1, defaults.iters // 10), log_every=max(1, defaults.iters // 100)
+        eval_every=max(1, defaults.budget.iters // 10),
+        log_every=max(1, defaults.budget.iters // 100),
     )
 
 
@@ -333,7 +337,7 @@ class Run:
         if norms and all(int(m.num_batches_tracked) == 0 for m in norms):
             with torch.random.fork_rng():
                 torch.manual_seed(0)
-                return estimate_bn_statistics(g, self.config.batch_size)
+                return estimate_bn_statistics(g, self.config.budget.batch_size)
         return g.eval()
 
 
@@ -347,27 +351,27 @@ def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     ``cpsc_run()`` is the book's main run (chapters 1, 3, 6); ``cpsc_run("no_scl", use_scl=False)``
     is chapter 5's comparison. Keeps a generator snapshot at every evaluation.
     """
-    from .distill import Distiller
+    from .distill import build_distiller
     from .runner import train
     from .teacher import load_classifier
 
     cfg = distill_config(**overrides)
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))  # make sure it exists
-    cfg_key = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    cfg_key = {k: v for k, v in cfg.flat().items() if k != "device"}
     out = cache_dir() / f"run-{name}-{_key(cfg_key, t_dir.name)}"
     if not (out / "metrics.json").exists():
         with _building(out) as tmp:
             t_model, meta = load_classifier(str(t_dir / "teacher.pt"), "teacher")
-            seed_everything(cfg.seed)
-            d = Distiller(t_model, meta, cfg, bundle().test)
+            d = build_distiller(t_model, meta, cfg, bundle())
             iters, states = [0], [_snapshot(d.generator)]
 
             # at every eval_every (not at the extra 25 % / 50 % evaluations)
             def keep(distiller, record):
                 it = record["iter"]
                 if "student_acc" in record and (
-                    it % distiller.cfg.eval_every == 0 or it == distiller.cfg.iters
+                    it % distiller.cfg.log.eval_every == 0
+                    or it == distiller.cfg.budget.iters
                 ):
                     iters.append(record["iter"])
                     states.append(_snapshot(distiller.generator))
@@ -441,29 +445,30 @@ def generator_only(
     steps = steps or PROFILES[profile()]["generator_steps"]
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))
+    g, o = cfg.generator, cfg.objective
     spec = dict(
-        nz=cfg.nz,
-        ngf=cfg.ngf,
-        batch=cfg.batch_size,
-        lr=cfg.lr_generator,
-        betas=list(cfg.generator_betas),
-        beta=cfg.beta,
-        eta=cfg.eta,
+        nz=g.nz,
+        ngf=g.ngf,
+        batch=cfg.budget.batch_size,
+        lr=cfg.optim.lr_generator,
+        betas=list(cfg.optim.generator_betas),
+        beta=o.beta,
+        eta=o.eta,
         use_bn=use_bn,
         teacher_ce=teacher_ce,
         steps=steps,
         seed=seed,
-        bn_reduce=cfg.bn_reduce,
-        prior_tv=cfg.prior_tv,
-        prior_l2=cfg.prior_l2,
+        bn_reduce=o.bn_reduce,
+        prior_tv=o.prior_tv,
+        prior_l2=o.prior_l2,
     )
-    # The generator's own objective (distill.generator_loss) with only the BN and CE terms left.
-    g_cfg = cfg.replace(
-        use_adv=False,
-        use_scl=False,
-        use_dafl=False,
-        use_bn=use_bn,
-        teacher_ce=teacher_ce,
+    # CPSC-DFKD's generator objective with only the BN and CE terms left
+    weights = dataclasses.replace(
+        o,
+        adv=0.0,
+        gamma=0.0,
+        beta=o.beta if use_bn else 0.0,
+        eta=o.eta if teacher_ce else 0.0,
     )
     out = (
         cache_dir()
@@ -477,26 +482,30 @@ def generator_only(
             t_model, meta = load_classifier(str(t_dir / "teacher.pt"), "teacher")
             t_model.eval().requires_grad_(False)
             gen = ConditionalGenerator(
-                meta["num_classes"], meta["img_size"], meta["channels"], cfg.nz, cfg.ngf
+                meta["num_classes"], meta["img_size"], meta["channels"], g.nz, g.ngf
             )
             opt = torch.optim.Adam(
-                gen.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.generator_betas)
+                gen.parameters(),
+                lr=cfg.optim.lr_generator,
+                betas=tuple(cfg.optim.generator_betas),
             )
             losses = []
             start = time.time()
             with BNStatsLoss(t_model) as bn_loss:
                 bn_loss.enabled = use_bn
                 for _ in range(steps):
-                    z, y = gen.sample_inputs(cfg.batch_size)
+                    z, y = gen.sample_inputs(cfg.budget.batch_size)
                     x = gen(z, y)
                     logits = t_model(x)
                     loss, terms = generator_loss(
                         logits,
+                        None,
                         y,
-                        g_cfg,
-                        images=x,
-                        bn=bn_loss.loss(cfg.bn_reduce) if use_bn else None,
+                        weights,
+                        bn=bn_loss.loss(o.bn_reduce) if use_bn else None,
+                        adversarial=False,
                     )
+                    loss = add_image_priors(loss, terms, x, weights)
                     row = {"bn": terms["bn"]} if use_bn else {}
                     # always measured
                     row["ce"] = (
@@ -533,8 +542,9 @@ def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGener
     cfg = distill_config()
     b = bundle()
     torch.manual_seed(seed)
-    gen = ConditionalGenerator(b.num_classes, b.img_size, b.channels, cfg.nz, cfg.ngf)
-    return estimate_bn_statistics(gen, cfg.batch_size, warmup_batches)
+    g = cfg.generator
+    gen = ConditionalGenerator(b.num_classes, b.img_size, b.channels, g.nz, g.ngf)
+    return estimate_bn_statistics(gen, cfg.budget.batch_size, warmup_batches)
 
 
 @torch.no_grad()
@@ -566,13 +576,13 @@ def kd_baseline(
     student steps: ``steps / s_steps`` iterations. Returns ``dict(student_acc, accs, seconds)``;
     ``accs`` holds the test accuracy every 25 steps.
     """
-    from .distill import Distiller
+    from .distill import build_distiller
     from .runner import train
 
     if source not in ("real", "noise"):
         raise CpscError("source must be 'real' or 'noise'")
     method = "data" if source == "real" else "noise"
-    s_steps = make_config(method).s_steps
+    s_steps = make_config(method).budget.s_steps
     if steps % 25 or 25 % s_steps:
         raise CpscError(
             f"steps must be a multiple of 25 (accuracy is measured every 25 steps), not {steps}"
@@ -589,27 +599,18 @@ def kd_baseline(
         diagnostics=False,
     )
     t_dir = _teacher_dir()
-    out = cache_dir() / f"kd-{source}-{_key(cfg.to_dict(), t_dir.name)}"
+    out = cache_dir() / f"kd-{source}-{_key(cfg.flat(), t_dir.name)}"
     if not (out / "metrics.json").exists():
         t_model, meta = teacher(torch.device("cpu"))
-        b = bundle()
         with _building(out) as tmp:
-            seed_everything(seed)
-            d = Distiller(
-                t_model,
-                meta,
-                cfg.replace(device="cpu"),
-                b.test,
-                train_set=b.train if method == "data" else None,
-                augment=(b.augment_pad, b.augment_flip),
-            )
+            d = build_distiller(t_model, meta, cfg.replace(device="cpu"), bundle())
             start = time.time()
             train(d, progress=False)
             d.close()
             accs = [
                 dict(step=it * s_steps, student_acc=acc)
                 for it, acc in d.acc_history
-                if it % cfg.eval_every == 0
+                if it % cfg.log.eval_every == 0
             ]
             checkpoint.write_json(
                 dict(
@@ -782,20 +783,20 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     Times a few iterations with the package's default config and scales by its
     iteration count (teacher training and evaluation not included).
     """
-    from .distill import Distiller
+    from .distill import build_distiller
     from .teacher import load_classifier
 
     teacher(torch.device("cpu"))
     full = make_config("cpsc")
     t_model, meta = load_classifier(str(_teacher_dir() / "teacher.pt"), "teacher")
-    seed_everything(full.seed)
-    d = Distiller(t_model, meta, full.replace(device=str(current_device())))
+    d = build_distiller(t_model, meta, full.replace(device=str(current_device())))
     per_iter = _seconds_per_iteration(d, repeats)
     d.close()
+    iters = full.budget.iters
     return dict(
         seconds_per_iter=per_iter,
-        iters=full.iters,
-        minutes=per_iter * full.iters / 60,
+        iters=iters,
+        minutes=per_iter * iters / 60,
         device=str(current_device()),
     )
 
@@ -1049,7 +1050,7 @@ def preset_run(
     continues where the last checkpoint left off. Returns the run's metrics and folder.
     """
     from .data import load_dataset
-    from .distill import Distiller
+    from .distill import build_distiller
     from .runner import run_distill
     from .teacher import load_teacher, run_teacher, teacher_recipe
     from .engine import Acceleration
@@ -1096,14 +1097,14 @@ def preset_run(
             current_device(),
             say=lambda *_: None,
         )
-        seed_everything(cfg.seed)
-        d = Distiller(model, meta, cfg, accel=Acceleration())
+        d = build_distiller(model, meta, cfg, accel=Acceleration())
         per_iter = _seconds_per_iteration(d, timing_iters)
         d.close()
         del d, model
+        iters = cfg.budget.iters
         print(
             f"measured {per_iter:.2f} s per iteration on {current_device()}: about "
-            f"{per_iter * cfg.iters / 60:.0f} min for {cfg.iters} iterations (plus evaluation)"
+            f"{per_iter * iters / 60:.0f} min for {iters} iterations (plus evaluation)"
         )
     command = (
         f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, teacher_epochs={teacher_epochs}, "

@@ -143,13 +143,18 @@ CONFIG_FLAGS = {
 
 def _config_parent(names=tuple(CONFIG_FLAGS)) -> argparse.ArgumentParser:
     import dataclasses
-    from .config import DistillConfig
+    from .config import ALIASES, PATHS, SECTIONS, DistillConfig
 
-    types = {f.name: f.type for f in dataclasses.fields(DistillConfig)}
+    def field_type(name):
+        section, field = PATHS[ALIASES.get(name, name)]
+        kind = SECTIONS[section] if section else DistillConfig
+        return {f.name: f.type for f in dataclasses.fields(kind)}[field]
+
     parse = {"int": int, "float": float, "str": str}
     p = argparse.ArgumentParser(add_help=False)
     for name in names:
-        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        kind = field_type(name)
+        kind = kind if isinstance(kind, str) else kind.__name__
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=parse[kind],
@@ -161,14 +166,15 @@ def _config_parent(names=tuple(CONFIG_FLAGS)) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config setting, e.g. --set use_scl=false --set gamma=0.5",
+        help="override any config setting, e.g. --set gamma=0 --set cmi.weight=0.5 "
+        "(cpsc_lite/config.py lists them)",
     )
     return p
 
 
 def _distill_parent() -> argparse.ArgumentParser:
     """What only `distill` has: method, preset file, stop-after, and the multi-GPU switches."""
-    from .config import METHODS
+    from .methods import METHODS
 
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
@@ -225,7 +231,7 @@ def _acceleration(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import METHOD_HELP
+    from .methods import METHOD_HELP
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -632,9 +638,9 @@ def cmd_teacher(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .config import make_config
-    from .data import load_dataset
     from .config import load_preset
+    from .data import load_dataset
+    from .methods import make_config
     from .runner import run_distill
     from .distributed import init_distributed
 
@@ -671,15 +677,15 @@ def cmd_distill(args) -> int:
         print(_summary(metrics, args.out))
         if not metrics["complete"]:
             print(
-                f"stopped at iteration {metrics['iters']} of {cfg.iters}; continue with the same command plus "
+                f"stopped at iteration {metrics['iters']} of {cfg.budget.iters}; continue with the same command plus "
                 "--resume"
             )
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .config import make_config
     from .data import load_dataset
+    from .methods import make_config
     from .teacher import run_teacher, teacher_recipe
     from .runner import run_distill
     from . import checkpoint
@@ -721,7 +727,7 @@ def cmd_demo(args) -> int:
     overrides = dict(seed=args.seed, iters=args.iters, device=args.device)
     cfg = make_config("cpsc", **overrides)
     print(
-        f"[2/2] data-free distillation ({cfg.method}, {cfg.iters} iterations); the digits are used only to test"
+        f"[2/2] data-free distillation ({cfg.method}, {cfg.budget.iters} iterations); the digits are used only to test"
     )
     metrics = run_distill(
         teacher_path,
@@ -743,7 +749,7 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run_bench, run_profile
-    from .config import METHODS, make_config
+    from .methods import METHODS, make_config
     from .engine import Acceleration
 
     overrides = _overrides(args)
@@ -827,7 +833,7 @@ def cmd_bench(args) -> int:
 def make_default_iters() -> int:
     from .config import DistillConfig
 
-    return DistillConfig().iters
+    return DistillConfig().budget.iters
 
 
 def cmd_sample(args) -> int:

@@ -1,4 +1,4 @@
-"""The loss terms of CPSC-DFKD, one function each, named as in the paper.
+"""The loss terms of CPSC-DFKD that other methods share, one function each, named as in the paper.
 
 With teacher logits t = T(x), student logits s = S(x) for generated x = G(z, y):
 
@@ -9,9 +9,9 @@ With teacher logits t = T(x), student logits s = S(x) for generated x = G(z, y):
                          in every teacher BN layer should match its running ones (chapter 3)
 - :func:`supcon_loss`    supervised contrastive loss over teacher and student views (chapter 5)
 - :func:`total_variation` an image prior from DeepInversion (optional)
-- :func:`mode_seeking`   MSGAN's diversity term for a conditional generator (optional)
 
-:mod:`cpsc_lite.distill` combines them into the generator and student objectives.
+These are the terms several method families share; a term only one family uses lives in that
+family's module (:mod:`cpsc_lite.methods`), which combines them into its objectives.
 """
 
 from __future__ import annotations
@@ -64,67 +64,6 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     ).abs().mean()
 
 
-def mode_seeking(
-    images: torch.Tensor, noise: torch.Tensor, eps: float = 1e-5
-) -> torch.Tensor:
-    """The mode-seeking term of MSGAN (Mao et al. 2019) for a conditional generator.
-
-    ``images`` and ``noise`` hold two halves, row i of the second half generated with the same
-    label as row i of the first: the term is ``1 / (d_x / d_z + eps)`` with d_x the mean absolute
-    difference of the paired images and d_z that of their noise vectors. Minimising it makes two
-    noise vectors of one class give different images, against a collapse of each class to one
-    mode (book chapter 4)."""
-    h = len(images) // 2
-    ratio = (images[:h] - images[h : 2 * h]).abs().mean() / (
-        noise[:h] - noise[h : 2 * h]
-    ).abs().mean()
-    return 1.0 / (ratio + eps)
-
-
-def competition(
-    t_logits: torch.Tensor, s_logits: torch.Tensor, temperature: float = 3.0
-) -> torch.Tensor:
-    """Adaptive DeepInversion's competition term (Yin et al. 2020): 1 - JS(p_S || p_T) with the
-    probabilities at ``temperature`` clamped to [0.01, 0.99] as in the published code; minimising it
-    pushes images to where teacher and student disagree. In [0, 1]."""
-    p = F.softmax(s_logits / temperature, dim=1)
-    q = F.softmax(t_logits / temperature, dim=1)
-    m = (0.5 * (p + q)).clamp(0.01, 0.99)
-    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
-    js = 0.5 * F.kl_div(p.log(), m, reduction="batchmean") + 0.5 * F.kl_div(
-        q.log(), m, reduction="batchmean"
-    )
-    return 1.0 - js.clamp(0.0, 1.0)
-
-
-def agreeing_kl(t_logits: torch.Tensor, s_logits: torch.Tensor) -> torch.Tensor:
-    """CMI's adversarial term (Fang et al. 2021): KL(p_T || p_S) per image, averaged over the batch with
-    0 for the images on which the two networks' top classes differ; maximised by the synthesiser, so it
-    seeks images the student still gets wrong in its probabilities but not yet in its decision."""
-    kl = (
-        F.softmax(t_logits, 1)
-        * (F.log_softmax(t_logits, 1) - F.log_softmax(s_logits, 1))
-    ).sum(1)
-    agree = (t_logits.argmax(1) == s_logits.argmax(1)).float()
-    return (kl * agree).mean()
-
-
-def instance_contrast(
-    local: torch.Tensor, global_: torch.Tensor, temperature: float, n_current: int
-) -> torch.Tensor:
-    """CMI's instance contrast (Fang et al. 2021): row i of ``local`` (L2-normalised projections of
-    local views) must pick row i of ``global_`` (projections of the same images' global views, not
-    differentiated) among all rows, at ``temperature``. The first ``n_current`` rows are the batch
-    being synthesised, the rest come from the memory bank; the loss is the batch's mean cross-entropy
-    plus the bank's."""
-    logits = local @ global_.detach().T / temperature
-    ce = F.cross_entropy(
-        logits, torch.arange(len(local), device=local.device), reduction="none"
-    )
-    loss = ce[:n_current].mean()
-    return loss + ce[n_current:].mean() if len(ce) > n_current else loss
-
-
 def supcon_loss(
     features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
 ) -> torch.Tensor:
@@ -172,45 +111,6 @@ def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
 
 
-class BNInputMeans:
-    """CMI's image features (Fang et al. 2021): for each image, the channel means of the input of
-    every BatchNorm2d layer of a model, concatenated in module order.
-
-    Forward hooks record them while :attr:`enabled`; :meth:`collect` returns the ``(batch, dim)``
-    features of the forward passes since the last call (one pass: one block of ``dim`` columns),
-    and clears them. ``dim`` is the sum of the BN layers' channels.
-    """
-
-    def __init__(self, model: nn.Module):
-        self._means: list[torch.Tensor] = []
-        self.enabled = False
-        layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        if not layers:
-            raise ValueError(
-                "the model has no BatchNorm2d layer, so CMI's BN-input features do not exist; "
-                "use cmi_features=penultimate"
-            )
-        self.dim = sum(m.num_features for m in layers)
-        self._handles = [m.register_forward_hook(self._hook) for m in layers]
-
-    def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
-        if self.enabled:
-            self._means.append(inputs[0].float().mean(dim=(2, 3)))
-
-    def collect(self) -> torch.Tensor:
-        if not self._means:
-            raise RuntimeError(
-                "no BN inputs were recorded: run a forward pass while enabled"
-            )
-        features, self._means = torch.cat(self._means, dim=1), []
-        return features
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles, self._means = [], []
-
-
 class BNStatsLoss:
     """DeepInversion's BN-statistics prior over all BatchNorm2d layers of a model.
 
@@ -233,7 +133,7 @@ class BNStatsLoss:
         if not self._handles:
             raise ValueError(
                 "the model has no BatchNorm2d layer, so the BN-statistics loss cannot be used; "
-                "turn it off (beta = 0 / use_bn = False)"
+                "turn it off (beta = 0)"
             )
 
     def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
@@ -276,3 +176,11 @@ class BNStatsLoss:
 
     def __exit__(self, *exc):
         self.remove()
+
+
+class Float32BNStatsLoss(BNStatsLoss):
+    """The BN-statistics prior with the batch mean and variance taken in float32 under autocast
+    (a bf16 mean carries 8 bits of mantissa: too coarse for a loss that matches statistics)."""
+
+    def _hook(self, module, inputs, output) -> None:
+        super()._hook(module, (inputs[0].float(),), output)

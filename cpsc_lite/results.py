@@ -145,7 +145,7 @@ def record_run(
         )
     if not metrics.get("complete") and not partial:
         raise CpscError(
-            f"{src} is an unfinished run ({metrics.get('iters')} of {metrics['config']['iters']} "
+            f"{src} is an unfinished run ({metrics.get('iters')} of {_budget(metrics).iters} "
             "iterations). Finish it with --resume, or pass --partial to record it labelled as partial."
         )
     dest_root = Path(into)
@@ -179,9 +179,16 @@ def record_run(
     return dest
 
 
+def _budget(metrics: dict):
+    """The budget section of the config a metrics.json holds (any version's layout)."""
+    from .config import DistillConfig
+
+    return DistillConfig.from_saved(metrics["config"]).budget
+
+
 def run_summary(metrics: dict, name: str) -> dict:
     """The facts ``run.json`` holds, all read from a run's metrics.json."""
-    cfg, sessions = metrics["config"], metrics["sessions"]
+    budget, sessions = _budget(metrics), metrics["sessions"]
     last = sessions[-1]
     return dict(
         name=name,
@@ -194,10 +201,10 @@ def run_summary(metrics: dict, name: str) -> dict:
         teacher_acc=metrics["teacher_acc"],
         student_acc=metrics["student_acc"],
         iters=metrics["iters"],
-        planned_iters=cfg["iters"],
-        batch_size=cfg["batch_size"],
-        g_steps=cfg["g_steps"],
-        s_steps=cfg["s_steps"],
+        planned_iters=budget.iters,
+        batch_size=budget.batch_size,
+        g_steps=budget.g_steps,
+        s_steps=budget.s_steps,
         train_seconds=metrics["seconds"],
         wall_seconds=SessionLog(sessions).wall_seconds(),
         device_names=sorted({s["device_name"] for s in sessions}),

@@ -20,9 +20,9 @@ from . import CpscError, Terminated, checkpoint
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
-from .distill import Distiller, SamplePool
+from .distill import Distiller, build_distiller, generator_meta, student_meta
 from .distributed import DistContext, launch_environment
-from .engine import Acceleration, seed_everything
+from .engine import Acceleration
 from .utils import evaluate
 
 
@@ -53,11 +53,12 @@ def train(
     if out and main:
         os.makedirs(out, exist_ok=True)
         _truncate_log(log_path, d.iteration)
-    end = cfg.iters if stop_after is None else min(cfg.iters, d.iteration + stop_after)
+    iters, log = cfg.budget.iters, cfg.log
+    end = iters if stop_after is None else min(iters, d.iteration + stop_after)
     sums: dict[str, torch.Tensor] = {}
     n_sum = 0
     bar = tqdm(
-        total=cfg.iters,
+        total=iters,
         initial=d.iteration,
         desc=f"distill {cfg.method}",
         disable=not (progress and main),
@@ -71,9 +72,9 @@ def train(
         n_sum += 1
         it = d.iteration
         do_eval = d.test_set is not None and (
-            it % cfg.eval_every == 0 or it in d.budget_marks()
+            it % log.eval_every == 0 or it in d.budget_marks()
         )
-        if it % cfg.log_every == 0 or do_eval or it == end or it % cfg.ckpt_every == 0:
+        if it % log.log_every == 0 or do_eval or it == end or it % log.ckpt_every == 0:
             # The only place loss tensors reach the host (one sync per log line, not per step).
             record = _mean_over_ranks(d, sums, n_sum)
             bad = sorted(k for k, v in record.items() if not math.isfinite(v))
@@ -106,7 +107,7 @@ def train(
                 ]
                 record["student_acc"] = d.last_student_acc
                 bar.set_postfix(acc=f"{d.last_student_acc:.3f}")
-                if cfg.diagnostics:
+                if log.diagnostics:
                     diag = d.diagnostics()
                     record.update(
                         {
@@ -117,7 +118,7 @@ def train(
                     )
                     warning = collapse_warning(diag, d.teacher_meta["class_names"])
                     # early on, imbalance is normal
-                    if warning and it >= 0.2 * cfg.iters:
+                    if warning and it >= 0.2 * iters:
                         record["collapsed_classes"] = diag["collapsed_classes"]
                         tqdm.write(f"iteration {it}: {warning}")
             if log_path:
@@ -127,7 +128,7 @@ def train(
                 d.dist.barrier()  # the other ranks wait while rank 0 evaluates
             if callback is not None:
                 callback(d, record)
-        saved = bool(out) and (it % cfg.ckpt_every == 0 or it == end)
+        saved = bool(out) and (it % log.ckpt_every == 0 or it == end)
         if saved:
             d.elapsed = time.time() - t0
             save(d, out)
@@ -138,7 +139,7 @@ def train(
                 save(d, out)
             bar.close()
             raise Terminated(
-                f"Stopped by SIGTERM after iteration {it} of {cfg.iters}"
+                f"Stopped by SIGTERM after iteration {it} of {iters}"
                 + (
                     f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
                     "--resume to continue from it."
@@ -159,7 +160,7 @@ def _termination_requested(d: Distiller, iteration: int) -> bool:
     agree at log points (one all-reduce they do anyway), so all stop and save together."""
     if not d.dist.enabled:
         return checkpoint.termination_requested()
-    if iteration % d.cfg.log_every and iteration != d.cfg.iters:
+    if iteration % d.cfg.log.log_every and iteration != d.cfg.budget.iters:
         return False
     flag = torch.tensor([float(checkpoint.termination_requested())], device=d.device)
     return bool(d.dist.all_reduce_mean(flag).item() > 0)
@@ -207,14 +208,14 @@ def save(d: Distiller, out_dir: str) -> None:
             os.path.join(out_dir, STATE_FILE),
         )
         checkpoint.save(
-            checkpoint.make("student", d.student.state_dict(), d.student_meta()),
+            checkpoint.make("student", d.student.state_dict(), student_meta(d)),
             os.path.join(out_dir, "student.pt"),
         )
         # DeepInversion trains no generator; its images are in transfer_set.npz
-        if not d.inverts:
+        if d.method.saves_generator:
             checkpoint.save(
                 checkpoint.make(
-                    "generator", d.generator.state_dict(), d.generator_meta()
+                    "generator", d.generator.state_dict(), generator_meta(d)
                 ),
                 os.path.join(out_dir, "generator.pt"),
             )
@@ -244,10 +245,19 @@ def read_log(path: str) -> list[dict]:
 def _config_differences(
     a: DistillConfig,
     b: DistillConfig,
-    ignore=("device", "eval_every", "log_every", "ckpt_every"),
+    ignore=("device", "log.eval_every", "log.log_every", "log.ckpt_every"),
 ) -> list[str]:
-    da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if k not in ignore and da[k] != db[k]]
+    """The settings the method reads in which ``a`` and ``b`` differ (bookkeeping aside)."""
+    from .methods import read_sections
+
+    da, db, reads = a.flat(), b.flat(), read_sections(a.method)
+    return [
+        k
+        for k in da
+        if k not in ignore
+        and da[k] != db[k]
+        and ("." not in k or k.split(".")[0] in reads)
+    ]
 
 
 def run_distill(
@@ -310,20 +320,8 @@ def run_distill(
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
 
-    # the upper-bound baseline trains on the real images
-    data_baseline = cfg.input_source == "data"
-    # each rank its own z, y; rank 0 = the single-process run
-    seed_everything(cfg.seed + dist.rank)
-    distiller = Distiller(
-        teacher,
-        meta,
-        cfg,
-        bundle.test,
-        accel=accel,
-        dist=dist,
-        train_set=bundle.train if data_baseline else None,
-        augment=(bundle.augment_pad, bundle.augment_flip),
-    )
+    # each rank its own z, y (seed + rank); rank 0 = the single-process run
+    distiller = build_distiller(teacher, meta, cfg, bundle, accel=accel, dist=dist)
     inputs = dict(
         teacher=checkpoint.fingerprint(teacher.state_dict()),
         test_data=checkpoint.fingerprint(
@@ -351,7 +349,7 @@ def run_distill(
                         "started with, or --overwrite (or another --out) to start a new run."
                     )
             distiller.load_state_dict(state)
-            say(f"resuming at iteration {distiller.iteration} of {cfg.iters}")
+            say(f"resuming at iteration {distiller.iteration} of {cfg.budget.iters}")
         distiller.inputs = inputs
         launcher = (
             (launch_environment() or {}).get("launcher") if dist.enabled else None
@@ -364,7 +362,7 @@ def run_distill(
             if dist.is_main
             else None
         )
-        if distiller.iteration < cfg.iters:
+        if distiller.iteration < cfg.budget.iters:
             train(distiller, out_dir, progress=progress, stop_after=stop_after)
         metrics = None
         if dist.is_main:
@@ -384,21 +382,21 @@ def _finish(
     out_dir: str,
     sample_per_class: int,
 ) -> dict:
-    """Rank 0's end of a run: final accuracy, metrics.json, samples.png, curves.png."""
-    from .generator import generate_per_class
-    from .viz import plot_curves, plot_samples
+    """Rank 0's end of a run: final accuracy, metrics.json, samples.png, curves.png (and the
+    transfer set of a method whose product is its images)."""
+    from .viz import plot_curves, plot_samples, teacher_predictions
 
-    cfg = distiller.cfg
+    cfg, method = distiller.cfg, distiller.method
     student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
     best_acc = max(distiller.best_student_acc or 0.0, student_acc)
-    complete = distiller.iteration >= cfg.iters
+    complete = distiller.iteration >= cfg.budget.iters
     distiller.sessions.update(distiller.iteration)
     final = final_diagnostics(distiller, bundle)
     metrics = dict(
         teacher_acc=teacher_acc,
         student_acc=student_acc,
         best_student_acc=best_acc,
-        reported_acc=best_acc if cfg.report_best else student_acc,
+        reported_acc=best_acc if cfg.authors.report_best else student_acc,
         accuracy_at=distiller.time_to_accuracy(),
         **final,
         iters=distiller.iteration,
@@ -415,48 +413,38 @@ def _finish(
         sessions=distiller.sessions.sessions,
     )
     checkpoint.write_json(metrics, os.path.join(out_dir, "metrics.json"))
-    if distiller.inverts:
+    if hasattr(method, "transfer_set"):
         from .data import save_transfer_set
 
         # The optimised images are the method's product: kept as a transfer set (--dataset npz:FILE).
         save_transfer_set(
             os.path.join(out_dir, "transfer_set.npz"),
-            *distiller.pool.latest(distiller.pool.size),
+            *method.transfer_set(),
             meta["mean"],
             meta["std"],
             meta["class_names"],
         )
-        images, labels = _pool_per_class(
-            distiller.pool, distiller.num_classes, sample_per_class
-        )
-    else:
-        images, labels = generate_per_class(
-            distiller.generator, sample_per_class, distiller.device
-        )
-    from .viz import teacher_predictions
-
+    grid = method.sample_grid(sample_per_class)
+    images = grid["images"]
+    inverted = not method.saves_generator
     fig = plot_samples(
         images,
-        labels,
+        grid["labels"],
         meta["class_names"],
         meta["mean"],
         meta["std"],
-        title=f"{cfg.method} {'inverted images' if distiller.inverts else 'generator'}, "
-        f"iteration {distiller.iteration}",
+        title=f"{cfg.method} {grid['what']}, iteration {distiller.iteration}",
         path=os.path.join(out_dir, "samples.png"),
         predictions=teacher_predictions(distiller.teacher, images.to(distiller.device))
-        if distiller.inverts or cfg.conditional
+        if grid["predictions"]
         else None,
         xlabel=f"{len(images) // distiller.num_classes} optimised images per target class"
-        if distiller.inverts
+        if inverted
         else None,
     )
     _close(fig)
-    records = (
-        read_log(os.path.join(out_dir, "log.jsonl"))
-        if os.path.exists(os.path.join(out_dir, "log.jsonl"))
-        else []
-    )
+    log_path = os.path.join(out_dir, "log.jsonl")
+    records = read_log(log_path) if os.path.exists(log_path) else []
     if records:
         _close(
             plot_curves(
@@ -467,29 +455,6 @@ def _finish(
             )
         )
     return metrics
-
-
-def _pool_per_class(
-    pool: SamplePool, num_classes: int, per_class: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The newest ``per_class`` images of each class in the pool, grouped by class (for samples.png).
-
-    With random target labels (CMI) a class may have fewer: its images are then repeated, and a class
-    with none gets blank images, so that the grid stays ``num_classes`` rows of ``per_class``."""
-    x, y = pool.latest(pool.size)
-    images = []
-    for c in range(num_classes):
-        idx = torch.nonzero(y == c).flatten()[-per_class:]
-        if len(idx):
-            images.append(x[idx[torch.arange(per_class, device=idx.device) % len(idx)]])
-        else:
-            images.append(
-                torch.zeros(
-                    (per_class,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device
-                )
-            )
-    labels = torch.arange(num_classes, device=y.device).repeat_interleave(per_class)
-    return torch.cat(images), labels
 
 
 def final_diagnostics(
@@ -504,24 +469,16 @@ def final_diagnostics(
     conditioning label (noise, real data, an unconditional generator).
     """
     from .diagnostics import PixelJudge, teacher_view
-    from .generator import generate_per_class
 
     out = dict(teacher_agreement=None, pixel_recognition=None)
-    if not (
-        (distiller.uses_generator and distiller.cfg.conditional) or distiller.inverts
-    ):
-        return out
     if distiller.bn_loss is not None:
         distiller.bn_loss.enabled = False
     # about 2000 images at most, any K
     per_class = max(1, min(per_class, 2000 // distiller.num_classes))
-    # DeepInversion: the newest optimised images and their target labels
-    if distiller.inverts:
-        x, y = distiller.pool.latest(per_class * distiller.num_classes)
-    else:  # in chunks: a whole CIFAR-100 batch of generator activations would not fit a GPU
-        x, y = generate_per_class(
-            distiller.generator, per_class, distiller.device, seed=4321, batch_size=256
-        )
+    drawn = distiller.method.labelled_samples(per_class)
+    if drawn is None:
+        return out
+    x, y = drawn
     distiller.teacher.eval()
     pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
     out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)

@@ -58,7 +58,8 @@ import sys
 import time
 
 from cpsc_lite import bench
-from cpsc_lite.config import make_config
+from cpsc_lite.config import ALIASES
+from cpsc_lite.methods import make_config
 
 #: float32 on the GPU too (no autocast; channels-last and fused optimisers stay), so that what is
 #: chosen there holds for the float32 CPU runs of the demo and the book.
@@ -209,8 +210,8 @@ def random_configs(space: dict, n: int, seed: int) -> list[dict]:
 def spec(method: str, settings: dict) -> str:
     """The benchmark's name for a method with settings changed (``NAME:KEY=VALUE...``); settings
     equal to the method's own are left out, so one configuration has one name."""
-    preset = make_config(method)
-    changed = {k: v for k, v in settings.items() if getattr(preset, k) != v}
+    preset = make_config(method).flat()
+    changed = {k: v for k, v in settings.items() if preset[ALIASES.get(k, k)] != v}
     return ":".join(
         [method] + [f"{k}={str(v).lower()}" for k, v in sorted(changed.items())]
     )

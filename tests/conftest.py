@@ -99,3 +99,13 @@ def make_colour_npz(
         arrays["x_train"], arrays["y_train"] = draw(n_train)
     np.savez(path, **arrays)
     return str(path)
+
+
+def saved_0_11(spec: str = "cpsc", **changes) -> dict:
+    """The config a run of ``spec`` saved with cpsc-lite 0.11.0 (one flat dict with on/off switches,
+    ``tests/data/configs_0.11.0.json``), with ``changes`` (flat names of that version)."""
+    import json
+
+    path = os.path.join(REPO, "tests", "data", "configs_0.11.0.json")
+    with open(path) as f:
+        return dict(json.load(f)["configs"][spec], **changes)

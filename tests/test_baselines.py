@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cpsc_lite import CpscError
-from cpsc_lite.config import BASELINE_SETTINGS, DistillConfig, load_preset, make_config
-from cpsc_lite.distill import Distiller, generator_loss, lr_factor
+from cpsc_lite.config import DistillConfig, load_preset
+from cpsc_lite.methods import BASELINE_SETTINGS, make_config
+from cpsc_lite.distill import Distiller, lr_factor
 from cpsc_lite.teacher import load_teacher
 
 from conftest import TINY
@@ -20,18 +21,13 @@ FT = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
 
 
 def test_dafl_entropy_uses_log10_as_published():
+    from cpsc_lite.methods.adversarial import dafl_terms
+
     p = T.softmax(1).mean(0)
     expected_ln = float((p * p.log()).sum())
-    on = generator_loss(
-        T,
-        None,
-        make_config("dafl", dafl_onehot=0, dafl_activation=0, dafl_entropy=1.0),
-        t_feat=FT,
-        bn=None,
-    )[1]["info_entropy"]
-    off = generator_loss(
-        T, None, make_config("dafl", dafl_log10=False), t_feat=FT, bn=None
-    )[1]["info_entropy"]
+    assert make_config("dafl").dafl.log10  # as published
+    on = dafl_terms(T, FT, log10=True)["info_entropy"]
+    off = dafl_terms(T, FT, log10=False)["info_entropy"]
     assert off.item() == pytest.approx(expected_ln, rel=1e-5)
     assert on.item() == pytest.approx(expected_ln / math.log(10), rel=1e-5)
 
@@ -57,32 +53,32 @@ def test_lr_schedules():
 def test_quick_presets_carry_the_published_generator_settings():
     dafl, dfad, cpsc = make_config("dafl"), make_config("dfad"), make_config("cpsc")
     assert (
-        dafl.dafl_onehot,
-        dafl.dafl_entropy,
-        dafl.dafl_activation,
-        dafl.dafl_log10,
+        dafl.dafl.onehot,
+        dafl.dafl.entropy,
+        dafl.dafl.activation,
+        dafl.dafl.log10,
     ) == (1.0, 5.0, 0.1, True)
     assert (
-        dafl.generator_betas == (0.9, 0.999)
-        and not dafl.generator_cosine
-        and dafl.nz == 100
+        dafl.optim.generator_betas == (0.9, 0.999)
+        and not dafl.optim.generator_cosine
+        and dafl.generator.nz == 100
     )
     assert (
-        dfad.student_first
-        and dfad.kd_loss == "l1"
-        and dfad.lr_generator == 1e-3
-        and dfad.nz == 100
+        dfad.budget.student_first
+        and dfad.optim.lr_generator == 1e-3
+        and dfad.generator.nz == 100
     )
     # the student learns as in every other method of the quick benchmark
     for m in (
         dafl,
         dfad,
     ):
-        assert (m.student_optimizer, m.lr_student, m.lr_schedule, m.s_steps) == (
-            cpsc.student_optimizer,
-            cpsc.lr_student,
-            cpsc.lr_schedule,
-            cpsc.s_steps,
+        o = m.optim
+        assert (o.student_optimizer, o.lr_student, o.lr_schedule, m.budget.s_steps) == (
+            cpsc.optim.student_optimizer,
+            cpsc.optim.lr_student,
+            cpsc.optim.lr_schedule,
+            cpsc.budget.s_steps,
         )
 
 
@@ -93,52 +89,65 @@ def test_quick_presets_carry_the_published_generator_settings():
 def test_a_preset_gives_each_baseline_its_own_cifar_settings(preset, onehot, entropy):
     base, _ = load_preset(preset)
     cpsc = make_config("cpsc", base)
-    assert (cpsc.g_steps, cpsc.s_steps, cpsc.lr_generator) == (6, 5, 1e-3)
+    assert (cpsc.budget.g_steps, cpsc.budget.s_steps, cpsc.optim.lr_generator) == (
+        6,
+        5,
+        1e-3,
+    )
     dafl = make_config("dafl", base)
-    assert (dafl.g_steps, dafl.lr_generator, dafl.dafl_onehot, dafl.dafl_entropy) == (
+    assert (
+        dafl.budget.g_steps,
+        dafl.optim.lr_generator,
+        dafl.dafl.onehot,
+        dafl.dafl.entropy,
+    ) == (
         1,
         0.02,
         onehot,
         entropy,
     )
     assert (
-        dafl.student_optimizer == "sgd"
-        and dafl.lr_schedule == "step"
-        and dafl.lr_steps == (0.4, 0.8)
+        dafl.optim.student_optimizer == "sgd"
+        and dafl.optim.lr_schedule == "step"
+        and dafl.optim.lr_steps == (0.4, 0.8)
     )
     # the budget stays the file's
-    assert dafl.batch_size == cpsc.batch_size and dafl.iters == cpsc.iters
+    assert (
+        dafl.budget.batch_size == cpsc.budget.batch_size
+        and dafl.budget.iters == cpsc.budget.iters
+    )
     dfad = make_config("dfad", base)
-    assert dfad.student_first and (dfad.g_steps, dfad.lr_steps, dfad.nz) == (
+    assert dfad.budget.student_first and (
+        dfad.budget.g_steps,
+        dfad.optim.lr_steps,
+        dfad.generator.nz,
+    ) == (
         1,
         (0.2, 0.4),
         256,
     )
     deepinv = make_config("deepinv", base)
     assert (
-        deepinv.inversion_steps,
-        deepinv.beta,
-        deepinv.bn_reduce,
-        deepinv.adi_weight,
+        deepinv.inversion.steps,
+        deepinv.objective.beta,
+        deepinv.objective.bn_reduce,
+        deepinv.inversion.adi,
     ) == (1000, 10.0, "sum", 1.0)
     cmi = make_config("cmi", base)
-    assert (
-        cmi.inversion_target,
-        cmi.inversion_steps,
-        cmi.cmi_bank,
-        cmi.cmi_head_dim,
-    ) == ("generator", 200, 40960, 256)
+    assert (cmi.inversion.steps, cmi.cmi.bank, cmi.cmi.head_dim) == (200, 40960, 256)
     # command-line overrides still win over the section
-    assert make_config("dafl", base, lr_generator=0.05).lr_generator == 0.05
+    assert make_config("dafl", base, lr_generator=0.05).optim.lr_generator == 0.05
 
 
 def test_methods_section_forms_and_errors():
     assert (
-        make_config("dafl", {"methods": {"dafl": {"lr_generator": 0.03}}}).lr_generator
+        make_config(
+            "dafl", {"methods": {"dafl": {"lr_generator": 0.03}}}
+        ).optim.lr_generator
         == 0.03
     )
-    published = BASELINE_SETTINGS["cifar10"]["dafl"]["dafl_onehot"]
-    assert make_config("dafl", {"methods": "cifar10"}).dafl_onehot == published
+    published = BASELINE_SETTINGS["cifar10"]["dafl"]["dafl.onehot"]
+    assert make_config("dafl", {"methods": "cifar10"}).dafl.onehot == published
     with pytest.raises(CpscError, match="names no known set"):
         make_config("dafl", {"methods": "imagenet"})
     with pytest.raises(CpscError, match="unknown method"):
@@ -160,7 +169,7 @@ def _order(cfg, digits_teacher):
     teacher, meta = load_teacher(digits_teacher)
     d = Distiller(teacher, meta, cfg)
     calls = []
-    d.generator_step = lambda: calls.append("G") or {}
+    d.method.generator_step = lambda: calls.append("G") or {}
     d.student_step = lambda: calls.append("S") or {}
     d.iterate()
     d.close()
@@ -190,7 +199,13 @@ def test_student_optimizer_choice(digits_teacher):
 
 
 def test_saved_runs_from_before_the_settings_resume_as_they_trained():
-    old = DistillConfig().to_dict()
+    import json
+    import os
+
+    from conftest import REPO
+
+    path = os.path.join(REPO, "tests", "data", "configs_0.11.0.json")
+    old = dict(json.load(open(path))["configs"]["cpsc"])
     for key in (
         "lr_schedule",
         "lr_steps",
@@ -201,10 +216,10 @@ def test_saved_runs_from_before_the_settings_resume_as_they_trained():
         old.pop(key)
     cfg = DistillConfig.from_saved(old)
     assert (
-        cfg.lr_schedule,
-        cfg.student_optimizer,
-        cfg.student_first,
-        cfg.dafl_log10,
+        cfg.optim.lr_schedule,
+        cfg.optim.student_optimizer,
+        cfg.budget.student_first,
+        cfg.dafl.log10,
     ) == ("cosine", "sgd", False, False)
 
 

@@ -9,7 +9,8 @@ import torch
 
 from cpsc_lite import CpscError
 from cpsc_lite.cli import main
-from cpsc_lite.config import METHODS, make_config
+from cpsc_lite.methods import METHODS, family_of, make_config
+from cpsc_lite.methods.base import GeneratorMethod
 from cpsc_lite.data import load_dataset
 from cpsc_lite.diagnostics import (
     class_balance,
@@ -48,76 +49,70 @@ def test_every_method_trains_with_finite_losses(method, digits_teacher):
         if v.is_floating_point() and "running" not in k
     )
     # generator methods train theirs; CMI re-initialises one for every batch; the others leave it alone
-    trains = cfg.input_source == "generator" or cfg.inversion_target == "generator"
-    assert changed == trains, "only generator methods change the generator"
+    family = family_of(method)
+    generates = issubclass(family, GeneratorMethod)
+    assert changed == (generates or family.family == "cmi"), (
+        "only generator methods change the generator"
+    )
     # The student step's terms reveal the preset: CE/IKD only where switched on.
-    assert ("s/ce_student" in terms) == cfg.student_ce
-    assert ("s/ikd" in terms) == cfg.use_ikd
-    assert ("g/scl" in terms) == (cfg.use_scl and cfg.input_source == "generator")
+    assert ("s/ce_student" in terms) == (cfg.objective.eta_student > 0)
+    assert ("s/ikd" in terms) == (cfg.objective.alpha > 0)
+    assert ("g/scl" in terms) == ((cfg.objective.gamma > 0) and generates)
     d.close()
 
 
 def test_presets_are_what_their_names_say():
-    assert not make_config("dfad").conditional and make_config("dfad").kd_loss == "l1"
-    assert make_config("dafl").use_dafl and not make_config("dafl").use_adv
-    assert (
-        make_config("bn_ce").use_bn
-        and make_config("bn_ce").teacher_ce
-        and not make_config("bn_ce").use_adv
-    )
+    from cpsc_lite.methods.adversarial import DAFL, DFAD
+    from cpsc_lite.methods.bounds import Noise, RealData
+    from cpsc_lite.methods.inversion import DeepInversion
+
+    assert family_of("dfad") is DFAD and not make_config("dfad").generator.conditional
+    assert family_of("dafl") is DAFL and make_config("dafl").objective.adv == 0
+    bn_ce = make_config("bn_ce").objective
+    assert bn_ce.beta > 0 and bn_ce.eta > 0 and bn_ce.adv == 0
     deepinv = make_config("deepinv")
-    assert (
-        deepinv.input_source == "inversion"
-        and deepinv.use_bn
-        and deepinv.teacher_ce
-        and not deepinv.use_adv
-    )
-    assert (
-        not (deepinv.use_scl or deepinv.use_ikd or deepinv.student_ce)
-        and deepinv.pool_batches > 0
-    )
-    assert (
-        make_config("noise").input_source == "noise"
-        and make_config("data").input_source == "data"
-    )
-    base = make_config("cpsc").to_dict()
-    for name, switch in [
-        ("cpsc_no_ce", "teacher_ce"),
-        ("cpsc_no_scl", "use_scl"),
-        ("cpsc_no_bn", "use_bn"),
-        ("cpsc_no_ikd", "use_ikd"),
-        ("cpsc_no_cond", "conditional"),
+    assert family_of("deepinv") is DeepInversion
+    assert deepinv.objective.beta > 0 and deepinv.objective.eta > 0
+    w = deepinv.objective
+    assert not (w.adv or w.gamma or w.alpha or w.eta_student)
+    assert deepinv.inversion.pool_batches > 0
+    assert family_of("noise") is Noise and family_of("data") is RealData
+    base = make_config("cpsc").flat()
+    for name, weights in [
+        ("cpsc_no_ce", {"objective.eta"}),
+        ("cpsc_no_scl", {"objective.gamma"}),
+        ("cpsc_no_bn", {"objective.beta"}),
+        ("cpsc_no_ikd", {"objective.alpha"}),
+        ("cpsc_no_cond", {"generator.conditional"}),
     ]:
-        diff = {k for k, v in make_config(name).to_dict().items() if v != base[k]} - {
-            "method"
-        }
-        assert switch in diff and diff <= {switch, "student_ce"}, (name, diff)
-    paper = {
-        k for k, v in make_config("cpsc_paper").to_dict().items() if v != base[k]
-    } - {"method"}
-    assert paper == {
-        "alpha",
-        "gamma",
-        "eta",
-        "student_ce",
-        "adv_warmup",
-        "lr_generator",
-        "bn_reduce",
-        "warmup_frac",  # the paper's 1/60 (0.8.0's default is 0.1)
+        diff = {k for k, v in make_config(name).flat().items() if v != base[k]}
+        assert diff - {"method"} == weights, (name, diff)
+    paper = {k for k, v in make_config("cpsc_paper").flat().items() if v != base[k]}
+    assert paper - {"method"} == {
+        "objective.alpha",
+        "objective.gamma",
+        "objective.eta",
+        "objective.eta_student",
+        "objective.adv_warmup",
+        "optim.lr_generator",
+        "objective.bn_reduce",
+        "optim.warmup_frac",  # the paper's 1/60 (the quick profile's is 0.1)
     }
-    # METHOD.md's reference weights, adversarial from the first step
+    # the paper's reference weights, adversarial from the first step
     p = make_config("cpsc_paper")
-    assert (
-        p.alpha,
-        p.beta,
-        p.gamma,
-        p.eta,
-        p.temperature,
-        p.adv_warmup,
-        p.student_ce,
-    ) == (5, 1, 0.7, 0.7, 0.07, 0, True)
-    assert (p.lr_generator, p.bn_reduce) == (1e-3, "sum")
-    assert make_config("dfad").adv_warmup == 0.0  # DFAD is adversarial from the start
+    o = p.objective
+    assert (o.alpha, o.beta, o.gamma, o.eta, o.temperature, o.adv_warmup) == (
+        5,
+        1,
+        0.7,
+        0.7,
+        0.07,
+        0,
+    )
+    assert o.eta_student == 0.7
+    assert (p.optim.lr_generator, o.bn_reduce) == (1e-3, "sum")
+    # DFAD is adversarial from the start
+    assert make_config("dfad").objective.adv_warmup == 0.0
 
 
 def test_bench_append_adds_methods_and_refuses_another_budget(

@@ -50,7 +50,7 @@ def test_teacher_is_trained_once_then_loaded(cache, monkeypatch):
 
 def test_cpsc_run_keeps_snapshots_and_is_cached(cache, monkeypatch):
     run = bc.cpsc_run()
-    assert run.config.iters == 4 and run.metrics["iters"] == 4
+    assert run.config.budget.iters == 4 and run.metrics["iters"] == 4
     assert run.snapshot_iters == [0, 2, 4] and len(run.snapshot_states) == 3
     assert [r["iter"] for r in run.records] == [1, 2, 3, 4]
     assert "student_acc" in run.records[-1]
@@ -92,22 +92,25 @@ def test_cpsc_run_keeps_snapshots_and_is_cached(cache, monkeypatch):
 
 
 def test_config_caps_never_raise_package_defaults(cache):
-    from cpsc_lite.config import make_config
+    from cpsc_lite.methods import make_config
 
     bc.setup("quick", quiet=True)
     quick, default = bc.distill_config(), make_config("cpsc")
     assert (
-        quick.iters <= default.iters
-        and quick.batch_size <= default.batch_size
-        and quick.ngf <= default.ngf
+        quick.budget.iters <= default.budget.iters
+        and quick.budget.batch_size <= default.budget.batch_size
+        and quick.generator.ngf <= default.generator.ngf
     )
-    assert quick.alpha == default.alpha and quick.temperature == default.temperature
+    assert (
+        quick.objective.alpha == default.objective.alpha
+        and quick.objective.temperature == default.objective.temperature
+    )
     bc.setup("full", quiet=True)
     full = bc.distill_config()
-    assert (full.iters, full.batch_size, full.ngf) == (
-        default.iters,
-        default.batch_size,
-        default.ngf,
+    assert (full.budget.iters, full.budget.batch_size, full.generator.ngf) == (
+        default.budget.iters,
+        default.budget.batch_size,
+        default.generator.ngf,
     )
     with pytest.raises(Exception, match="PROFILE"):
         bc.setup("fast")
@@ -245,7 +248,7 @@ def test_generator_only_takes_the_ce_weight_and_caches_each_weight_apart(cache):
         json.loads(p.read_text())["spec"]["eta"]
         for p in cache.glob("generator-bnce-*/metrics.json")
     )
-    assert specs == sorted([bc.distill_config().eta, 3.0])
+    assert specs == sorted([bc.distill_config().objective.eta, 3.0])
     assert not all(
         torch.equal(a, b)
         for a, b in zip(

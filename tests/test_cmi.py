@@ -8,12 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from cpsc_lite import checkpoint
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import Distiller, local_views, reinitialise
+from cpsc_lite.distill import Distiller
+from cpsc_lite.methods.cmi import (
+    agreeing_kl,
+    instance_contrast,
+    local_views,
+    reinitialise,
+)
 from cpsc_lite.runner import run_distill
+
+from conftest import saved_0_11
 from cpsc_lite.generator import ConditionalGenerator
-from cpsc_lite.losses import agreeing_kl, instance_contrast
 from cpsc_lite.teacher import load_classifier
 
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
@@ -96,19 +103,21 @@ SMALL = dict(
 def test_cmi_iteration_fills_pool_and_bank_and_keeps_the_head(digits_teacher):
     teacher, meta = load_classifier(digits_teacher)
     d = Distiller(teacher, meta, make_config("cmi", iters=4, **SMALL))
-    head_before = [p.clone() for p in d.cmi_head.parameters()]
+    head_before = [p.clone() for p in d.method.head.parameters()]
     terms = d.iterate()
     assert {"g/cmi_contrast", "g/cmi_adv", "g/bn", "g/ce_teacher", "s/kd"} <= set(terms)
     assert (
-        d.pool.size == 16 and d.cmi_bank.size == 16 and d.cmi_bank.images.shape[1] == 2
+        d.method.pool.size == 16
+        and d.method.bank.size == 16
+        and d.method.bank.images.shape[1] == 2
     )
     assert any(
-        not torch.equal(a, b) for a, b in zip(head_before, d.cmi_head.parameters())
+        not torch.equal(a, b) for a, b in zip(head_before, d.method.head.parameters())
     )
     d.iterate()  # inversion_every=2: no new batch
-    assert d.pool.size == 16
+    assert d.method.pool.size == 16
     d.iterate()
-    assert d.pool.size == 32 and d.cmi_bank.size == 32
+    assert d.method.pool.size == 32 and d.method.bank.size == 32
     d.close()
 
 
@@ -135,7 +144,7 @@ def test_cmi_resume_is_exact(tmp_path, digits_teacher):
 
 
 def test_bn_input_means_are_the_channel_means_of_every_bn_input():
-    from cpsc_lite.losses import BNInputMeans
+    from cpsc_lite.methods.cmi import BNInputMeans
 
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3),
@@ -160,7 +169,7 @@ def test_bn_input_means_are_the_channel_means_of_every_bn_input():
     means.remove()
     net(x)
     assert not means._means
-    with pytest.raises(ValueError, match="cmi_features=penultimate"):
+    with pytest.raises(ValueError, match="cmi.features=penultimate"):
         BNInputMeans(torch.nn.Linear(2, 2))
 
 
@@ -174,15 +183,16 @@ def test_cmi_contrasts_cmi_own_features_and_the_old_form_stays_available(
         m.num_features for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)
     )
     d = Distiller(teacher, meta, make_config("cmi", iters=2, **SMALL))
-    assert d.cfg.cmi_features == "bn_inputs"
-    assert d.cmi_head[0].in_features == bn_channels
+    assert d.cfg.cmi.features == "bn_inputs"
+    assert d.method.head[0].in_features == bn_channels
     d.iterate()
-    assert d.cmi_bank.images.shape[1:] == (2, bn_channels)  # local and global views
+    assert d.method.bank.images.shape[1:] == (2, bn_channels)  # local and global views
     d.close()
     old = make_config("cmi:cmi_features=penultimate", iters=2, **SMALL)
     d = Distiller(teacher, meta, old)
-    assert d.cmi_means is None and d.cmi_head[0].in_features != bn_channels
+    assert d.method.means is None and d.method.head[0].in_features != bn_channels
     d.iterate()
     d.close()
-    saved = {k: v for k, v in old.to_dict().items() if k != "cmi_features"}
-    assert DistillConfig.from_saved(saved).cmi_features == "penultimate"  # a 0.5.0 run
+    saved = saved_0_11("cmi")
+    del saved["cmi_features"]
+    assert DistillConfig.from_saved(saved).cmi.features == "penultimate"  # a 0.5.0 run

@@ -4,7 +4,8 @@ import pytest
 
 from cpsc_lite import CpscError
 from cpsc_lite.cli import main
-from cpsc_lite.config import DistillConfig, TeacherConfig, make_config, parse_value
+from cpsc_lite.config import DistillConfig, TeacherConfig, parse_value
+from cpsc_lite.methods import make_config
 import glob
 import json
 import os
@@ -25,12 +26,16 @@ def test_yaml_style_numbers_are_numbers():
         gamma=parse_value("5e-4"),
         iters=parse_value("1e3"),
     )
-    assert cfg.lr_generator == 1e-4 and cfg.gamma == 5e-4 and cfg.iters == 1000
-    assert isinstance(cfg.iters, int)
+    assert (
+        cfg.optim.lr_generator == 1e-4
+        and cfg.objective.gamma == 5e-4
+        and cfg.budget.iters == 1000
+    )
+    assert isinstance(cfg.budget.iters, int)
     assert (
         DistillConfig.from_dict(
             dict(DistillConfig().to_dict(), lr_student="0.05")
-        ).lr_student
+        ).optim.lr_student
         == 0.05
     )
 
@@ -51,13 +56,15 @@ def test_yaml_style_numbers_are_numbers():
         ("nz", 0, "nz must be in [1"),
         ("use_scl", "maybe", "use_scl must be true or false"),
         ("use_scl", 1, "use_scl must be true or false"),
+        ("ikd_log", "maybe", "ikd_log must be true or false"),
+        ("cmi.temperature", 0, "cmi.temperature must be in (0"),
         ("lr_generator", 0, "lr_generator must be in (0"),
         ("lr_generator", float("nan"), "finite"),
         ("temperature", 0, "temperature must be in (0"),
         ("adv_warmup", 1.0, "adv_warmup must be in [0, 1)"),
         ("bn_reduce", "median", "bn_reduce must be one of sum, mean"),
-        ("kd_loss", "l2", "kd_loss must be one of kl, l1"),
-        ("input_source", "web", "input_source must be one of"),
+        ("lr_schedule", "linear", "lr_schedule must be one of cosine"),
+        ("objective.bn_reduce", "x", "bn_reduce must be one of"),
         ("generator_betas", [0.5], "generator_betas must be a pair"),
         (
             "generator_betas",
@@ -69,7 +76,7 @@ def test_yaml_style_numbers_are_numbers():
 )
 def test_bad_values_are_refused_with_the_rule(key, value, needle):
     with pytest.raises(CpscError) as err:
-        make_config("cpsc", **{key: value})
+        make_config("cmi" if key.startswith("cmi") else "cpsc", **{key: value})
     assert needle in str(err.value)
     assert "--set" in str(err.value)
 
@@ -177,18 +184,37 @@ def test_every_preset_has_the_papers_schedule():
         cfg = make_config("cpsc", settings)
         fast = path.endswith("_fast.yaml")
         # 50 iterations x 600 epochs (fast: a tenth)
-        assert cfg.iters == (3000 if fast else 30000), path
+        assert cfg.budget.iters == (3000 if fast else 30000), path
         # 10 of 600 epochs
-        assert int(cfg.warmup_frac * cfg.iters) == (50 if fast else 500), path
-        assert (cfg.batch_size, cfg.g_steps, cfg.s_steps) == (512, 6, 5), path
-        assert (cfg.lr_student, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4), (
+        assert int(cfg.optim.warmup_frac * cfg.budget.iters) == (50 if fast else 500), (
             path
         )
-        assert (cfg.lr_generator, tuple(cfg.generator_betas)) == (1e-3, (0.5, 0.999)), (
-            path
-        )
-        assert (cfg.ngf, cfg.nz, cfg.conditional) == (64, 256, True), path
-        assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.eta, cfg.temperature) == (
+        assert (cfg.budget.batch_size, cfg.budget.g_steps, cfg.budget.s_steps) == (
+            512,
+            6,
+            5,
+        ), path
+        assert (cfg.optim.lr_student, cfg.optim.momentum, cfg.optim.weight_decay) == (
+            0.1,
+            0.9,
+            5e-4,
+        ), path
+        assert (cfg.optim.lr_generator, tuple(cfg.optim.generator_betas)) == (
+            1e-3,
+            (0.5, 0.999),
+        ), path
+        assert (cfg.generator.ngf, cfg.generator.nz, cfg.generator.conditional) == (
+            64,
+            256,
+            True,
+        ), path
+        assert (
+            cfg.objective.alpha,
+            cfg.objective.beta,
+            cfg.objective.gamma,
+            cfg.objective.eta,
+            cfg.objective.temperature,
+        ) == (
             5,
             1,
             0.7,
@@ -197,20 +223,23 @@ def test_every_preset_has_the_papers_schedule():
         ), path
         assert all(
             (
-                cfg.use_adv,
-                cfg.use_ikd,
-                cfg.use_bn,
-                cfg.use_scl,
-                cfg.teacher_ce,
-                cfg.student_ce,
+                (cfg.objective.adv > 0),
+                (cfg.objective.alpha > 0),
+                (cfg.objective.beta > 0),
+                (cfg.objective.gamma > 0),
+                (cfg.objective.eta > 0),
+                (cfg.objective.eta_student > 0),
             )
         ), path
-        assert cfg.adv_warmup == 0.0, path
+        assert cfg.objective.adv_warmup == 0.0, path
         assert (
             set(run) == {"dataset", "teacher_model"} and run["dataset"] in datasets
         ), path
         assert run["teacher_model"] in models and cfg.student in models, path
-        assert cfg.iters % cfg.eval_every == 0 and cfg.iters % cfg.ckpt_every == 0, path
+        assert (
+            cfg.budget.iters % cfg.log.eval_every == 0
+            and cfg.budget.iters % cfg.log.ckpt_every == 0
+        ), path
 
 
 def test_preset_supplies_dataset_and_student_and_flags_override(
@@ -263,15 +292,20 @@ def test_preset_supplies_dataset_and_student_and_flags_override(
     assert code == 0, err
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["student"] == "cnn_small"
-    cfg = metrics["config"]
-    assert (cfg["iters"], cfg["batch_size"], cfg["g_steps"], cfg["ngf"]) == (
+    cfg = DistillConfig.from_saved(metrics["config"]).flat()
+    assert (
+        cfg["budget.iters"],
+        cfg["budget.batch_size"],
+        cfg["budget.g_steps"],
+        cfg["generator.ngf"],
+    ) == (
         2,
         16,
         1,
         8,
     )
     # the rest from the preset
-    assert (cfg["lr_student"], cfg["nz"], cfg["eval_every"]) == (
+    assert (cfg["optim.lr_student"], cfg["generator.nz"], cfg["log.eval_every"]) == (
         0.1,
         16,
         250,
@@ -323,18 +357,49 @@ def test_presets_are_packaged_with_the_wheel():
     assert tool["package-data"]["cpsc_lite.presets"] == ["*.yaml"]
 
 
+SAVED = json.loads(
+    open(os.path.join(REPO, "tests", "data", "configs_0.11.0.json")).read()
+)["configs"]
+
+
+def _read(cfg) -> dict:
+    """The settings ``cfg``'s method reads (the sections of other methods aside)."""
+    from cpsc_lite.methods import read_sections
+
+    sections = read_sections(cfg.method)
+    return {
+        k: v
+        for k, v in cfg.flat().items()
+        if "." not in k or k.split(".")[0] in sections
+    }
+
+
+@pytest.mark.parametrize("spec", sorted(SAVED))
+def test_configs_saved_by_the_flat_layout_resume_with_the_same_settings(spec):
+    """state.pt and metrics.json of 0.11.0 hold one flat dict with on/off switches; each loads as
+    today's config of the same method, setting for setting."""
+    from cpsc_lite.methods import method_variant
+
+    name, variant = method_variant(spec)
+    saved = DistillConfig.from_saved(SAVED[spec])
+    assert _read(saved) == _read(make_config(name, **variant))
+    assert (
+        DistillConfig.from_saved(saved.to_dict()) == saved
+    )  # today's layout round-trips
+
+
 def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
-    from cpsc_lite.config import RENAMED_SETTINGS
+    from cpsc_lite.compat import RENAMED_SETTINGS
 
     assert RENAMED_SETTINGS["scl_for_student"] == "student_scl"
-    # --set / keyword
-    assert make_config("cpsc", scl_for_student=True).student_scl is True
+    # --set / keyword: the contrast in the student's loss, at the generator's weight
+    w = make_config("cpsc", scl_for_student=True).objective
+    assert w.gamma_student == w.gamma > 0
     # a YAML file
-    assert make_config("cpsc", {"scl_for_student": True}).student_scl is True
-    saved = {k: v for k, v in DistillConfig().to_dict().items() if k != "student_scl"}
-    assert DistillConfig.from_saved(
-        dict(saved, scl_for_student=True)
-    ).student_scl  # a state.pt of 0.4.0
+    assert make_config("cpsc", {"scl_for_student": True}).objective.gamma_student > 0
+    saved = {k: v for k, v in SAVED["cpsc"].items() if k != "student_scl"}
+    old = DistillConfig.from_saved(dict(saved, scl_for_student=True))  # 0.4.0's name
+    assert old.objective.gamma_student == old.objective.gamma
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", scl_for_student=True, student_scl=False)
 
@@ -342,31 +407,41 @@ def test_renamed_settings_keep_working_in_files_saved_runs_and_overrides():
 def test_use_ce_is_teacher_ce_and_keeps_turning_off_both_ce_terms():
     # Up to 0.5.0 `use_ce` switched the pseudo-supervision as a whole (the student's CE needed it).
     off = make_config("cpsc_paper", use_ce=False)  # --set use_ce=false
-    assert not off.teacher_ce and not off.student_ce
+    assert off.objective.eta == 0 and off.objective.eta_student == 0
     on = make_config("cpsc_paper", use_ce=True)
-    assert on.teacher_ce and on.student_ce  # the preset's student CE stays
-    assert not make_config("cpsc", {"use_ce": False}).teacher_ce  # a YAML file
-    saved = {
-        k: v
-        for k, v in make_config("cpsc_paper").to_dict().items()
-        if k != "teacher_ce"
-    }
+    assert (
+        on.objective.eta == on.objective.eta_student == 0.7
+    )  # the preset's student CE stays
+    assert make_config("cpsc", {"use_ce": False}).objective.eta == 0  # a YAML file
+    saved = {k: v for k, v in SAVED["cpsc_paper"].items() if k != "teacher_ce"}
     old = DistillConfig.from_saved(dict(saved, use_ce=False))  # a state.pt of 0.5.0
-    assert (old.teacher_ce, old.student_ce) == (False, False), (
+    assert (old.objective.eta, old.objective.eta_student) == (0, 0), (
         "a resumed run keeps the CE terms it trained with"
     )
-    assert DistillConfig.from_saved(dict(saved, use_ce=True)) == make_config(
-        "cpsc_paper"
-    )
-    # the two switches are now independent: the student's CE without the generator's
+    again = DistillConfig.from_saved(dict(saved, use_ce=True))
+    assert _read(again) == _read(make_config("cpsc_paper"))
+    # the two weights are independent: the student's CE without the generator's
     solo = make_config("cpsc", teacher_ce=False, student_ce=True)
-    assert not solo.teacher_ce and solo.student_ce
+    assert solo.objective.eta == 0 and solo.objective.eta_student == 1.0
     with pytest.raises(CpscError, match="one setting"):
         make_config("cpsc", use_ce=True, teacher_ce=True)
 
 
+def test_settings_the_method_now_decides_are_refused_with_the_method_to_use():
+    for key, value, method in (
+        ("kd_loss", "l1", "dfad"),
+        ("input_source", "noise", "noise"),
+        ("use_dafl", True, "dafl"),
+    ):
+        with pytest.raises(CpscError, match=f"decided by the method.*{method}"):
+            make_config("cpsc", **{key: value})
+    with pytest.raises(CpscError, match="cmi.weight.*cpsc does not use.*cmi"):
+        make_config("cpsc", cmi_weight=1.0)
+    assert make_config("cmi", cmi_weight=0.5).cmi.weight == 0.5
+
+
 def test_a_method_variant_is_the_method_with_its_settings_changed():
-    from cpsc_lite.config import method_variant
+    from cpsc_lite.methods import method_variant
 
     assert method_variant("cpsc") == ("cpsc", {})
     name, settings = method_variant("reference_compat: ce_on_softmax=false :eta=0.5")
@@ -376,11 +451,13 @@ def test_a_method_variant_is_the_method_with_its_settings_changed():
     }
     cfg = make_config("reference_compat:ce_on_softmax=false", iters=7)
     ref = make_config("reference_compat", iters=7)
-    assert cfg.method == "reference_compat" and cfg.ce_on_softmax is False
-    assert {k for k, v in cfg.to_dict().items() if ref.to_dict()[k] != v} == {
-        "ce_on_softmax"
+    assert cfg.method == "reference_compat" and cfg.authors.ce_on_softmax is False
+    assert {k for k, v in cfg.flat().items() if ref.flat()[k] != v} == {
+        "authors.ce_on_softmax"
     }
-    assert make_config("cpsc:eta=2", eta=3).eta == 3  # an explicit override still wins
+    assert (
+        make_config("cpsc:eta=2", eta=3).objective.eta == 3
+    )  # an explicit override still wins
     with pytest.raises(CpscError, match="NAME:KEY=VALUE"):
         make_config("cpsc:eta")
     with pytest.raises(CpscError, match="Unknown config keys: nosuch"):
@@ -395,26 +472,26 @@ def test_the_student_warms_up_over_a_tenth_of_a_quick_run_and_the_paper_presets_
     from cpsc_lite.distill import lr_factor
 
     cfg = make_config("cpsc", iters=300)
-    warmup = int(cfg.warmup_frac * cfg.iters)
+    warmup = int(cfg.optim.warmup_frac * cfg.budget.iters)
     assert warmup == 30
     factors = [lr_factor(cfg, it, warmup) for it in range(warmup)]
     assert factors[0] < 0.05 and all(a < b for a, b in zip(factors, factors[1:]))
     # full rate at the end of the warm-up, where the cosine starts
     assert factors[-1] == lr_factor(cfg, warmup, warmup) == 1.0
     for name in ("cpsc_paper", "reference_compat"):
-        assert abs(make_config(name).warmup_frac - 1 / 60) < 1e-12, name
+        assert abs(make_config(name).optim.warmup_frac - 1 / 60) < 1e-12, name
     # a run saved before 0.8.0 resumes with the warm-up it started with
     saved = dict(make_config("cpsc").to_dict(), warmup_frac=0.02)
-    assert DistillConfig.from_saved(saved).warmup_frac == 0.02
+    assert DistillConfig.from_saved(saved).optim.warmup_frac == 0.02
 
 
 def test_the_pseudo_label_weight_is_one_and_the_paper_presets_keep_theirs():
     # 0.9.0: eta=1 on validation seeds of digits, shapes and scenes (data/bench/tuning/eta/)
-    assert make_config("cpsc").eta == 1.0
+    assert make_config("cpsc").objective.eta == 1.0
     for name in ("cpsc_paper", "reference_compat"):
-        assert make_config(name).eta == 0.7, name
+        assert make_config(name).objective.eta == 0.7, name
     # bn_ce shares CPSC's generator CE weight; DeepInversion and CMI set their own
-    assert make_config("bn_ce").eta == make_config("cpsc").eta
+    assert make_config("bn_ce").objective.eta == make_config("cpsc").objective.eta
     # a run saved before 0.9.0 resumes with the weight it started with
     saved = dict(make_config("cpsc").to_dict(), eta=0.5)
-    assert DistillConfig.from_saved(saved).eta == 0.5
+    assert DistillConfig.from_saved(saved).objective.eta == 0.5

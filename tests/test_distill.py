@@ -9,14 +9,14 @@ import torch
 
 from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
 from cpsc_lite.distill import Distiller
 from cpsc_lite.engine import seed_everything
 from cpsc_lite.runner import NonFiniteLossError, run_distill, train
 from cpsc_lite.teacher import load_classifier
 
-from conftest import make_colour_npz
+from conftest import make_colour_npz, saved_0_11
 
 SMALL = dict(batch_size=32, ngf=16, nz=32, eval_every=4, log_every=2, ckpt_every=4)
 
@@ -281,13 +281,15 @@ def test_resuming_a_run_saved_before_adv_warmup_existed_keeps_its_schedule(
     )
     obj = checkpoint.load(str(out / "state.pt"), "resume")
     # what a checkpoint written by cpsc-lite before the setting holds
-    del obj["state"]["config"]["adv_warmup"]
+    old = saved_0_11("cpsc", iters=20, **SMALL)
+    del old["adv_warmup"]
+    obj["state"]["config"] = old
     checkpoint.save(obj, str(out / "state.pt"))
     resumed = run_distill(
         digits_teacher, bundle, cfg, str(out), resume=True, progress=False
     )
-    assert resumed["config"]["adv_warmup"] == 0.0
-    assert "ignoring changed adv_warmup" in capsys.readouterr().out
+    assert resumed["config"]["objective"]["adv_warmup"] == 0.0
+    assert "ignoring changed objective.adv_warmup" in capsys.readouterr().out
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     # adversarial terms logged at every iteration, before and after
     assert all("g/adv_kd" in r for r in log)
@@ -444,7 +446,7 @@ def test_resume_refuses_another_teacher_or_other_test_data(
 
 
 def test_sample_pool_ring_buffer():
-    from cpsc_lite.distill import SamplePool
+    from cpsc_lite.methods.base import SamplePool
 
     pool = SamplePool(10)
     for k in range(4):
@@ -517,10 +519,10 @@ def test_adaptive_deepinversion_uses_the_student(digits_teacher):
         make_config("deepinv", batch_size=20, inversion_steps=2, adi_weight=1.0),
         bundle.test,
     )
-    terms = d.inversion_step()
+    terms = d.method.invert()
     assert "competition" in terms and 0.0 <= float(terms["competition"]) <= 1.0
     assert (
-        d.pool.size == 20
+        d.method.pool.size == 20
         and d.student.training
         and all(p.requires_grad for p in d.student.parameters())
     )

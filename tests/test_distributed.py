@@ -19,7 +19,7 @@ from torch import nn
 
 from cpsc_lite import CpscError, checkpoint
 from cpsc_lite.cli import main
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.distill import Distiller
 from cpsc_lite.engine import seed_everything
 from cpsc_lite.runner import train
@@ -251,7 +251,7 @@ def test_distributed_cli_run_completes_and_rank0_writes_everything(two_rank_run)
         and metrics["runtime"]["batch_per_rank"] == GLOBAL_BATCH // 2
     )
     # the config keeps the global batch
-    assert metrics["config"]["batch_size"] == GLOBAL_BATCH
+    assert metrics["config"]["budget"]["batch_size"] == GLOBAL_BATCH
     [session] = metrics["sessions"]  # provenance: launcher and process count of the run
     assert session["launcher"] == "torchrun" and session["world_size"] == 2
     assert session["command"].startswith("cpsc-lite distill --teacher")

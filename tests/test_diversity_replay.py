@@ -5,14 +5,15 @@ weight in the generator step (``bn_first_weight``)."""
 import pytest
 import torch
 
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import Distiller, generator_loss
-from cpsc_lite.losses import BNStatsLoss, mode_seeking
+from cpsc_lite.distill import Distiller
+from cpsc_lite.losses import BNStatsLoss
+from cpsc_lite.methods.cpsc import mode_seeking
 from cpsc_lite.runner import run_distill
 from cpsc_lite.teacher import load_classifier
 
-from conftest import TINY
+from conftest import TINY, saved_0_11
 
 T = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
 Y = torch.tensor([0, 0])
@@ -33,18 +34,24 @@ def test_mode_seeking_by_hand():
 def test_diversity_is_its_own_weighted_term():
     images = torch.randn(4, 1, 2, 2, requires_grad=True)
     noise = torch.randn(4, 3)
-    cfg = make_config(
-        "cpsc", use_adv=False, use_bn=False, use_scl=False, teacher_ce=False
-    )
-    total, terms = generator_loss(
-        T, Y, cfg.replace(diversity=0.3), images=images, noise=noise
-    )
-    assert set(terms) == {"diversity", "total"}
-    assert total.item() == pytest.approx(0.3 * mode_seeking(images, noise).item())
-    total.backward()
-    assert images.grad.abs().sum() > 0  # the term trains the generator
-    off_total, off_terms = generator_loss(T, Y, cfg, images=images, noise=noise)
-    assert "diversity" not in off_terms and off_total.item() == 0.0
+    from cpsc_lite.methods.cpsc import CPSC
+
+    batch = dict(images=images, noise=noise)
+    for weight in (0.3, 0.0):
+
+        class Weights:  # the part of the method the extra term reads
+            weights = make_config("cpsc", diversity=weight).objective
+
+        terms = {}
+        total = CPSC.extra_terms(Weights(), torch.zeros(()), terms, batch)
+        if weight:
+            assert set(terms) == {"diversity"}
+            expected = 0.3 * mode_seeking(images, noise).item()
+            assert total.item() == pytest.approx(expected)
+            total.backward()
+            assert images.grad.abs().sum() > 0  # the term trains the generator
+        else:
+            assert not terms and total.item() == 0.0
 
 
 def test_generator_step_pairs_labels_for_the_diversity_term(
@@ -61,7 +68,7 @@ def test_generator_step_pairs_labels_for_the_diversity_term(
 
     monkeypatch.setattr(d.generator, "forward", spy)
     d._generator_train = d._generator_net = d.generator
-    terms = d.generator_step()
+    terms = d.method.generator_step()
     h = len(seen["y"]) // 2
     assert torch.equal(seen["y"][:h], seen["y"][h : 2 * h])
     assert "diversity" in terms and torch.isfinite(terms["diversity"])
@@ -79,7 +86,7 @@ def test_generator_step_weights_the_first_bn_layer(digits_teacher, monkeypatch):
         return real_loss(self, reduce, first_weight)
 
     monkeypatch.setattr(BNStatsLoss, "loss", spy)
-    d.generator_step()
+    d.method.generator_step()
     assert calls == [("mean", 7.0)]
     d.close()
 
@@ -89,16 +96,16 @@ def test_replay_mixes_old_and_fresh_images(digits_teacher):
     cfg = make_config("cpsc", replay=0.75, replay_batches=2, **TINY)  # batch 16
     d = Distiller(teacher, meta, cfg)
     x, y = d.student_inputs(16)  # empty pool: all fresh
-    assert x.shape[0] == 16 and d.replay_pool.size == 16
+    assert x.shape[0] == 16 and d.method.replay_pool.size == 16
     x2, y2 = d.student_inputs(16)  # 4 fresh + 12 from the pool
     assert x2.shape == x.shape and len(y2) == 16
-    pool_images = d.replay_pool.images[:16]
+    pool_images = d.method.replay_pool.images[:16]
     old = x2[4:]
     assert all(any(torch.equal(o, p) for p in pool_images) for o in old)
-    assert d.replay_pool.size == 20  # the 4 fresh ones joined it
+    assert d.method.replay_pool.size == 20  # the 4 fresh ones joined it
     for _ in range(5):
         d.student_inputs(16)
-    assert d.replay_pool.size == 32  # capacity: replay_batches x batch
+    assert d.method.replay_pool.size == 32  # capacity: replay_batches x batch
     d.close()
 
 
@@ -106,10 +113,10 @@ def test_replay_is_off_by_default_and_for_inputs_without_a_generator(digits_teac
     teacher, meta = load_classifier(digits_teacher)
     for method in ("cpsc", "noise", "deepinv"):
         d = Distiller(teacher, meta, make_config(method, **TINY))
-        assert d.replay_pool is None
+        assert getattr(d.method, "replay_pool", None) is None
         d.close()
     d = Distiller(teacher, meta, make_config("noise", replay=0.5, **TINY))
-    assert d.replay_pool is None
+    assert getattr(d.method, "replay_pool", None) is None
     d.close()
 
 
@@ -140,8 +147,8 @@ def test_resume_with_replay_and_diversity_is_exact(tmp_path, digits_teacher):
 def test_settings_added_in_0_7_keep_old_runs_as_they_were():
     from cpsc_lite.config import DistillConfig
 
-    old = make_config("cpsc").to_dict()
+    old = saved_0_11("cpsc")
     for key in ("diversity", "replay", "replay_batches"):
         old.pop(key)
     cfg = DistillConfig.from_saved(old)
-    assert cfg.diversity == 0.0 and cfg.replay == 0.0
+    assert cfg.objective.diversity == 0.0 and cfg.generator.replay == 0.0

@@ -12,8 +12,9 @@ from cpsc_lite import engine
 import pytest
 
 from cpsc_lite import CpscError
-from cpsc_lite.config import make_config
-from cpsc_lite.distill import Distiller, _Float32BNStatsLoss
+from cpsc_lite.methods import make_config
+from cpsc_lite.distill import Distiller
+from cpsc_lite.losses import Float32BNStatsLoss
 from cpsc_lite.engine import Acceleration, pick_device, resolve_amp, seed_everything
 from cpsc_lite.teacher import load_classifier
 
@@ -130,7 +131,7 @@ def test_explicit_mixed_precision_on_cpu_keeps_losses_in_float32(amp, digits_tea
         make_config("cpsc", device="cpu", **TINY),
         accel=Acceleration(amp=amp),
     )
-    assert isinstance(d.bn_loss, _Float32BNStatsLoss)
+    assert isinstance(d.bn_loss, Float32BNStatsLoss)
     assert (d.scaler_g is not None) == (amp == "fp16") and (d.scaler_s is not None) == (
         amp == "fp16"
     )
@@ -175,7 +176,7 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
         ),
     )
     z, y = fast.generator.sample_inputs(4)
-    assert fast._generate(z, y).is_contiguous(memory_format=torch.channels_last)
+    assert fast.generate(z, y).is_contiguous(memory_format=torch.channels_last)
     fast.close()
     # a fresh one: the same random stream as the eager run
     teacher, meta = load_classifier(digits_teacher)

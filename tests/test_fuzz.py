@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from cpsc_lite import CpscError, checkpoint  # noqa: E402
-from cpsc_lite.config import DistillConfig, TeacherConfig, make_config, parse_value  # noqa: E402
+from cpsc_lite.config import DistillConfig, TeacherConfig, parse_value  # noqa: E402
+from cpsc_lite.methods import make_config  # noqa: E402
 from cpsc_lite.data import load_dataset  # noqa: E402
 
 FUZZ = settings(
@@ -146,7 +147,11 @@ def test_any_config_values_validate_or_say_why(values):
     except CpscError:
         return
     # accepted means usable
-    assert cfg.iters >= 1 and cfg.batch_size >= 1 and cfg.lr_generator > 0
+    assert (
+        cfg.budget.iters >= 1
+        and cfg.budget.batch_size >= 1
+        and cfg.optim.lr_generator > 0
+    )
 
 
 @FUZZ

@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-from cpsc_lite.config import TeacherConfig, make_config
+from cpsc_lite.config import TeacherConfig
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
 from cpsc_lite.distill import Distiller
 from cpsc_lite.engine import Acceleration
@@ -119,7 +120,7 @@ def test_cuda_defaults_bf16_channels_last_fused(digits_teacher):
     assert bool(d.opt_g.defaults.get("fused")) == native
     assert torch.backends.cudnn.benchmark
     z, y = d.generator.sample_inputs(8, d.device)
-    assert d._generate(z, y).is_contiguous(memory_format=torch.channels_last)
+    assert d.generate(z, y).is_contiguous(memory_format=torch.channels_last)
     for _ in range(2):
         terms = d.iterate()
     assert all(

@@ -1,5 +1,8 @@
-"""The package's imports point down the layers (../shared/STYLE.md): config -> data/models ->
-method -> engine/runner -> tools -> command line. Parsed from the source, lazy imports included."""
+"""The package's imports point down the layers: config -> data/models -> methods -> the run
+(distiller, teacher) -> a run on disk -> tools -> command line, as in timm or Lightning, where a
+registry or a config never imports what it describes. Parsed from the source, lazy imports
+included. A method family imports the shared base and the building blocks, never the run or
+another family."""
 
 import ast
 import pathlib
@@ -11,7 +14,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cpsc_lite"
 #: Lower layers first. A module may import modules of its own layer or of lower ones, never higher.
 LAYERS = [
     # foundations: errors, the registries, plain types, settings, files on disk, how a run executes
-    {"__init__", "registry", "bundle", "config", "checkpoint", "results", "engine"},
+    {
+        "__init__",
+        "registry",
+        "bundle",
+        "compat",
+        "config",
+        "checkpoint",
+        "results",
+        "engine",
+    },
     # building blocks: model families, dataset loaders, the generator, the losses, processes
     {
         "cifar_models",
@@ -23,8 +35,20 @@ LAYERS = [
         "distributed",
         "utils",
     },
-    # the method and what it is judged and shown with
-    {"distill", "teacher", "diagnostics", "viz"},
+    # the methods, and what they are judged and shown with
+    {
+        "methods.base",
+        "methods.cpsc",
+        "methods.adversarial",
+        "methods.inversion",
+        "methods.cmi",
+        "methods.bounds",
+        "methods",
+        "diagnostics",
+        "viz",
+    },
+    # a run in memory: the distiller, teacher training
+    {"distill", "teacher"},
     # a run on disk
     {"runner"},
     # tools built on runs: the benchmark and the book's runtime
@@ -34,37 +58,67 @@ LAYERS = [
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: Registries are leaves (timm's rule): the families register themselves, never the reverse.
-LEAVES = {"registry": {"__init__"}, "bundle": set()}
+LEAVES = {"registry": {"__init__"}, "bundle": set(), "compat": {"__init__"}}
+FAMILIES = {m for m in LAYER if m.startswith("methods.") and m != "methods.base"}
+
+
+def module_name(path: pathlib.Path) -> str:
+    """``cpsc_lite/methods/cmi.py`` -> ``methods.cmi``; a package's ``__init__`` is the package."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _resolve(base: list, module: str, names) -> set:
+    """Modules named by ``from <base>.<module> import names`` (``base``: the package's parts)."""
+    target = base + (module.split(".") if module else [])
+    found = set()
+    if not module:  # from . import x, y: modules or names of the package itself
+        for name in names:
+            candidate = target + [name]
+            is_module = (PACKAGE.joinpath(*candidate).with_suffix(".py")).exists() or (
+                PACKAGE.joinpath(*candidate) / "__init__.py"
+            ).exists()
+            found.add(
+                ".".join(candidate) if is_module else (".".join(target) or "__init__")
+            )
+        return found
+    return {".".join(target) or "__init__"}
 
 
 def package_imports(path: pathlib.Path) -> set:
     """The cpsc_lite modules ``path`` imports (``from . import x``, ``from .x import y``, anywhere in it)."""
+    try:
+        me = module_name(path)
+    except ValueError:  # a probe file outside the package: a top-level module
+        me = path.stem
+    package = me.split(".")[:-1] if path.name != "__init__.py" else me.split(".")
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:  # from . import CpscError, checkpoint
-                found.update(
-                    a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__"
-                    for a in node.names
-                )
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = (
+                package[: len(package) - (node.level - 1)]
+                if node.level > 1
+                else package
+            )
+            found |= _resolve(base, node.module or "", [a.name for a in node.names])
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
             "cpsc_lite"
         ):
-            parts = node.module.split(".")
-            found.add(parts[1] if len(parts) > 1 else "__init__")
+            parts = node.module.split(".")[1:]
+            found |= _resolve([], ".".join(parts), [a.name for a in node.names])
         elif isinstance(node, ast.Import):
             found.update(
-                a.name.split(".")[1]
+                a.name.split(".", 1)[1]
                 for a in node.names
                 if a.name.startswith("cpsc_lite.")
             )
-    found.discard(path.stem)
+    found.discard(me)
     return found
 
 
-GRAPH = {p.stem: package_imports(p) for p in sorted(PACKAGE.glob("*.py"))}
+GRAPH = {module_name(p): package_imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def test_every_module_has_a_layer():
@@ -106,6 +160,14 @@ def test_no_import_cycles():
     for m in sorted(GRAPH):
         if m not in state:
             visit(m)
+
+
+def test_a_method_family_imports_neither_the_run_nor_another_family():
+    for family in sorted(FAMILIES):
+        wrong = GRAPH[family] & (FAMILIES | {"methods", "distill", "runner"})
+        assert not wrong, (
+            f"{family} imports {sorted(wrong)}: give it what it needs through methods.base"
+        )
 
 
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from cpsc_lite.losses import (
     BNStatsLoss,
-    competition,
     ikd_loss,
     kl_divergence,
     pseudo_ce,
@@ -160,6 +159,8 @@ def test_bn_stats_first_layer_weight():
 
 
 def test_competition_is_one_minus_clamped_js_by_hand():
+    from cpsc_lite.methods.inversion import competition
+
     t = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     s = torch.tensor([[-1.0, 0.5, 2.0], [1.0, 0.0, 0.0]])
     p, q = torch.softmax(s / 3, 1), torch.softmax(t / 3, 1)

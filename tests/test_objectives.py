@@ -1,5 +1,5 @@
 """The two objectives L_G and L_S as pure functions, checked term by term against hand-computed values,
-the IKD stop-gradient in the generator step, and each switch of the `reference_compat` preset."""
+the IKD stop-gradient in the generator step, and each quirk of the `reference_compat` preset."""
 
 import math
 
@@ -7,15 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
-from cpsc_lite.distill import (
-    Distiller,
-    augment_views,
-    effective_ikd_forms,
-    generator_loss,
-    student_loss,
-)
+from cpsc_lite.distill import Distiller
+from cpsc_lite.methods.adversarial import l1_distance
+from cpsc_lite.methods.base import add_image_priors, augment_views
+from cpsc_lite.methods.cpsc import authors_ikd_forms, generator_loss, student_loss
 from cpsc_lite.teacher import load_teacher
 
 # teacher logits, 2 samples x 3 classes
@@ -63,12 +60,17 @@ def _supcon(ft, fs, y, tau):
 
 
 def _args(**kw):
-    return dict(s_logits=S, t_feat=FT, s_feat=FS, bn=BN, images=IMG, **kw)
+    return dict(t_feat=FT, s_feat=FS, bn=BN, **kw)
+
+
+def _w(method="cpsc", **settings):
+    """The objective's weights of ``method`` with ``settings``."""
+    return make_config(method, **settings).objective
 
 
 def test_generator_loss_all_terms_by_hand():
-    cfg = make_config("cpsc", alpha=2.0, beta=0.5, gamma=0.3, eta=0.7, ikd_log=False)
-    total, terms = generator_loss(T, Y, cfg, **_args())
+    w = _w(alpha=2.0, beta=0.5, gamma=0.3, eta=0.7, ikd_log=False)
+    total, terms = generator_loss(T, S, Y, w, **_args())
     kl, mse, ce, scl = _kl(T, S), _mse(T, S), _ce(T, Y), _supcon(FT, FS, Y, 0.07)
     assert terms["adv_kd"].item() == pytest.approx(kl, rel=1e-5)
     assert terms["adv_ikd"].item() == pytest.approx(mse, rel=1e-5)
@@ -82,54 +84,54 @@ def test_generator_loss_all_terms_by_hand():
 
 
 def test_generator_loss_log_ikd_and_warmup():
-    cfg = make_config(
-        "cpsc", alpha=2.0, ikd_log=True, use_bn=False, use_scl=False, teacher_ce=False
-    )
-    total, terms = generator_loss(T, Y, cfg, s_logits=S)
+    w = _w(alpha=2.0, ikd_log=True, beta=0, gamma=0, eta=0)
+    total, terms = generator_loss(T, S, Y, w)
     assert total.item() == pytest.approx(
         -_kl(T, S) - 2.0 * math.log(_mse(T, S) + 1e-8), rel=1e-5
     )
     # the warm-up: no adversary
-    total, terms = generator_loss(T, Y, cfg, s_logits=S, adversarial=False)
+    total, terms = generator_loss(T, S, Y, w, adversarial=False)
     assert set(terms) == {"total"} and total.item() == 0.0
 
 
 @pytest.mark.parametrize(
-    "switch,term",
+    "weight,term",
     [
-        ("use_adv", "adv_kd"),
-        ("use_ikd", "adv_ikd"),
-        ("use_bn", "bn"),
-        ("use_scl", "scl"),
-        ("teacher_ce", "ce_teacher"),
+        ("adv", "adv_kd"),
+        ("alpha", "adv_ikd"),
+        ("beta", "bn"),
+        ("gamma", "scl"),
+        ("eta", "ce_teacher"),
     ],
 )
-def test_each_generator_switch_removes_exactly_its_term(switch, term):
-    on = make_config("cpsc", ikd_log=False)
-    off = on.replace(**{switch: False})
-    total_on, terms_on = generator_loss(T, Y, on, **_args())
-    total_off, terms_off = generator_loss(T, Y, off, **_args())
+def test_a_weight_of_zero_removes_exactly_its_term(weight, term):
+    on = _w(ikd_log=False)
+    off = _w(ikd_log=False, **{weight: 0.0})
+    total_on, terms_on = generator_loss(T, S, Y, on, **_args())
+    total_off, terms_off = generator_loss(T, S, Y, off, **_args())
     assert term in terms_on and term not in terms_off
     removed = set(terms_on) - set(terms_off) - {"total"}
-    assert removed == ({"adv_kd", "adv_ikd"} if switch == "use_adv" else {term})
+    assert removed == ({"adv_kd", "adv_ikd"} if weight == "adv" else {term})
     weights = dict(
-        adv_kd=-1.0, adv_ikd=-on.alpha, bn=on.beta, scl=on.gamma, ce_teacher=on.eta
+        adv_kd=-on.adv, adv_ikd=-on.alpha, bn=on.beta, scl=on.gamma, ce_teacher=on.eta
     )
     diff = sum(weights[k] * terms_on[k].item() for k in removed)
     assert (total_on - total_off).item() == pytest.approx(diff, rel=1e-5, abs=1e-6)
 
 
+def test_legacy_switches_are_weights_of_zero():
+    """``use_scl=false`` and friends, from older YAML files and ``--set``, turn the term's weight to 0."""
+    old = make_config("cpsc", use_adv=False, use_ikd=False, use_bn=False, use_scl=False)
+    w = old.objective
+    assert (w.adv, w.alpha, w.beta, w.gamma) == (0, 0, 0, 0) and w.eta == 1.0
+    assert make_config("cpsc", teacher_ce=False).objective.eta == 0
+    assert make_config("cpsc_paper", student_ce=False).objective.eta_student == 0
+
+
 def test_generator_image_priors_by_hand():
-    cfg = make_config(
-        "cpsc",
-        use_adv=False,
-        use_bn=False,
-        use_scl=False,
-        teacher_ce=False,
-        prior_tv=2.0,
-        prior_l2=0.5,
-    )
-    total, terms = generator_loss(T, Y, cfg, images=IMG)
+    w = _w(prior_tv=2.0, prior_l2=0.5)
+    terms = {}
+    total = add_image_priors(torch.zeros(()), terms, IMG, w)
     tv = (abs(2 - 0) + abs(4 - 1)) / 2 + (
         abs(1 - 0) + abs(4 - 2)
     ) / 2  # vertical + horizontal means
@@ -140,38 +142,33 @@ def test_generator_image_priors_by_hand():
 
 
 def test_student_loss_by_hand_and_switches():
-    cfg = make_config("cpsc", alpha=3.0, eta=0.4, student_ce=True)
-    total, terms = student_loss(T, S, cfg, labels=Y)
+    w = _w(alpha=3.0, eta_student=0.4)
+    total, terms = student_loss(T, S, w, labels=Y)
     assert total.item() == pytest.approx(
         _kl(T, S) + 3.0 * _mse(T, S) + 0.4 * _ce(S, Y), rel=1e-5
     )
     # noise / real data: no pseudo labels
-    total, terms = student_loss(T, S, cfg, labels=None)
+    total, terms = student_loss(T, S, w, labels=None)
     assert set(terms) == {"kd", "ikd", "total"}
-    total, terms = student_loss(
-        T, S, cfg.replace(use_ikd=False, student_ce=False), labels=Y
-    )
+    total, terms = student_loss(T, S, _w(alpha=0, eta_student=0), labels=Y)
     assert set(terms) == {"kd", "total"} and total.item() == pytest.approx(
         _kl(T, S), rel=1e-5
     )
-    # the student's CE does not depend on the generator's (teacher_ce): two independent switches
-    _, terms = student_loss(T, S, cfg.replace(teacher_ce=False), labels=Y)
+    # the student's CE does not depend on the generator's: two independent weights
+    _, terms = student_loss(T, S, _w(eta=0, eta_student=1.0), labels=Y)
     assert terms["ce_student"].item() == pytest.approx(_ce(S, Y), rel=1e-5)
     total, terms = student_loss(
-        T, S, cfg.replace(student_scl=True, gamma=0.5), labels=Y, t_feat=FT, s_feat=FS
+        T, S, _w(gamma_student=0.5), labels=Y, t_feat=FT, s_feat=FS
     )
     assert terms["scl_student"].item() == pytest.approx(
         _supcon(FT, FS, Y, 0.07), rel=1e-5
     )
-    total, terms = student_loss(
-        T, S, cfg.replace(kd_loss="l1", use_ikd=False, student_ce=False)
-    )
-    assert total.item() == pytest.approx(float((T - S).abs().mean()), rel=1e-6)
+    # DFAD's distance
+    assert l1_distance(T, S).item() == pytest.approx(float((T - S).abs().mean()))
 
 
 def test_student_log_norm_ikd_is_the_authors_cifar10_form():
-    cfg = make_config("cpsc", alpha=1.0, ikd_student_log=True)
-    _, terms = student_loss(T, S, cfg)
+    _, terms = student_loss(T, S, _w(alpha=1.0, ikd_student_log=True))
     assert terms["ikd"].item() == pytest.approx(
         math.log(float(torch.norm(T - S, 2))), rel=1e-5
     )
@@ -180,10 +177,8 @@ def test_student_log_norm_ikd_is_the_authors_cifar10_form():
 def test_generator_ikd_does_not_backpropagate_through_the_teacher():
     t = T.clone().requires_grad_(True)
     s = S.clone().requires_grad_(True)
-    cfg = make_config(
-        "cpsc", use_bn=False, use_scl=False, teacher_ce=False, ikd_log=False, alpha=1.0
-    )
-    loss, terms = generator_loss(t, Y, cfg, s_logits=s)
+    w = _w(beta=0, gamma=0, eta=0, ikd_log=False, alpha=1.0)
+    loss, terms = generator_loss(t, s, Y, w)
     (grad_t_total,) = torch.autograd.grad(loss, t, retain_graph=True)
     (grad_t_kl,) = torch.autograd.grad(-terms["adv_kd"], t, retain_graph=True)
     # IKD adds nothing to the teacher's side
@@ -203,70 +198,65 @@ def test_generator_step_ikd_gradient_ignores_the_teacher_logits(digits_teacher):
         ngf=8,
         nz=16,
         adv_warmup=0.0,
-        use_bn=False,
-        use_scl=False,
-        teacher_ce=False,
+        beta=0,
+        gamma=0,
+        eta=0,
         ikd_log=False,
     )
     d = Distiller(teacher, meta, cfg)
     x = d.generator(*d.generator.sample_inputs(16)).detach().requires_grad_(True)
     t_logits = d.teacher(x)
     s_logits = d.student(x)
-    loss, terms = generator_loss(
-        t_logits, torch.zeros(16, dtype=torch.long), cfg, s_logits=s_logits
-    )
+    labels = torch.zeros(16, dtype=torch.long)
+    loss, terms = generator_loss(t_logits, s_logits, labels, cfg.objective)
     (g_ikd,) = torch.autograd.grad(terms["adv_ikd"], x, retain_graph=True)
     (g_via_student,) = torch.autograd.grad(F.mse_loss(s_logits, t_logits.detach()), x)
     assert torch.allclose(g_ikd, g_via_student)
 
 
 def test_ce_on_softmax_is_the_double_softmax():
-    cfg = make_config(
-        "cpsc", use_adv=False, use_bn=False, use_scl=False, ce_on_softmax=True, eta=1.0
-    )
-    total, terms = generator_loss(T, Y, cfg)
+    w = _w(adv=0, beta=0, gamma=0, eta=1.0)
+    total, terms = generator_loss(T, S, Y, w, ce_on_softmax=True)
     assert terms["ce_teacher"].item() == pytest.approx(_ce(T.softmax(1), Y), rel=1e-5)
     # the quirk: for 10 classes its gradient is several times flatter than CE on logits
     t = (
         3 * torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
     ).requires_grad_(True)
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1))
-    (g_soft,) = torch.autograd.grad(generator_loss(t, y, cfg)[0], t)
-    (g_clean,) = torch.autograd.grad(
-        generator_loss(t, y, cfg.replace(ce_on_softmax=False))[0], t
+    (g_soft,) = torch.autograd.grad(
+        generator_loss(t, None, y, w, ce_on_softmax=True)[0], t
     )
+    (g_clean,) = torch.autograd.grad(generator_loss(t, None, y, w)[0], t)
     assert g_soft.norm() < 0.25 * g_clean.norm()
 
 
 def test_ikd_authors_form_depends_on_the_dataset():
     cfg = make_config("reference_compat")
-    assert cfg.ikd_authors_form
-    c10 = effective_ikd_forms(cfg, "cifar10")
-    other = effective_ikd_forms(cfg, "digits")
+    assert cfg.authors.ikd_authors_form
+    c10 = authors_ikd_forms(cfg.objective, "cifar10")
+    other = authors_ikd_forms(cfg.objective, "digits")
     assert (c10.ikd_log, c10.ikd_student_log) == (True, True)
     assert (other.ikd_log, other.ikd_student_log) == (False, False)
-    plain = make_config("cpsc")
-    assert effective_ikd_forms(plain, "cifar10") is plain
 
 
 def test_reference_compat_turns_on_every_quirk_and_nothing_else_is_hidden():
     ref, paper = (
-        make_config("reference_compat").to_dict(),
-        make_config("cpsc_paper").to_dict(),
+        make_config("reference_compat").flat(),
+        make_config("cpsc_paper").flat(),
     )
     diff = {k for k in ref if ref[k] != paper[k]} - {"method"}
     assert diff == {
-        "ce_on_softmax",
-        "generator_adam_reset",
-        "ikd_authors_form",
-        "report_best",
+        "authors.ce_on_softmax",
+        "authors.generator_adam_reset",
+        "authors.ikd_authors_form",
+        "authors.report_best",
     }
     clean = make_config("cpsc")
     assert not (
-        clean.ce_on_softmax
-        or clean.generator_adam_reset
-        or clean.ikd_authors_form
-        or clean.report_best
+        clean.authors.ce_on_softmax
+        or clean.authors.generator_adam_reset
+        or clean.authors.ikd_authors_form
+        or clean.authors.report_best
     )
 
 
@@ -283,7 +273,7 @@ def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
             ngf=8,
             nz=16,
             s_steps=1,
-            use_scl=False,
+            gamma=0,
             lr_generator=lr,
             generator_adam_reset=reset,
             generator_cosine=True,
@@ -292,7 +282,7 @@ def test_generator_adam_reset_makes_every_step_a_sign_step(digits_teacher):
         for _ in range(8):
             d.iterate()
         before = d.generator.fc.weight.detach().clone()
-        d.generator_step()
+        d.method.generator_step()
         step = (d.generator.fc.weight.detach() - before).abs()
         moved = step[step > 0]
         if reset:  # |step| = lr * |g| / (|g| + eps): lr up to the eps, and the LR schedule has no effect

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpsc_lite.config import make_config
+from cpsc_lite.methods import make_config
 from cpsc_lite.data import load_dataset
 from cpsc_lite.generator import ConditionalGenerator, generate_per_class
 
