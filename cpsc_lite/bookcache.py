@@ -41,15 +41,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import CpscError, __version__, checkpoint
+from . import CpscError, checkpoint
 from .config import DistillConfig, TeacherConfig  # noqa: F401 (TeacherConfig: type)
 from .data import DataBundle, load_dataset
-from .generator import ConditionalGenerator, load_generator
+from .generator import ConditionalGenerator, estimate_bn_statistics, load_generator
 from .losses import BNStatsLoss, pseudo_ce
 from .methods import make_config
 from .methods.base import add_image_priors
 from .methods.cpsc import generator_loss
-from .engine import device_name, pick_device, seed_everything, timed
+from .engine import device_name, pick_device, seed_everything
 
 DATASET = "digits"
 
@@ -92,18 +92,6 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
-# A tiny profile for the package's own tests (not meant for readers).
-PROFILES["test"] = dict(
-    description="seconds-long runs for tests",
-    teacher_epochs=lambda default: 1,
-    distill=lambda d: dict(
-        iters=4, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1
-    ),
-    generator_steps=3,
-    per_class=4,
-    umap_real=40,
-)
-
 _STATE = {"profile": "quick", "device": None, "costs": {}}
 
 
@@ -124,7 +112,7 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
     """Every chapter's first call: choose the profile, seed everything, style figures; returns the device."""
     if profile not in PROFILES:
         raise CpscError(
-            f"Unknown PROFILE {profile!r}: use one of {', '.join(p for p in PROFILES if p != 'test')}."
+            f"Unknown PROFILE {profile!r}: use one of {', '.join(PROFILES)}."
         )
     _STATE["profile"] = profile
     device = pick_device("auto")
@@ -164,22 +152,10 @@ def setup(profile: str = "quick", seed: int = 0, quiet: bool = False) -> torch.d
         pass
     if not quiet:
         print(
-            f"cpsc-lite {__version__}, torch {torch.__version__}, device {device} ({device_name(device)})\n"
-            f"profile {profile!r}: {PROFILES[profile]['description']}\ncache: {shown_path(cache_dir())}"
+            f"device {device} ({device_name(device)}); profile {profile!r}: "
+            f"{PROFILES[profile]['description']}"
         )
     return device
-
-
-def shown_path(path) -> str:
-    """``path`` as a page may show it: relative to the working folder when inside it, else with the
-    home folder as ``~`` (a built page does not carry the build machine's folders)."""
-    path = os.path.abspath(str(path))
-    here, home = os.getcwd(), os.path.expanduser("~")
-    if path == here or path.startswith(here + os.sep):
-        return os.path.relpath(path, here)
-    if home not in ("", "/") and path.startswith(home + os.sep):
-        return "~" + path[len(home) :]
-    return path
 
 
 def profile() -> str:
@@ -348,14 +324,19 @@ def _snapshot(generator: nn.Module) -> dict:
 def cpsc_run(name: str = "cpsc", **overrides) -> Run:
     """A CPSC-DFKD run on digits with the profile's settings plus ``overrides``; trained once, then cached.
 
-    ``cpsc_run()`` is the book's main run (chapters 1, 3, 6); ``cpsc_run("no_scl", use_scl=False)``
+    ``cpsc_run()`` is the book's main run (chapters 1, 3, 6); ``cpsc_run("no_scl", gamma=0.0)``
     is chapter 5's comparison. Keeps a generator snapshot at every evaluation.
     """
+    return _cached_run(name, distill_config(**overrides))
+
+
+def _cached_run(name: str, cfg: DistillConfig) -> Run:
+    """The run of ``cfg`` with the book's teacher: trained once into the cache (with a generator
+    snapshot at every ``eval_every``), then loaded."""
     from .distill import build_distiller
     from .runner import train
     from .teacher import load_classifier
 
-    cfg = distill_config(**overrides)
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))  # make sure it exists
     cfg_key = {k: v for k, v in cfg.flat().items() if k != "device"}
@@ -446,22 +427,8 @@ def generator_only(
     t_dir = _teacher_dir()
     teacher(torch.device("cpu"))
     g, o = cfg.generator, cfg.objective
-    spec = dict(
-        nz=g.nz,
-        ngf=g.ngf,
-        batch=cfg.budget.batch_size,
-        lr=cfg.optim.lr_generator,
-        betas=list(cfg.optim.generator_betas),
-        beta=o.beta,
-        eta=o.eta,
-        use_bn=use_bn,
-        teacher_ce=teacher_ce,
-        steps=steps,
-        seed=seed,
-        bn_reduce=o.bn_reduce,
-        prior_tv=o.prior_tv,
-        prior_l2=o.prior_l2,
-    )
+    what = dict(use_bn=use_bn, teacher_ce=teacher_ce, steps=steps, seed=seed)
+    spec = {k: v for k, v in cfg.flat().items() if k != "device"} | what
     # CPSC-DFKD's generator objective with only the BN and CE terms left
     weights = dataclasses.replace(
         o,
@@ -547,38 +514,16 @@ def fresh_generator(seed: int = 0, warmup_batches: int = 10) -> ConditionalGener
     return estimate_bn_statistics(gen, cfg.budget.batch_size, warmup_batches)
 
 
-@torch.no_grad()
-def estimate_bn_statistics(
-    gen: ConditionalGenerator, batch_size: int, batches: int = 10
-) -> ConditionalGenerator:
-    """Set ``gen``'s BN running statistics to their average over ``batches`` batches of its own
-    samples (weights unchanged) and return it in eval mode: what an untrained generator draws in
-    training mode, where the initial statistics (mean 0, variance 1) would give flat images."""
-    norms = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    gen.train()
-    for _ in range(batches):
-        gen(*gen.sample_inputs(batch_size))
-    for m in norms:
-        m.momentum = 0.1
-    return gen.eval()
-
-
 # -------------------------------------------------------------- baselines
 def kd_baseline(
     source: str = "real", steps: int = 300, batch_size: int = 128, seed: int = 0
 ) -> dict:
     """Chapter 2: a student distilled by KL from the teacher on ``real`` training images or on Gaussian ``noise``.
 
-    The engine's own ``data`` and ``noise`` methods (the rows of chapter 7's table), run for ``steps``
+    The package's own ``data`` and ``noise`` methods (the rows of chapter 7's table), run for ``steps``
     student steps: ``steps / s_steps`` iterations. Returns ``dict(student_acc, accs, seconds)``;
     ``accs`` holds the test accuracy every 25 steps.
     """
-    from .distill import build_distiller
-    from .runner import train
-
     if source not in ("real", "noise"):
         raise CpscError("source must be 'real' or 'noise'")
     method = "data" if source == "real" else "noise"
@@ -587,44 +532,31 @@ def kd_baseline(
         raise CpscError(
             f"steps must be a multiple of 25 (accuracy is measured every 25 steps), not {steps}"
         )
-    base = distill_config()
+    every = 25 // s_steps
     cfg = make_config(
         method,
-        student=base.student,
+        student=distill_config().student,
         batch_size=batch_size,
         iters=steps // s_steps,
         seed=seed,
-        eval_every=25 // s_steps,
-        log_every=25 // s_steps,
+        eval_every=every,
+        log_every=every,
         diagnostics=False,
+        device="cpu",
     )
-    t_dir = _teacher_dir()
-    out = cache_dir() / f"kd-{source}-{_key(cfg.flat(), t_dir.name)}"
-    if not (out / "metrics.json").exists():
-        t_model, meta = teacher(torch.device("cpu"))
-        with _building(out) as tmp:
-            d = build_distiller(t_model, meta, cfg.replace(device="cpu"), bundle())
-            start = time.time()
-            train(d, progress=False)
-            d.close()
-            accs = [
-                dict(step=it * s_steps, student_acc=acc)
-                for it, acc in d.acc_history
-                if it % cfg.log.eval_every == 0
-            ]
-            checkpoint.write_json(
-                dict(
-                    source=source,
-                    method=method,
-                    student_acc=accs[-1]["student_acc"],
-                    accs=accs,
-                    seconds=time.time() - start,
-                ),
-                str(tmp / "metrics.json"),
-            )
-    result = json.loads((out / "metrics.json").read_text())
-    _record_cost(out.name, result["seconds"])
-    return result
+    run = _cached_run(f"kd-{source}", cfg)
+    accs = [
+        dict(step=r["iter"] * s_steps, student_acc=r["student_acc"])
+        for r in run.records
+        if "student_acc" in r and r["iter"] % every == 0
+    ]
+    return dict(
+        source=source,
+        method=method,
+        student_acc=accs[-1]["student_acc"],
+        accs=accs,
+        seconds=run.metrics["seconds"],
+    )
 
 
 # --------------------------------------------------------------- measures
@@ -658,22 +590,14 @@ def teacher_features(model: nn.Module, images: torch.Tensor, batch_size: int = 5
     return teacher_view(model.cpu().eval(), images.cpu(), batch_size)
 
 
-@torch.no_grad()
 def teacher_confidence(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> dict:
-    """Chapter 4: per class y, the teacher's mean probability of y on images made for y, and how often argmax = y."""
-    logits, _ = teacher_features(model, images)
-    prob = logits.softmax(1)
-    p_y = prob[torch.arange(len(labels)), labels]
-    agree = (prob.argmax(1) == labels).float()
-    conf = [float(p_y[labels == c].mean()) for c in range(num_classes)]
-    acc = [float(agree[labels == c].mean()) for c in range(num_classes)]
-    return dict(
-        confidence=conf,
-        agreement=acc,
-        mean_confidence=float(p_y.mean()),
-        mean_agreement=float(agree.mean()),
+    """Chapters 3, 4, 6: :func:`cpsc_lite.diagnostics.teacher_agreement` on the CPU."""
+    from .diagnostics import teacher_agreement
+
+    return teacher_agreement(
+        model.cpu().eval(), images.cpu(), labels.cpu(), num_classes
     )
 
 
@@ -690,29 +614,6 @@ def real_per_class(per_class: int = 8):
     return x[idx], y[idx]
 
 
-def same_noise_grid(
-    generator: ConditionalGenerator,
-    n_noise: int = 6,
-    seed: int = 0,
-    title: str = "",
-    ax=None,
-):
-    """Chapter 3: :func:`cpsc_lite.viz.same_noise_grid` for the book's data set."""
-    from .viz import same_noise_grid as grid
-
-    b = bundle()
-    return grid(
-        generator,
-        b.mean,
-        b.std,
-        b.class_names,
-        n_noise=n_noise,
-        seed=seed,
-        title=title,
-        ax=ax,
-    )
-
-
 def compare_grids(
     panels: dict,
     title: Optional[str] = None,
@@ -720,48 +621,12 @@ def compare_grids(
     width: float = 5.0,
     per_row: int = 2,
 ):
-    """Chapters 1, 3-6: class-wise sample grids, ``per_row`` side by side (more panels wrap onto further
-    rows, so that labels stay readable at the page's column width); ``panels`` maps a caption to
-    ``(images, labels)``."""
-    import math
-    import matplotlib.pyplot as plt
-    from .viz import plot_samples
+    """Chapters 1, 3-6: :func:`cpsc_lite.viz.compare_grids` for the book's data and teacher."""
+    from .viz import compare_grids as grids
 
     b = bundle()
-    cols = min(len(panels), per_row)
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(width * cols, rows * (0.42 * b.num_classes + 1.4)),
-        squeeze=False,
-    )
-    for ax in axes.flat[len(panels) :]:
-        ax.axis("off")  # an odd panel count leaves the last row's other place empty
-    from .viz import teacher_predictions
-
-    t_model = teacher()[0]
-    for ax, (caption, (images, labels)) in zip(axes.flat, panels.items()):
-        real = caption.lower().startswith("real")
-        plot_samples(
-            images,
-            labels,
-            class_names or b.class_names,
-            b.mean,
-            b.std,
-            title=caption,
-            ax=ax,
-            predictions=teacher_predictions(t_model, images),
-            xlabel=f"{len(images) // b.num_classes} test images per class"
-            if real
-            else None,
-        )
-        if real:
-            ax.set_ylabel("class (true label)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    names = class_names or b.class_names
+    return grids(panels, b.mean, b.std, names, teacher()[0], title, width, per_row)
 
 
 def real_test_images(limit: Optional[int] = None):
@@ -771,27 +636,18 @@ def real_test_images(limit: Optional[int] = None):
     return test.batch(slice(0, n))
 
 
-def _seconds_per_iteration(d, repeats: int) -> float:
-    """Mean seconds of ``repeats`` iterations of Distiller ``d`` after one warm-up iteration
-    (cuDNN autotuning, first allocations)."""
-    return timed(d.iterate, repeats, statistic="mean")[0]
-
-
 def estimate_full_cost(repeats: int = 2) -> dict:
     """An *estimate* of the full profile's distillation time on this machine (landing page, chapter 6).
 
     Times a few iterations with the package's default config and scales by its
     iteration count (teacher training and evaluation not included).
     """
-    from .distill import build_distiller
-    from .teacher import load_classifier
+    from .costs import seconds_per_iteration
 
     teacher(torch.device("cpu"))
-    full = make_config("cpsc")
-    t_model, meta = load_classifier(str(_teacher_dir() / "teacher.pt"), "teacher")
-    d = build_distiller(t_model, meta, full.replace(device=str(current_device())))
-    per_iter = _seconds_per_iteration(d, repeats)
-    d.close()
+    full = make_config("cpsc").replace(device=str(current_device()))
+    path = str(_teacher_dir() / "teacher.pt")
+    per_iter = seconds_per_iteration(path, bundle(), full, repeats=repeats)
     iters = full.budget.iters
     return dict(
         seconds_per_iter=per_iter,
@@ -801,236 +657,6 @@ def estimate_full_cost(repeats: int = 2) -> dict:
     )
 
 
-# ------------------------------------------------------------- chapter 7
-#: Where a reader without a source checkout (e.g. Colab) finds the repository's data files.
-RAW_URL = "https://raw.githubusercontent.com/cpsc-dfkd/cpsc-dfkd/main/"
-
-
-def repo_root() -> Optional[Path]:
-    """The source checkout this package runs from, or None when it was installed from an archive."""
-    root = Path(__file__).resolve().parent.parent
-    return (
-        root
-        if (root / "pyproject.toml").exists() and (root / "cpsc_lite").is_dir()
-        else None
-    )
-
-
-def _repo_file(relative: str) -> tuple[Optional[Path], Optional[str]]:
-    """A data file of the repository: ``(local path, None)`` in a checkout, else ``(None, URL)``."""
-    root = repo_root()
-    if root is not None:
-        return root / relative, None
-    return None, RAW_URL + relative
-
-
-def bench_path(dataset: str) -> str:
-    """``data/bench/<dataset>/results.json`` (or under ``$CPSC_BENCH_DIR``), written by ``cpsc-lite bench``."""
-    base = os.environ.get("CPSC_BENCH_DIR")
-    if base:
-        return str(Path(base) / dataset / "results.json")
-    local, url = _repo_file(f"data/bench/{dataset}/results.json")
-    return str(local) if local is not None else url
-
-
-def _bench_text(where: str) -> Optional[str]:
-    """The text of a file under ``data/bench``: a local path, or outside a checkout a URL; None
-    when it is not there (or cannot be fetched)."""
-    if where.startswith("https://"):
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(where, timeout=10) as r:
-                return r.read().decode()
-        except Exception:
-            return None
-    return Path(where).read_text() if os.path.exists(where) else None
-
-
-def bench_jobs(folder: str) -> Optional[list]:
-    """Chapter 7: the validation jobs a tuning call logged (``data/bench/<folder>/jobs.jsonl``, one
-    JSON object per line, written by ``scripts/tune.py``; or under ``$CPSC_BENCH_DIR``), or None
-    when the file is not there (or, outside a checkout, cannot be fetched)."""
-    text = _bench_text(bench_path(folder)[: -len("results.json")] + "jobs.jsonl")
-    if text is None:
-        return None
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def bench_results(dataset: str) -> Optional[dict]:
-    """Chapter 7: the benchmark results for ``dataset``, or None when nobody has produced them yet."""
-    from .bench import with_current_names
-
-    where = bench_path(dataset)
-    text = _bench_text(where)
-    if text is None:
-        return None
-    try:
-        results = json.loads(text)
-    except ValueError:
-        if where.startswith("https://"):
-            return None  # a broken download counts as no file, as before
-        raise
-    return with_current_names(results)
-
-
-def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
-    """Chapter 7: show where a benchmark file came from, its table and chart; or say plainly that it is missing."""
-    from .bench import bench_table, budget_text, plot_bench
-    import matplotlib.pyplot as plt
-    from IPython.display import Markdown, display
-    import textwrap
-
-    results = bench_results(dataset)
-    if results is None:
-        where, root = bench_path(dataset), repo_root()
-        if root is not None and where.startswith(str(root)):
-            where = os.path.relpath(where, root)
-        command = " \\\n        ".join(
-            textwrap.wrap(how_to_make, 64, break_on_hyphens=False)
-        )
-        display(
-            Markdown(
-                f"```{{important}}\nNo benchmark results for **{dataset}** yet: `{where}` does not "
-                f"exist, so this section shows no numbers. To produce them, run\n\n    {command}\n\n"
-                "and build the book again.\n```"
-            )
-        )
-        return None
-    teacher = results["teacher"]
-    display(
-        Markdown(
-            f"Produced by `{results['command']}` with cpsc-lite {results['package_version']}: teacher "
-            f"{teacher['model']} (test accuracy {teacher['test_acc']:.2%}), student {results['student']}, "
-            f"{budget_text(results)} x batch {results['batch_size']}, seeds {results['seeds']}"
-            + (f", on {results['machine']}" if results.get("machine") else "")
-            + "."
-            + "".join(
-                f" The row `{new}` was called `{old}` when this table was written; today `{old}` is "
-                "DeepInversion proper (pixels optimised into a pool), which this table does not contain."
-                for old, new in results.get("renamed", {}).items()
-            )
-        )
-    )
-    display(bench_table(results))
-    plot_bench(results)
-    plt.show()
-    return results
-
-
-def profile_report(names=("digits", "wrn40_2_wrn16_2")):
-    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table, with their commands."""
-    import pandas as pd
-
-    rows, commands = [], []
-    for name in names:
-        local, url = _repo_file(f"data/bench/profile/{name}/profile.json")
-        if local is None or not local.exists():
-            continue
-        p = json.loads(local.read_text())
-        rows.append(
-            {
-                "teacher → student": f"{p['teacher']} → {p['student']}",
-                "image": f"{p['img_size']}x{p['img_size']}",
-                "batch": p["batch_size"],
-                "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
-                "threads": p["threads"],
-                "s / iteration": p["seconds_per_iter"],
-                "floor (s)": p["floor_seconds"],
-                "ratio": p["floor_ratio"],
-            }
-        )
-        commands.append(p.get("command", "(command not recorded)"))
-    if not rows:
-        return None, []
-    table = (
-        pd.DataFrame(rows)
-        .style.hide(axis="index")
-        .format({"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
-    )
-    return table, commands
-
-
-def results_dir() -> Optional[Path]:
-    """``data/results/`` of the checkout (or ``$CPSC_RESULTS_DIR``): full-scale runs saved by ``cpsc-lite record``."""
-    base = os.environ.get("CPSC_RESULTS_DIR")
-    if base:
-        return Path(base)
-    root = repo_root()
-    return root / "data" / "results" if root is not None else None
-
-
-def recorded_runs_report() -> list:
-    """Chapter 7: every run in :func:`results_dir` as a table, then each one's commands, samples and curves.
-
-    Every value comes from the run's own ``run.json`` (written by ``cpsc-lite record`` from its
-    metrics.json); with no recorded run it says so and how to add one.
-    """
-    import pandas as pd
-    from IPython.display import Image, Markdown, display
-    from .results import duration, load_recorded
-
-    where = results_dir()
-    runs = load_recorded(where) if where is not None else []
-    if not runs:
-        shown = (
-            "data/results/"
-            if where is None or repo_root() is None
-            else os.path.relpath(where, repo_root())
-        )
-        display(
-            Markdown(
-                f"```{{important}}\nNo full-scale run has been recorded yet: `{shown}` holds no `run.json`, so this "
-                "section shows no numbers of ours at CIFAR scale. After a run, record it with\n\n"
-                "    cpsc-lite record runs/NAME --name NAME\n\nand build the book again.\n```"
-            )
-        )
-        return []
-    rows = [
-        {
-            "run": r["name"] + ("" if r["complete"] else " (partial)"),
-            "data set": r["dataset"],
-            "teacher → student": f"{r['teacher']} → {r['student']}",
-            "method": r["method"],
-            "iterations": f"{r['iters']} of {r['planned_iters']}",
-            "teacher acc. (%)": 100 * r["teacher_acc"],
-            "student acc. (%)": 100 * r["student_acc"],
-            "hardware": ", ".join(r["device_names"]),
-            "processes": ", ".join(map(str, r["world_sizes"])),
-            "wall time": duration(r["wall_seconds"]),
-            "cpsc-lite": ", ".join(r["cpsc_lite_versions"]),
-        }
-        for r in runs
-    ]
-    display(
-        Markdown(
-            "**Measured by us** with this package; every value below is read from the run's files."
-        )
-    )
-    display(
-        pd.DataFrame(rows)
-        .style.hide(axis="index")
-        .format({"teacher acc. (%)": "{:.2f}", "student acc. (%)": "{:.2f}"})
-    )
-    for r in runs:
-        commands = "\n".join(f"    {c}" for c in r["commands"])
-        display(Markdown(f"**{r['name']}**: commands, in order\n\n{commands}"))
-        for figure, width in (("samples.png", 480), ("curves.png", 720)):
-            path = Path(r["folder"]) / figure
-            if path.exists():
-                display(Image(filename=str(path), width=width))
-    return runs
-
-
-def published_results():
-    """Chapter 7: ``data/published_results.csv`` (numbers from the literature, not ours) as a DataFrame."""
-    import pandas as pd
-
-    local, url = _repo_file("data/published_results.csv")
-    return pd.read_csv(local if local is not None else url)
-
-
-# ------------------------------------------------------------- chapter 8
 def preset_run(
     name: str,
     teacher: Optional[str] = None,
@@ -1041,84 +667,24 @@ def preset_run(
     progress: bool = True,
     timing_iters: int = 3,
 ) -> dict:
-    """Chapter 8, full profile: a shortened full-scale experiment end to end, resumable.
+    """Chapter 8, full profile: :func:`cpsc_lite.pipelines.run_preset` into ``out`` (default:
+    ``<cache>/ch8/<preset>``); running the cell again after a disconnect continues."""
+    from .pipelines import run_preset
 
-    Loads (downloading if needed) the preset's data set, trains a teacher with the package's
-    recipe for ``teacher_epochs`` (or uses the ``teacher`` file), times ``timing_iters``
-    iterations to print a measured estimate, then distils with the preset. Everything goes to
-    ``out`` (default: ``<cache>/ch8/<preset>``); running the cell again after a disconnect
-    continues where the last checkpoint left off. Returns the run's metrics and folder.
-    """
-    from .data import load_dataset
-    from .distill import build_distiller
-    from .runner import run_distill
-    from .teacher import load_teacher, run_teacher, teacher_recipe
-    from .engine import Acceleration
-    from .bench import preset_config
-
-    cfg, run = preset_config(name, iters)
-    cfg = cfg.replace(device=str(current_device()))
     folder = Path(out) if out else cache_dir() / "ch8" / Path(name).stem
-    folder.mkdir(parents=True, exist_ok=True)
-    bundle = load_dataset(run["dataset"], data_root, download=True)
-    print(bundle.describe())
-    teacher_path = teacher
-    if teacher_path is None:
-        tdir = folder / "teacher"
-        teacher_path = str(tdir / "teacher.pt")
-        if not os.path.exists(teacher_path):
-            tcfg = teacher_recipe(
-                bundle.name,
-                model=run["teacher_model"],
-                epochs=teacher_epochs,
-                device=str(current_device()),
-            )
-            print(
-                f"training the teacher: {tcfg.model}, {tcfg.epochs} epochs (the only step that reads "
-                "training images)"
-            )
-            tm = run_teacher(
-                bundle,
-                tcfg,
-                str(tdir),
-                progress=progress,
-                resume=True,
-                accel=Acceleration(),
-            )
-            print(
-                f"teacher test accuracy {tm['test_acc']:.4f} after {tm['seconds'] / 60:.1f} min"
-            )
-    student_dir = folder / "student"
-    if not (student_dir / "state.pt").exists():
-        model, meta = load_teacher(
-            teacher_path,
-            bundle,
-            run["teacher_model"],
-            current_device(),
-            say=lambda *_: None,
-        )
-        d = build_distiller(model, meta, cfg, accel=Acceleration())
-        per_iter = _seconds_per_iteration(d, timing_iters)
-        d.close()
-        del d, model
-        iters = cfg.budget.iters
-        print(
-            f"measured {per_iter:.2f} s per iteration on {current_device()}: about "
-            f"{per_iter * iters / 60:.0f} min for {iters} iterations (plus evaluation)"
-        )
     command = (
-        f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, teacher_epochs={teacher_epochs}, "
-        f"iters={iters!r})"
+        f"book chapter 8: bc.preset_run({name!r}, teacher={teacher!r}, "
+        f"teacher_epochs={teacher_epochs}, iters={iters!r})"
     )
-    metrics = run_distill(
-        teacher_path,
-        bundle,
-        cfg,
-        str(student_dir),
-        resume=True,
+    return run_preset(
+        name,
+        str(folder),
+        teacher=teacher,
+        teacher_epochs=teacher_epochs,
+        iters=iters,
+        data_root=data_root,
+        device=str(current_device()),
         progress=progress,
-        teacher_model=run["teacher_model"],
-        accel=Acceleration(),
+        timing_iters=timing_iters,
         command=command,
     )
-    return dict(metrics, folder=str(student_dir))

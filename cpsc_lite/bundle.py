@@ -1,7 +1,7 @@
 """What every dataset loader returns: images in memory (:class:`ArrayDataset`) and one dataset's
 splits with the facts the other modules need (:class:`DataBundle`); normalisation helpers.
 
-A leaf: the loaders (:mod:`cpsc_lite.data`, :mod:`cpsc_lite.vision_datasets`) import it.
+A leaf: the loaders (:mod:`cpsc_lite.data`, :mod:`cpsc_lite.vision_datasets`, :mod:`cpsc_lite.image_folders`) import it.
 """
 
 from __future__ import annotations

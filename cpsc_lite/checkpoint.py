@@ -89,8 +89,8 @@ def atomic_write_bytes(path: str, writer) -> None:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+            _unless_unsupported(os.fsync, f.fileno())
+        _unless_unsupported(os.chmod, tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         # Diagnose while the partial file still fills the disk, then remove it.
@@ -104,6 +104,29 @@ def atomic_write_bytes(path: str, writer) -> None:
         if problem is not None:
             raise problem from None
         raise
+
+
+#: What file systems that lack a feature answer (FUSE mounts such as Google Drive on Colab, some
+#: network file systems): the write itself worked, only fsync or chmod is not offered.
+_UNSUPPORTED = {
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EPERM,
+    errno.EACCES,
+}
+
+
+def _unless_unsupported(call, *args) -> None:
+    """``call(*args)``, where a file system that does not offer it is no error: fsync on a FUSE
+    mount that does not implement it, chmod where permissions are the mount's (Google Drive). A
+    real failure, such as a full disk reported at fsync, still raises."""
+    try:
+        call(*args)
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED:
+            raise
 
 
 def _write_problem(path: str, exc: BaseException) -> CpscError:

@@ -75,9 +75,10 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "replay_batches": 50,
 }
 
-#: Benchmark rows whose method was renamed: old row name -> today's (``cpsc-lite bench`` tables
-#: written before the rename still read).
-RENAMED_METHODS: dict[str, str] = {"deepinv": "bn_ce"}
+#: Benchmark rows whose method was renamed: (name then, the version that renamed it, name now).
+#: cpsc-lite 0.1/0.2 called the conditional generator with BN prior + CE "deepinv"; 0.3 gave that
+#: name to DeepInversion proper and the old method the name "bn_ce".
+RENAMED_METHODS = (("deepinv", "0.3.0", "bn_ce"),)
 
 #: On/off switches of loss terms, replaced by the term's weight (0 = off): switch -> dotted path.
 WEIGHT_SWITCHES = {

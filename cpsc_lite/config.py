@@ -169,13 +169,17 @@ class AuthorsCode:
 @dataclass
 class Logging:
     """Bookkeeping: test accuracy (and, with ``diagnostics``, diversity, balance and FID of the
-    synthetic images) every ``eval_every`` iterations, a log line every ``log_every``, a checkpoint
-    every ``ckpt_every``."""
+    synthetic images) every ``eval_every`` iterations, a log line every ``log_every`` (also as
+    TensorBoard events in ``tensorboard/`` when ``tensorboard`` and the package are there), a
+    checkpoint every ``ckpt_every``, and every ``samples_every`` iterations (0 = never) a grid of
+    samples in ``samples/`` and the curves so far in curves.png."""
 
     eval_every: int = 100
     diagnostics: bool = True
     log_every: int = 10
     ckpt_every: int = 100
+    tensorboard: bool = True
+    samples_every: int = 0
 
 
 #: Section name -> its dataclass, in the order a config file lists them.
@@ -421,6 +425,7 @@ _RANGES: dict[str, tuple] = {
     "log.eval_every": (1, None, True, True),
     "log.log_every": (1, None, True, True),
     "log.ckpt_every": (1, None, True, True),
+    "log.samples_every": (0, None, True, True),
     "seed": (0, 2**32 - 1, True, True),
     "momentum": (0, 1, True, False),
     "weight_decay": (0, None, True, True),

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from . import CpscError
-from . import vision_datasets  # noqa: F401  (registers cifar10, svhn, mnist, tiny-imagenet, folder:)
+from . import image_folders  # noqa: F401  (registers tiny-imagenet, folder:)
+from . import vision_datasets  # noqa: F401  (registers cifar10, cifar100, svhn, mnist, ...)
 from .bundle import (
     ArrayDataset,
     DataBundle,

@@ -41,6 +41,29 @@ def teacher_view(teacher, x: torch.Tensor, batch_size: int = 512):
     return torch.cat(logits), torch.cat(feats)
 
 
+@torch.no_grad()
+def teacher_agreement(
+    teacher,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    batch_size: int = 512,
+) -> dict:
+    """How the teacher sees images made for ``labels``: per class, the mean probability it gives
+    that class (``confidence``) and the share it assigns to it (``agreement``), and both over all
+    images (``mean_confidence``, ``mean_agreement``: the runs' teacher agreement)."""
+    logits = teacher_view(teacher, images, batch_size)[0]
+    prob, labels = logits.softmax(1), labels.to(logits.device)
+    p_y = prob[torch.arange(len(labels), device=prob.device), labels]
+    agree = (logits.argmax(1) == labels).float()
+    return dict(
+        confidence=[float(p_y[labels == c].mean()) for c in range(num_classes)],
+        agreement=[float(agree[labels == c].mean()) for c in range(num_classes)],
+        mean_confidence=float(p_y.mean()),
+        mean_agreement=float(agree.mean()),
+    )
+
+
 def per_class_diversity(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> list[float]:

@@ -50,9 +50,6 @@ class Distiller:
     one iteration of the method (:meth:`iterate`); :func:`cpsc_lite.runner.train` runs iterations
     and writes the run (:func:`build_distiller` makes one from a teacher and a data set)."""
 
-    #: Fractions of the budget at which the student is always evaluated (time to accuracy, chapter 7).
-    BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
-
     def __init__(
         self,
         teacher: nn.Module,
@@ -69,11 +66,12 @@ class Distiller:
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
         self.batch_size = per_rank_batch(cfg.budget.batch_size, self.dist.world_size)
         self.num_classes = teacher_meta["num_classes"]
-        self.channels, self.img_size = (
-            teacher_meta["channels"],
-            teacher_meta["img_size"],
-        )
-        self._networks(teacher)
+        self.channels = teacher_meta["channels"]
+        self.img_size = teacher_meta["img_size"]
+        self.teacher = teacher.to(self.device).eval().requires_grad_(False)  # frozen
+        nets = build_networks(cfg, self.teacher, teacher_meta, self.accel, self.dist)
+        self.student, self.generator, self.projection = nets[:3]
+        self.teacher_dim, self.channels_last, self.sync_bn = nets[3:]
         mean, std = teacher_meta["mean"], teacher_meta["std"]
         self.train_set = (
             None if train_set is None else with_normalization(train_set, mean, std)
@@ -87,7 +85,11 @@ class Distiller:
         self.iteration, self.elapsed = 0, 0.0
         self.method = build_method(self)
         self.amp_dtype = engine.resolve_amp(self.accel.amp, self.device)
-        self._optimisers()
+        fused = engine.fused_optimizer_kwargs(self.device, self.amp_dtype)
+        self.opt_g, self.opt_s, self.sched_g, self.sched_s = build_optimisers(
+            cfg, [*self.generator.parameters(), *self.projection.parameters()],
+            self.student.parameters(), fused,
+        )  # fmt: skip
         self.bn_loss = None
         if family_of(cfg.method).uses_bn_prior(cfg):
             kind = BNStatsLoss if self.amp_dtype is None else Float32BNStatsLoss
@@ -105,57 +107,6 @@ class Distiller:
         #: Tests may set ``input_sampler(batch_size) -> (x, y)`` to feed the student step fixed inputs.
         self.input_sampler: Optional[Callable[[int], tuple]] = None
         self._setup_execution()
-
-    def _networks(self, teacher: nn.Module) -> None:
-        cfg, k, c, size = self.cfg, self.num_classes, self.channels, self.img_size
-        self.teacher = teacher.to(self.device).eval().requires_grad_(False)  # frozen
-        self.student = create_model(cfg.student, k, c, size).to(self.device)
-        g = cfg.generator
-        self.generator = ConditionalGenerator(
-            k, size, c, nz=g.nz, ngf=g.ngf, conditional=g.conditional
-        ).to(self.device)
-        self.channels_last = self.accel.use_channels_last(self.device)
-        if self.channels_last:
-            for net in (self.teacher, self.student, self.generator):
-                net.to(memory_format=torch.channels_last)
-        self.sync_bn = self.accel.sync_bn and self.dist.enabled
-        if self.sync_bn and self.device.type != "cuda":
-            raise CpscError(
-                "--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation); drop --sync-bn."
-            )
-        if self.sync_bn:
-            self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
-            self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
-        # The contrast compares teacher and student features; if their sizes differ, a linear map
-        # (trained with the generator) brings the student's to the teacher's size.
-        self.teacher_dim = feature_dim(self.teacher, c, size)
-        dim_s = feature_dim(self.student, c, size)
-        self.projection = (
-            nn.Linear(dim_s, self.teacher_dim, bias=False).to(self.device)
-            if dim_s != self.teacher_dim
-            else nn.Identity()
-        )
-
-    def _optimisers(self) -> None:
-        cfg, o = self.cfg, self.cfg.optim
-        fused = engine.fused_optimizer_kwargs(self.device, self.amp_dtype)
-        g_params = [*self.generator.parameters(), *self.projection.parameters()]
-        self.opt_g = torch.optim.Adam(
-            g_params, lr=o.lr_generator, betas=tuple(o.generator_betas), **fused
-        )
-        student = dict(lr=o.lr_student, weight_decay=o.weight_decay, **fused)
-        if o.student_optimizer == "adam":
-            self.opt_s = torch.optim.Adam(self.student.parameters(), **student)
-        else:
-            student["momentum"] = o.momentum
-            self.opt_s = torch.optim.SGD(self.student.parameters(), **student)
-        warmup = int(o.warmup_frac * cfg.budget.iters)
-        self.sched_s = torch.optim.lr_scheduler.LambdaLR(
-            self.opt_s, lambda it: lr_factor(cfg, it, warmup)
-        )
-        cosine = o.generator_cosine
-        g_factor = (lambda it: lr_factor(cfg, it, 0)) if cosine else (lambda it: 1.0)
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, g_factor)
 
     def _setup_execution(self) -> None:
         """GradScalers (fp16), DDP wrappers and torch.compile. ``teacher``, ``student`` and
@@ -274,26 +225,9 @@ class Distiller:
             for k, v in self.student_step().items():
                 out["s/" + k] = out.get("s/" + k, 0) + v / n
 
-    @torch.no_grad()
     def diagnostics(self, per_class: int = 32) -> dict:
         """Diversity, class balance, teacher confidence and FID of the student's current inputs."""
-        from .diagnostics import real_features, synthetic_diagnostics
-
-        if self.bn_loss is not None:
-            self.bn_loss.enabled = False
-        if self.test_set is not None and self._real_feats is None:
-            self._real_feats = real_features(self.teacher, self.test_set, self.device)
-        # Diagnostics must not change the training's random streams, on the CPU or on the GPU.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            drawn = self.method.diagnostic_inputs(per_class)
-            if drawn is None:
-                torch.manual_seed(1234)
-                drawn = (self.student_inputs(per_class * self.num_classes)[0], None)
-        x, cond = drawn
-        return synthetic_diagnostics(
-            self.teacher, x, cond, self.num_classes, self._real_feats
-        )
+        return diagnose(self, per_class)
 
     # ------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
@@ -302,38 +236,108 @@ class Distiller:
     def load_state_dict(self, state: dict) -> None:
         load_distiller_state(self, state)
 
-    def restore_rng(self, state: dict) -> None:
-        """This rank's random state: its own when the run had as many ranks, else a fresh stream."""
-        per_rank = state.get("rng_per_rank")
-        if per_rank is not None and len(per_rank) == self.dist.world_size:
-            engine.set_rng_state(per_rank[self.dist.rank], self.device)
-        elif self.dist.is_main:
-            engine.set_rng_state(state["rng"], self.device)
-        else:  # resumed with more processes than the run had: a distinct stream per rank
-            seed_everything(self.cfg.seed + self.dist.rank + 1_000_003 * self.iteration)
-
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BN running statistics (each rank updates its own)."""
         self.dist.broadcast_module(self.student, buffers_only=True)
         self.dist.broadcast_module(self.generator, buffers_only=True)
 
-    def budget_marks(self) -> set:
-        """The iterations at ``BUDGET_FRACTIONS`` of the budget (evaluated whatever ``eval_every`` is)."""
-        return {max(1, round(f * self.cfg.budget.iters)) for f in self.BUDGET_FRACTIONS}
-
-    def time_to_accuracy(self) -> dict:
-        """``{"0.25": acc, "0.5": acc, "1.0": acc}``: test accuracy at those fractions of the budget
-        (None where the run has not got there or did not evaluate)."""
-        found = dict((it, acc) for it, acc in self.acc_history)
-        marks = {
-            f: max(1, round(f * self.cfg.budget.iters)) for f in self.BUDGET_FRACTIONS
-        }
-        return {str(f): found.get(mark) for f, mark in marks.items()}
-
     def close(self) -> None:
         if self.bn_loss is not None:
             self.bn_loss.remove()
         self.method.close()
+
+
+#: Fractions of the budget at which the student is always evaluated (time to accuracy, chapter 7).
+BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def budget_marks(cfg: DistillConfig) -> dict:
+    """The iteration at each of :data:`BUDGET_FRACTIONS` of the budget (evaluated whatever
+    ``eval_every`` is)."""
+    return {f: max(1, round(f * cfg.budget.iters)) for f in BUDGET_FRACTIONS}
+
+
+def time_to_accuracy(d: Distiller) -> dict:
+    """``{"0.25": acc, "0.5": acc, "1.0": acc}``: test accuracy at those fractions of the budget
+    (None where the run has not got there or did not evaluate)."""
+    found = dict((it, acc) for it, acc in d.acc_history)
+    return {str(f): found.get(mark) for f, mark in budget_marks(d.cfg).items()}
+
+
+def build_networks(cfg, teacher, meta: dict, accel, dist) -> tuple:
+    """The student, the generator and the projection for ``cfg``, on the teacher's device, in
+    channels-last (the teacher too) and SyncBatchNorm where ``accel`` says so. Returns them, the
+    teacher's feature size, and whether channels-last and SyncBatchNorm are on.
+
+    The contrast compares teacher and student features; if their sizes differ, the projection (a
+    linear map trained with the generator) brings the student's to the teacher's size."""
+    k, c, size = meta["num_classes"], meta["channels"], meta["img_size"]
+    device = next(teacher.parameters()).device
+    student = create_model(cfg.student, k, c, size).to(device)
+    g = cfg.generator
+    generator = ConditionalGenerator(
+        k, size, c, nz=g.nz, ngf=g.ngf, conditional=g.conditional
+    ).to(device)
+    channels_last = accel.use_channels_last(device)
+    if channels_last:
+        for net in (teacher, student, generator):
+            net.to(memory_format=torch.channels_last)
+    sync_bn = accel.sync_bn and dist.enabled
+    if sync_bn and device.type != "cuda":
+        raise CpscError(
+            "--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation); drop --sync-bn."
+        )
+    if sync_bn:
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+    dim_t, dim_s = feature_dim(teacher, c, size), feature_dim(student, c, size)
+    projection = (
+        nn.Linear(dim_s, dim_t, bias=False).to(device)
+        if dim_s != dim_t
+        else nn.Identity()
+    )
+    return student, generator, projection, dim_t, channels_last, sync_bn
+
+
+def build_optimisers(cfg, g_params, s_params, fused: dict) -> tuple:
+    """The generator's Adam (its parameters and the projection's), the student's SGD or Adam, and
+    their learning-rate schedules: ``(opt_g, opt_s, sched_g, sched_s)``."""
+    o = cfg.optim
+    opt_g = torch.optim.Adam(
+        g_params, lr=o.lr_generator, betas=tuple(o.generator_betas), **fused
+    )
+    student = dict(lr=o.lr_student, weight_decay=o.weight_decay, **fused)
+    if o.student_optimizer == "adam":
+        opt_s = torch.optim.Adam(s_params, **student)
+    else:
+        opt_s = torch.optim.SGD(s_params, momentum=o.momentum, **student)
+    warmup = int(o.warmup_frac * cfg.budget.iters)
+    sched_s = torch.optim.lr_scheduler.LambdaLR(
+        opt_s, lambda it: lr_factor(cfg, it, warmup)
+    )
+    cosine = o.generator_cosine
+    g_factor = (lambda it: lr_factor(cfg, it, 0)) if cosine else (lambda it: 1.0)
+    return opt_g, opt_s, torch.optim.lr_scheduler.LambdaLR(opt_g, g_factor), sched_s
+
+
+@torch.no_grad()
+def diagnose(d: Distiller, per_class: int = 32) -> dict:
+    """Diversity, class balance, teacher confidence and FID of ``d``'s synthetic images (or, for a
+    method without them, of the student's inputs). Leaves every random stream as it was."""
+    from .diagnostics import real_features, synthetic_diagnostics
+
+    if d.bn_loss is not None:
+        d.bn_loss.enabled = False
+    if d.test_set is not None and d._real_feats is None:
+        d._real_feats = real_features(d.teacher, d.test_set, d.device)
+    devices = [d.device.index or 0] if d.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        drawn = d.method.diagnostic_inputs(per_class)
+        if drawn is None:
+            torch.manual_seed(1234)
+            drawn = (d.student_inputs(per_class * d.num_classes)[0], None)
+    x, cond = drawn
+    return synthetic_diagnostics(d.teacher, x, cond, d.num_classes, d._real_feats)
 
 
 def build_distiller(
@@ -408,7 +412,14 @@ def load_distiller_state(d: Distiller, state: dict) -> None:
     d.best_student_acc = state.get("best_student_acc", d.last_student_acc)
     d.acc_history = [list(h) for h in state.get("acc_history", [])]
     d.sessions = SessionLog(state.get("sessions"))
-    d.restore_rng(state)
+    # this rank's random state: its own when the run had as many ranks, else a fresh stream
+    per_rank = state.get("rng_per_rank")
+    if per_rank is not None and len(per_rank) == d.dist.world_size:
+        engine.set_rng_state(per_rank[d.dist.rank], d.device)
+    elif d.dist.is_main:
+        engine.set_rng_state(state["rng"], d.device)
+    else:  # resumed with more processes than the run had: a distinct stream per rank
+        seed_everything(d.cfg.seed + d.dist.rank + 1_000_003 * d.iteration)
 
 
 def student_meta(d: Distiller) -> dict:

@@ -182,3 +182,22 @@ def load_generator(path: str) -> tuple[ConditionalGenerator, dict]:
             f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy."
         ) from None
     return generator.eval(), obj["meta"]
+
+
+@torch.no_grad()
+def estimate_bn_statistics(
+    gen: ConditionalGenerator, batch_size: int, batches: int = 10
+) -> ConditionalGenerator:
+    """Set ``gen``'s BN running statistics to their average over ``batches`` batches of its own
+    samples (weights unchanged) and return it in eval mode: what an untrained generator draws in
+    training mode, where the initial statistics (mean 0, variance 1) would give flat images."""
+    norms = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    gen.train()
+    for _ in range(batches):
+        gen(*gen.sample_inputs(batch_size))
+    for m in norms:
+        m.momentum = 0.1
+    return gen.eval()

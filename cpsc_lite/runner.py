@@ -7,22 +7,28 @@ how it executes. Nothing here changes the numbers a run produces.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from . import CpscError, Terminated, checkpoint
+from . import CpscError, checkpoint
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
-from .distill import Distiller, build_distiller, generator_meta, student_meta
+from .distill import (
+    Distiller,
+    budget_marks,
+    build_distiller,
+    generator_meta,
+    student_meta,
+    time_to_accuracy,
+)
 from .distributed import DistContext, launch_environment
 from .engine import Acceleration
+from .loop import read_log, run_loop
 from .utils import evaluate
 
 
@@ -33,6 +39,191 @@ class NonFiniteLossError(CpscError):
 STATE_FILE = "state.pt"
 
 
+class DistillJob:
+    """A distillation as :func:`cpsc_lite.loop.run_loop` drives it: one unit is one iteration.
+    With several processes only rank 0 evaluates and writes; all of them log and save together."""
+
+    def __init__(self, d: Distiller, out_dir: Optional[str] = None):
+        self.d, self.out = d, out_dir
+        self.total = d.cfg.budget.iters
+
+    @property
+    def done(self) -> int:
+        return self.d.iteration
+
+    @property
+    def elapsed(self) -> float:
+        return self.d.elapsed
+
+    @elapsed.setter
+    def elapsed(self, value: float) -> None:
+        self.d.elapsed = value
+
+    def step(self) -> dict:
+        return self.d.iterate()
+
+    def evaluate_due(self, it: int) -> bool:
+        d = self.d
+        return d.test_set is not None and (
+            it % d.cfg.log.eval_every == 0 or it in budget_marks(d.cfg).values()
+        )
+
+    def log_due(self, it: int, end: int) -> bool:
+        log = self.d.cfg.log
+        return (
+            it % log.log_every == 0
+            or self.evaluate_due(it)
+            or it == end
+            or it % log.ckpt_every == 0
+        )
+
+    def record(self, sums: dict, n: int, it: int) -> dict:
+        d = self.d
+        # the only place loss tensors reach the host (one sync per log line, not per step)
+        means = _mean_over_ranks(d, sums, n)
+        bad = sorted(k for k, v in means.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteLossError(_non_finite_message(bad, it, self.out))
+        record = dict(
+            iter=it,
+            lr_student=d.opt_s.param_groups[0]["lr"],
+            lr_generator=d.opt_g.param_groups[0]["lr"],
+            seconds=round(d.elapsed, 3),
+            **{k: round(v, 6) for k, v in means.items()},
+        )
+        if self.evaluate_due(it):
+            if d.dist.is_main:
+                _evaluate_into(d, record, it)
+            d.dist.barrier()  # the other ranks wait while rank 0 evaluates
+        return record
+
+    def save_due(self, it: int, end: int) -> bool:
+        return bool(self.out) and (it % self.d.cfg.log.ckpt_every == 0 or it == end)
+
+    def save(self) -> None:
+        if self.out:
+            save(self.d, self.out)
+
+    def stop_requested(self, it: int) -> bool:
+        return _termination_requested(self.d, it)
+
+    def stop_message(self, it: int) -> str:
+        where = (
+            f"; a checkpoint of that iteration is in {self.out}. Rerun the same command with "
+            "--resume to continue from it."
+            if self.out
+            else " (no --out, so nothing was saved)."
+        )
+        return f"Stopped by SIGTERM after iteration {it} of {self.total}" + where
+
+
+def _non_finite_message(bad: list, it: int, out: Optional[str]) -> str:
+    kept = (
+        f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
+        if out and os.path.exists(os.path.join(out, STATE_FILE))
+        else ""
+    )
+    return (
+        f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
+        + kept
+        + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) or "
+        "a lower weight of that term, and --overwrite (or another --out): --resume would continue "
+        "with the stored settings. Check also that the teacher's own outputs are finite."
+    )
+
+
+def _evaluate_into(d: Distiller, record: dict, it: int) -> None:
+    """Rank 0's evaluation: test accuracy, and the diagnostics of the synthetic images."""
+    d.last_student_acc = evaluate(d.student, d.test_set, d.device)
+    d.best_student_acc = max(d.best_student_acc or 0.0, d.last_student_acc)
+    d.acc_history = [h for h in d.acc_history if h[0] < it] + [[it, d.last_student_acc]]
+    record["student_acc"] = d.last_student_acc
+    if not d.cfg.log.diagnostics:
+        return
+    diag = d.diagnostics()
+    record.update(
+        {
+            k: round(v, 5)
+            for k, v in diag.items()
+            if isinstance(v, float) and math.isfinite(v)
+        }
+    )
+    warning = collapse_warning(diag, d.teacher_meta["class_names"])
+    if warning and it >= 0.2 * d.cfg.budget.iters:  # early on, imbalance is normal
+        record["collapsed_classes"] = diag["collapsed_classes"]
+        tqdm.write(f"iteration {it}: {warning}")
+
+
+class Progress:
+    """What a person watching a run sees besides the progress bar: TensorBoard events of every log
+    line in ``out/tensorboard/`` (``log.tensorboard``; ``%tensorboard --logdir out`` in a
+    notebook), and every ``log.samples_every`` iterations a sample grid in ``out/samples/`` and
+    curves.png so far. Figures and TensorBoard never cost a run its results: a failure there is
+    reported once and the run goes on."""
+
+    def __init__(self, d: Distiller, out: str):
+        self.d, self.out = d, out
+        self.board, self.warned = None, set()
+        if d.cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(os.path.join(out, "tensorboard"))
+            except (
+                ImportError,
+                OSError,
+            ) as exc:  # the tensorboard package is not installed
+                self._warn("tensorboard", exc)
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        if what not in self.warned:
+            self.warned.add(what)
+            fix = (
+                "pip install tensorboard"
+                if what == "tensorboard"
+                else "the run goes on"
+            )
+            tqdm.write(f"note: no {what} files ({type(exc).__name__}: {exc}); {fix}")
+
+    def update(self, record: dict) -> None:
+        it = record["iter"]
+        if self.board is not None:
+            for key, value in record.items():
+                if key != "iter" and isinstance(value, (int, float)):
+                    self.board.add_scalar(key, value, it)
+            if "student_acc" in record:
+                self.board.flush()
+        every = self.d.cfg.log.samples_every
+        if every and it % every == 0:
+            try:
+                self.figures(it)
+            except Exception as exc:  # a figure must never stop training
+                self._warn("progress figure", exc)
+
+    def figures(self, it: int) -> None:
+        from .viz import plot_curves, plot_samples
+
+        d, meta = self.d, self.d.teacher_meta
+        grid = d.method.sample_grid(8)
+        path = os.path.join(self.out, "samples", f"iter_{it:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        title = f"{d.cfg.method} {grid['what']}, iteration {it}"
+        fig = plot_samples(
+            grid["images"], grid["labels"], meta["class_names"], meta["mean"],
+            meta["std"], title=title, path=path,
+        )  # fmt: skip
+        _close(fig)
+        log_path = os.path.join(self.out, "log.jsonl")
+        if os.path.exists(log_path):
+            curves = os.path.join(self.out, "curves.png")
+            title = f"{d.cfg.method}, so far"
+            _close(plot_curves(read_log(log_path), curves, title=title))
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
 def train(
     d: Distiller,
     out_dir: Optional[str] = None,
@@ -40,115 +231,40 @@ def train(
     stop_after: Optional[int] = None,
     callback: Optional[Callable[[Distiller, dict], None]] = None,
 ) -> dict:
-    """Train ``d`` until ``cfg.iters`` (or ``stop_after`` more iterations); with ``out_dir``, log to
+    """Train ``d`` until its budget (or ``stop_after`` more iterations); with ``out_dir``, log to
     ``log.jsonl`` and checkpoint there every ``ckpt_every`` iterations and at the end.
 
     ``callback(distiller, record)`` is called after every logged iteration
     (the book uses it to keep generator snapshots).
     """
-    cfg = d.cfg
-    out = out_dir
     main = d.dist.is_main  # with several processes only rank 0 evaluates and writes
-    log_path = os.path.join(out, "log.jsonl") if out and main else None
-    if out and main:
-        os.makedirs(out, exist_ok=True)
-        _truncate_log(log_path, d.iteration)
-    iters, log = cfg.budget.iters, cfg.log
-    end = iters if stop_after is None else min(iters, d.iteration + stop_after)
-    sums: dict[str, torch.Tensor] = {}
-    n_sum = 0
-    bar = tqdm(
-        total=iters,
-        initial=d.iteration,
-        desc=f"distill {cfg.method}",
-        disable=not (progress and main),
-        leave=False,
-    )
-    t0 = time.time() - d.elapsed
-    while d.iteration < end:
-        terms = d.iterate()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v
-        n_sum += 1
-        it = d.iteration
-        do_eval = d.test_set is not None and (
-            it % log.eval_every == 0 or it in d.budget_marks()
+    log_path = os.path.join(out_dir, "log.jsonl") if out_dir and main else None
+    if out_dir and main:
+        os.makedirs(out_dir, exist_ok=True)
+    end = None if stop_after is None else d.iteration + stop_after
+    watch = Progress(d, out_dir) if out_dir and main else None
+
+    def after_log(record: dict) -> None:
+        if watch is not None:
+            watch.update(record)
+        if callback is not None:
+            callback(d, record)
+
+    try:
+        run_loop(
+            DistillJob(d, out_dir),
+            end,
+            log_path=log_path,
+            progress=progress and main,
+            desc=f"distill {d.cfg.method}",
+            callback=after_log,
+            postfix=lambda r: (
+                {"acc": f"{r['student_acc']:.3f}"} if "student_acc" in r else {}
+            ),
         )
-        if it % log.log_every == 0 or do_eval or it == end or it % log.ckpt_every == 0:
-            # The only place loss tensors reach the host (one sync per log line, not per step).
-            record = _mean_over_ranks(d, sums, n_sum)
-            bad = sorted(k for k, v in record.items() if not math.isfinite(v))
-            if bad:
-                raise NonFiniteLossError(
-                    f"Loss term(s) {', '.join(bad)} became NaN/Inf by iteration {it}; training stopped. "
-                    + (
-                        f"The last good checkpoint in {out} (state.pt, student.pt, generator.pt) was kept. "
-                        if out and os.path.exists(os.path.join(out, STATE_FILE))
-                        else ""
-                    )
-                    + "Start again with lower learning rates (--set lr_generator=..., --set lr_student=...) or "
-                    "a lower weight of that term, and --overwrite (or another --out): --resume would continue "
-                    "with the stored settings. Check also that the teacher's own outputs are finite."
-                )
-            sums, n_sum = {}, 0
-            d.elapsed = time.time() - t0
-            record = dict(
-                iter=it,
-                lr_student=d.opt_s.param_groups[0]["lr"],
-                lr_generator=d.opt_g.param_groups[0]["lr"],
-                seconds=round(d.elapsed, 3),
-                **{k: round(v, 6) for k, v in record.items()},
-            )
-            if do_eval and main:
-                d.last_student_acc = evaluate(d.student, d.test_set, d.device)
-                d.best_student_acc = max(d.best_student_acc or 0.0, d.last_student_acc)
-                d.acc_history = [h for h in d.acc_history if h[0] < it] + [
-                    [it, d.last_student_acc]
-                ]
-                record["student_acc"] = d.last_student_acc
-                bar.set_postfix(acc=f"{d.last_student_acc:.3f}")
-                if log.diagnostics:
-                    diag = d.diagnostics()
-                    record.update(
-                        {
-                            k: round(v, 5)
-                            for k, v in diag.items()
-                            if isinstance(v, float) and math.isfinite(v)
-                        }
-                    )
-                    warning = collapse_warning(diag, d.teacher_meta["class_names"])
-                    # early on, imbalance is normal
-                    if warning and it >= 0.2 * iters:
-                        record["collapsed_classes"] = diag["collapsed_classes"]
-                        tqdm.write(f"iteration {it}: {warning}")
-            if log_path:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            if do_eval:
-                d.dist.barrier()  # the other ranks wait while rank 0 evaluates
-            if callback is not None:
-                callback(d, record)
-        saved = bool(out) and (it % log.ckpt_every == 0 or it == end)
-        if saved:
-            d.elapsed = time.time() - t0
-            save(d, out)
-        bar.update(1)
-        if _termination_requested(d, it):
-            if out and not saved:
-                d.elapsed = time.time() - t0
-                save(d, out)
-            bar.close()
-            raise Terminated(
-                f"Stopped by SIGTERM after iteration {it} of {iters}"
-                + (
-                    f"; a checkpoint of that iteration is in {out}. Rerun the same command with "
-                    "--resume to continue from it."
-                    if out
-                    else " (no --out, so nothing was saved)."
-                )
-            )
-    bar.close()
-    d.elapsed = time.time() - t0
+    finally:
+        if watch is not None:
+            watch.close()
     d.sync_buffers()
     return dict(
         iters=d.iteration, seconds=round(d.elapsed, 2), student_acc=d.last_student_acc
@@ -220,26 +336,6 @@ def save(d: Distiller, out_dir: str) -> None:
                 os.path.join(out_dir, "generator.pt"),
             )
     d.dist.barrier()
-
-
-def _truncate_log(path: str, iteration: int) -> None:
-    """Keep only log lines up to ``iteration`` (a resumed run rewrites what came after)."""
-    if not os.path.exists(path):
-        return
-    keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                if json.loads(line)["iter"] <= iteration:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue
-    checkpoint.atomic_write_bytes(path, lambda fh: fh.write("".join(keep).encode()))
-
-
-def read_log(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _config_differences(
@@ -397,7 +493,7 @@ def _finish(
         student_acc=student_acc,
         best_student_acc=best_acc,
         reported_acc=best_acc if cfg.authors.report_best else student_acc,
-        accuracy_at=distiller.time_to_accuracy(),
+        accuracy_at=time_to_accuracy(distiller),
         **final,
         iters=distiller.iteration,
         seconds=round(distiller.elapsed, 2),
@@ -468,7 +564,7 @@ def final_diagnostics(
     one; it judges the samples and never trains anything). Both are None for inputs without a
     conditioning label (noise, real data, an unconditional generator).
     """
-    from .diagnostics import PixelJudge, teacher_view
+    from .diagnostics import PixelJudge, teacher_agreement
 
     out = dict(teacher_agreement=None, pixel_recognition=None)
     if distiller.bn_loss is not None:
@@ -480,8 +576,8 @@ def final_diagnostics(
         return out
     x, y = drawn
     distiller.teacher.eval()
-    pred = teacher_view(distiller.teacher, x, batch_size=256)[0].argmax(1)
-    out["teacher_agreement"] = round(float((pred == y).float().mean()), 4)
+    seen = teacher_agreement(distiller.teacher, x, y, distiller.num_classes, 256)
+    out["teacher_agreement"] = round(seen["mean_agreement"], 4)
     if bundle.train is not None and isinstance(bundle.train, ArrayDataset):
         judge = PixelJudge(bundle.train)
         meta = distiller.teacher_meta

@@ -23,9 +23,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from . import CpscError, Terminated, checkpoint
+from . import CpscError, checkpoint
 from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
@@ -42,6 +41,7 @@ from .engine import (
     seed_everything,
     set_rng_state,
 )
+from .loop import run_loop
 from .utils import augment_batch, evaluate, warmup_cosine
 
 #: Per-dataset recipes: changes to TeacherConfig's defaults (which stay the recipe for digits,
@@ -133,6 +133,134 @@ def _train_batches(dataset, batch_size: int, device, generator: torch.Generator)
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+class TeacherJob:
+    """Supervised training of ``cfg.model`` on ``bundle.train``, as
+    :func:`cpsc_lite.loop.run_loop` drives it: one unit is one epoch."""
+
+    def __init__(self, bundle, cfg, out_dir, state, eval_every, ckpt_every, accel, say):
+        self.bundle, self.cfg, self.out = bundle, cfg, out_dir
+        self.eval_every, self.ckpt_every = eval_every, ckpt_every
+        seed_everything(cfg.seed)
+        self.device = device = pick_device(cfg.device)
+        configure_backends(device)
+        self.model = create_model(
+            cfg.model, bundle.num_classes, bundle.channels, bundle.img_size
+        ).to(device)
+        if accel.use_channels_last(device):
+            self.model.to(memory_format=torch.channels_last)
+        self.amp = resolve_amp(accel.amp, device)
+        self.scaler = grad_scaler(device, self.amp)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            **fused_optimizer_kwargs(device, self.amp),
+        )
+        steps = cfg.epochs * -(-len(bundle.train) // cfg.batch_size)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: warmup_cosine(s, steps, 0)
+        )
+        self.data_rng = torch.Generator().manual_seed(cfg.seed)
+        self.history, self.done, self.elapsed = [], 0, 0.0
+        self.total = cfg.epochs
+        if state is not None:
+            self.load(state)
+            say(f"resuming teacher training after epoch {self.done} of {cfg.epochs}")
+        self.train_set = _on_device(bundle.train, device)
+
+    def step(self) -> dict:
+        """One epoch; its mean training loss (summed on the device: no per-step sync)."""
+        cfg, bundle, model = self.cfg, self.bundle, self.model
+        model.train()
+        running = torch.zeros((), dtype=torch.float64, device=self.device)
+        n = 0
+        pad = bundle.augment_pad if cfg.shifts else 0
+        for x, y in _train_batches(
+            self.train_set, cfg.batch_size, self.device, self.data_rng
+        ):
+            x = augment_batch(x, pad, bundle.augment_flip)
+            with autocast(self.device, self.amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            engine.update((self.opt,), loss, self.scaler)
+            self.sched.step()
+            running += loss.detach().double() * len(y)
+            n += len(y)
+        self.done += 1
+        return {"loss": running / n}
+
+    def log_due(self, epoch: int, end: int) -> bool:
+        return True
+
+    def record(self, sums: dict, n: int, epoch: int) -> dict:
+        record = dict(
+            epoch=epoch, loss=float(sums["loss"]) / n, seconds=round(self.elapsed, 2)
+        )
+        if not math.isfinite(record["loss"]) or checkpoint.diverged_weights(
+            self.model.state_dict()
+        ):
+            raise CpscError(
+                f"Teacher training diverged in epoch {epoch} (loss {record['loss']:.3g}, or weights "
+                "NaN/infinite); nothing from this epoch was saved. Start again with a lower --lr "
+                "(and --overwrite)."
+            )
+        if self.eval_every and (epoch % self.eval_every == 0 or epoch == self.total):
+            record["test_acc"] = evaluate(self.model, self.bundle.test, self.device)
+        self.history.append(record)
+        return record
+
+    def save_due(self, epoch: int, end: int) -> bool:
+        due = bool(self.ckpt_every) and epoch % self.ckpt_every == 0
+        return bool(self.out) and epoch < self.total and due
+
+    def save(self) -> None:
+        """teacher_state.pt: everything needed to continue (nothing without an output folder)."""
+        if not self.out:
+            return
+        snapshot = dict(
+            model=self.model.state_dict(),
+            opt=self.opt.state_dict(),
+            sched=self.sched.state_dict(),
+            data_rng=self.data_rng.get_state(),
+            rng=rng_state(self.device),
+            history=self.history,
+            epoch=self.done,
+            elapsed=self.elapsed,
+            config=self.cfg.to_dict(),
+            **({} if self.scaler is None else dict(scaler=self.scaler.state_dict())),
+        )
+        checkpoint.save(
+            checkpoint.make(
+                "teacher_resume", {}, {"model": self.cfg.model}, state=snapshot
+            ),
+            os.path.join(self.out, STATE_FILE),
+        )
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.data_rng.set_state(state["data_rng"])
+        set_rng_state(state["rng"], self.device)
+        self.history = list(state["history"])
+        self.done, self.elapsed = state["epoch"], state["elapsed"]
+
+    def stop_requested(self, epoch: int) -> bool:
+        return checkpoint.termination_requested() and epoch < self.total
+
+    def stop_message(self, epoch: int) -> str:
+        saved = (
+            f"; its checkpoint is {os.path.join(self.out, STATE_FILE)}. Rerun the same command "
+            "with --resume to continue from it."
+            if self.out
+            else " (nothing was saved)."
+        )
+        return f"Stopped by SIGTERM after epoch {epoch} of {self.total}" + saved
+
+
 def train_teacher(
     bundle: DataBundle,
     cfg: TeacherConfig,
@@ -156,129 +284,32 @@ def train_teacher(
             f"Dataset {bundle.name} has no training split, so a teacher cannot be trained on it. "
             "Add x_train/y_train to the .npz (or a train/ folder), or bring a trained teacher."
         )
-    accel = accel or Acceleration()
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    configure_backends(device)
-    model = create_model(
-        cfg.model, bundle.num_classes, bundle.channels, bundle.img_size
-    ).to(device)
-    if accel.use_channels_last(device):
-        model.to(memory_format=torch.channels_last)
-    amp = resolve_amp(accel.amp, device)
-    scaler = grad_scaler(device, amp)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        **fused_optimizer_kwargs(device, amp),
+    job = TeacherJob(
+        bundle,
+        cfg,
+        out_dir,
+        state,
+        eval_every,
+        ckpt_every,
+        accel or Acceleration(),
+        say,
     )
-    steps_per_epoch = -(-len(bundle.train) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, 0))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history, first_epoch, elapsed = [], 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        gen.set_state(state["data_rng"])
-        set_rng_state(state["rng"], device)
-        history, first_epoch, elapsed = (
-            list(state["history"]),
-            state["epoch"],
-            state["elapsed"],
-        )
-        say(f"resuming teacher training after epoch {first_epoch} of {cfg.epochs}")
-    train_set = _on_device(bundle.train, device)
-    start = time.time() - elapsed
-    bar = tqdm(
-        range(first_epoch, cfg.epochs),
+    run_loop(
+        job,
+        progress=progress,
         desc=f"teacher {cfg.model}",
-        disable=not progress,
-        leave=False,
+        postfix=lambda r: dict(
+            loss=f"{r['loss']:.3f}",
+            **({"acc": f"{r['test_acc']:.3f}"} if "test_acc" in r else {}),
+        ),
     )
-    for epoch in bar:
-        model.train()
-        # summed on the device: no per-step sync
-        running = torch.zeros((), dtype=torch.float64, device=device)
-        n = 0
-        for x, y in _train_batches(train_set, cfg.batch_size, device, gen):
-            x = augment_batch(
-                x, bundle.augment_pad if cfg.shifts else 0, bundle.augment_flip
-            )
-            with autocast(device, amp):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            engine.update((opt,), loss, scaler)
-            sched.step()
-            running += loss.detach().double() * len(y)
-            n += len(y)
-        record = dict(
-            epoch=epoch + 1,
-            loss=float(running) / n,
-            seconds=round(time.time() - start, 2),
-        )
-        last = epoch + 1 == cfg.epochs
-        if not math.isfinite(record["loss"]) or checkpoint.diverged_weights(
-            model.state_dict()
-        ):
-            raise CpscError(
-                f"Teacher training diverged in epoch {epoch + 1} (loss {record['loss']:.3g}, or weights "
-                "NaN/infinite); nothing from this epoch was saved. Start again with a lower --lr "
-                "(and --overwrite)."
-            )
-        if eval_every and ((epoch + 1) % eval_every == 0 or last):
-            record["test_acc"] = evaluate(model, bundle.test, device)
-        history.append(record)
-        bar.set_postfix(
-            loss=f"{record['loss']:.3f}",
-            **({"acc": f"{record['test_acc']:.3f}"} if "test_acc" in record else {}),
-        )
-        stop = checkpoint.termination_requested() and not last
-        if (
-            out_dir
-            and not last
-            and ((ckpt_every and (epoch + 1) % ckpt_every == 0) or stop)
-        ):
-            snapshot = dict(
-                model=model.state_dict(),
-                opt=opt.state_dict(),
-                sched=sched.state_dict(),
-                data_rng=gen.get_state(),
-                rng=rng_state(device),
-                history=history,
-                epoch=epoch + 1,
-                elapsed=time.time() - start,
-                config=cfg.to_dict(),
-                **({} if scaler is None else dict(scaler=scaler.state_dict())),
-            )
-            checkpoint.save(
-                checkpoint.make(
-                    "teacher_resume", {}, {"model": cfg.model}, state=snapshot
-                ),
-                os.path.join(out_dir, STATE_FILE),
-            )
-        if stop:
-            bar.close()
-            raise Terminated(
-                f"Stopped by SIGTERM after epoch {epoch + 1} of {cfg.epochs}"
-                + (
-                    f"; its checkpoint is {os.path.join(out_dir, STATE_FILE)}. Rerun the same command "
-                    "with --resume to continue from it."
-                    if out_dir
-                    else " (nothing was saved)."
-                )
-            )
+    history = job.history
     acc = (
         history[-1]["test_acc"]
         if history and "test_acc" in history[-1]
-        else evaluate(model, bundle.test, device)
+        else evaluate(job.model, bundle.test, job.device)
     )
-    return model, acc, history
+    return job.model, acc, history
 
 
 def run_teacher(

@@ -364,6 +364,53 @@ def same_noise_grid(
     return images
 
 
+def compare_grids(
+    panels: dict,
+    mean: Sequence[float],
+    std: Sequence[float],
+    class_names: Sequence[str],
+    teacher=None,
+    title: Optional[str] = None,
+    width: float = 5.0,
+    per_row: int = 2,
+):
+    """Class-wise sample grids, ``per_row`` side by side (more panels wrap onto further rows, so
+    that labels stay readable at a page's column width); ``panels`` maps a caption to
+    ``(images, labels)``; with a ``teacher`` each row shows the share it assigns to that class."""
+    import math
+
+    plt = _plt()
+    k = len(class_names)
+    cols = min(len(panels), per_row)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, rows * (0.42 * k + 1.4)), squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")  # an odd panel count leaves the last row's other place empty
+    for ax, (caption, (images, labels)) in zip(axes.flat, panels.items()):
+        real = caption.lower().startswith("real")
+        plot_samples(
+            images,
+            labels,
+            class_names,
+            mean,
+            std,
+            title=caption,
+            ax=ax,
+            predictions=None
+            if teacher is None
+            else teacher_predictions(teacher, images),
+            xlabel=f"{len(images) // k} test images per class" if real else None,
+        )
+        if real:
+            ax.set_ylabel("class (true label)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_bn_statistics(
     model: nn.Module, image_sets: dict, layers=((0, "first"), (-1, "last"))
 ):

@@ -109,3 +109,26 @@ def saved_0_11(spec: str = "cpsc", **changes) -> dict:
     path = os.path.join(REPO, "tests", "data", "configs_0.11.0.json")
     with open(path) as f:
         return dict(json.load(f)["configs"][spec], **changes)
+
+
+def _register_book_test_profile() -> None:
+    """A tiny book profile for the package's tests (a one-epoch teacher, four distillation
+    iterations): registered here, so that readers never see it among the book's profiles."""
+    from cpsc_lite import bookcache
+
+    bookcache.PROFILES.setdefault(
+        "test",
+        dict(
+            description="seconds-long runs for tests",
+            teacher_epochs=lambda default: 1,
+            distill=lambda d: dict(
+                iters=4, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1
+            ),
+            generator_steps=3,
+            per_class=4,
+            umap_real=40,
+        ),
+    )
+
+
+_register_book_test_profile()

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+
+from cpsc_lite import reports
 import torch
 
 from cpsc_lite import CpscError
@@ -325,7 +327,7 @@ def test_adversarial_warmup_switches_the_push_on_after_its_fraction(digits_teach
 
 
 def test_summarize_is_the_t_interval():
-    from cpsc_lite.bench import summarize
+    from cpsc_lite.stats import summarize
 
     s = summarize([0.90, 0.92, 0.94])
     assert s["mean"] == pytest.approx(0.92) and s["std"] == pytest.approx(0.02)
@@ -336,7 +338,7 @@ def test_summarize_is_the_t_interval():
 
 
 def test_paired_differences_call_a_difference_real_only_when_the_ci_excludes_zero():
-    from cpsc_lite.bench import _paired_differences
+    from cpsc_lite.stats import paired_differences as _paired_differences
 
     results = {
         "methods": {
@@ -363,7 +365,7 @@ def test_paired_differences_call_a_difference_real_only_when_the_ci_excludes_zer
 
 def test_bench_reports_cis_agreement_and_the_pixel_judge(tmp_path, digits_teacher):
     from cpsc_lite.bench import run_bench
-    from cpsc_lite.bench import ablation_effects
+    from cpsc_lite.reports import ablation_effects
 
     res = run_bench(
         "digits",
@@ -398,7 +400,7 @@ def test_bench_reports_cis_agreement_and_the_pixel_judge(tmp_path, digits_teache
 
 
 def test_old_tables_show_the_bn_ce_generator_under_its_current_name():
-    from cpsc_lite.bench import with_current_names
+    from cpsc_lite.reports import with_current_names
 
     old = dict(
         package_version="0.2.0",
@@ -418,7 +420,7 @@ def test_forest_plot_marks_real_differences():
     import matplotlib
 
     matplotlib.use("Agg")
-    from cpsc_lite.bench import _paired_differences
+    from cpsc_lite.stats import paired_differences as _paired_differences
     from cpsc_lite.viz import plot_differences
 
     results = {
@@ -449,7 +451,7 @@ def test_forest_plot_wraps_long_variants_and_spans_large_differences():
     import matplotlib
 
     matplotlib.use("Agg")
-    from cpsc_lite.bench import _paired_differences
+    from cpsc_lite.stats import paired_differences as _paired_differences
     from cpsc_lite.viz import plot_differences
 
     variant = "cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8"
@@ -587,7 +589,7 @@ def test_bench_runs_a_variant_of_a_method_as_its_own_row(tmp_path, digits_teache
     assert row["description"].endswith("changed: teacher_ce=False")
     assert (
         "diff_vs_cpsc" in row
-        and bench.method_group("cpsc:teacher_ce=false") == "CPSC-DFKD"
+        and reports.method_group("cpsc:teacher_ce=false") == "CPSC-DFKD"
     )
     with pytest.raises(CpscError, match="Unknown method"):
         bench.run_bench(
@@ -601,7 +603,7 @@ def test_bench_runs_a_variant_of_a_method_as_its_own_row(tmp_path, digits_teache
 
 
 def test_paired_difference_between_any_two_rows_by_hand():
-    from cpsc_lite.bench import paired_difference
+    from cpsc_lite.stats import paired_difference
 
     res = {
         "methods": {

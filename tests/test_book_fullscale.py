@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 import torchvision.datasets as tvd  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from cpsc_lite import CpscError, bench  # noqa: E402
+from cpsc_lite import CpscError, costs  # noqa: E402
 from cpsc_lite import bookcache as bc  # noqa: E402
 from cpsc_lite.models import create_model  # noqa: E402
 
@@ -51,12 +51,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "_FLOPS_PER_SAMPLE", {})
-    a = bench.preset_cost(_preset(tmp_path / "a.yaml"), teacher_epochs=2, tflops=(4.0,))
-    b = bench.preset_cost(
+    monkeypatch.setattr(costs, "_FLOPS_PER_SAMPLE", {})
+    a = costs.preset_cost(_preset(tmp_path / "a.yaml"), teacher_epochs=2, tflops=(4.0,))
+    b = costs.preset_cost(
         _preset(tmp_path / "b.yaml", batch=16), teacher_epochs=4, tflops=(4.0,)
     )
-    c = bench.preset_cost(
+    c = costs.preset_cost(
         _preset(tmp_path / "c.yaml", g=2), teacher_epochs=2, tflops=(4.0,)
     )
     assert b["tflop_per_iter"] == pytest.approx(2 * a["tflop_per_iter"])
@@ -76,15 +76,15 @@ def test_preset_cost_scales_with_batch_steps_and_epochs(tmp_path, monkeypatch):
 
 def test_preset_file_names_the_known_presets():
     assert (
-        bench.preset_file("c10_wrn40_2_wrn16_2_fast").name
+        costs.preset_file("c10_wrn40_2_wrn16_2_fast").name
         == "c10_wrn40_2_wrn16_2_fast.yaml"
     )
     with pytest.raises(
         CpscError, match="not the name of a shipped preset.*c10_resnet34_resnet18"
     ):
-        bench.preset_file("c10_nope")
+        costs.preset_file("c10_nope")
     with pytest.raises(CpscError, match="does not exist"):
-        bench.preset_file("/nowhere/x.yaml")
+        costs.preset_file("/nowhere/x.yaml")
 
 
 def test_preset_run_end_to_end_then_resumes_without_retraining(
@@ -138,10 +138,10 @@ def test_preset_run_end_to_end_then_resumes_without_retraining(
 def test_preset_cost_table_adds_the_teacher_to_the_hours(tmp_path):
     pytest.importorskip("pandas")  # the book's extra
     rate = 1e-6  # TFLOP/s: slow enough that the tiny preset's hours are large numbers
-    costs, table = bench.preset_cost_table(
+    rows, table = costs.preset_cost_table(
         [(_preset(tmp_path / "a.yaml"), 3)], tflops=(rate,)
     )
-    [c] = costs
+    [c] = rows
     teacher, distill = c["hours"][rate]["teacher"], c["hours"][rate]["distill"]
     assert teacher > 1 and distill > 1
     html = table.to_html()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from cpsc_lite import CpscError, bench
+from cpsc_lite import CpscError, reports
 from cpsc_lite.diagnostics import class_separation, per_class_diversity
 from cpsc_lite import bookcache as bc
 
@@ -148,17 +148,17 @@ def test_measures_on_hand_made_features():
 
 def test_bench_results_absent_or_read_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CPSC_BENCH_DIR", str(tmp_path))
-    assert bc.bench_results("digits") is None
+    assert reports.bench_results("digits") is None
     (tmp_path / "digits").mkdir()
     (tmp_path / "digits" / "results.json").write_text(
         json.dumps({"command": "cpsc-lite bench", "methods": {}})
     )
-    assert bc.bench_results("digits")["command"] == "cpsc-lite bench"
+    assert reports.bench_results("digits")["command"] == "cpsc-lite bench"
 
 
 def test_published_results_load():
     pd = pytest.importorskip("pandas")
-    table = bc.published_results()
+    table = reports.published_results()
     assert (
         isinstance(table, pd.DataFrame)
         and (table.source.str.contains("not ours")).all()
@@ -178,13 +178,13 @@ def test_ablation_summary_compares_each_variant_with_its_spread():
             cpsc_paper=row(0.97, 0.005),
         )
     )
-    text = bench.ablation_summary(results)
+    text = reports.ablation_summary(results)
     assert "dfad" not in text
     assert "`cpsc_no_bn`: -5.00 points (worse; larger std 2.00)" in text
     assert "`cpsc_no_scl`: +0.50 points (within the seed-to-seed spread" in text
     assert "`cpsc_paper`: +2.00 points (better" in text
-    assert bench.ablation_summary(None) == "(no results)"
-    assert "no `cpsc` entry" in bench.ablation_summary(
+    assert reports.ablation_summary(None) == "(no results)"
+    assert "no `cpsc` entry" in reports.ablation_summary(
         dict(methods=dict(dfad=row(0.5, 0)))
     )
 
@@ -206,12 +206,12 @@ def test_profile_report_reads_profile_files(tmp_path, monkeypatch):
     )
     (tmp_path / "data/bench/profile/wrn").mkdir(parents=True)
     (tmp_path / "data/bench/profile/wrn/profile.json").write_text(json.dumps(prof))
-    monkeypatch.setattr(bc, "_repo_file", lambda rel: (tmp_path / rel, None))
-    table, commands = bc.profile_report(names=("wrn", "missing"))
+    monkeypatch.setattr(reports, "_repo_file", lambda rel: (tmp_path / rel, None))
+    table, commands = reports.profile_report(names=("wrn", "missing"))
     assert commands == [prof["command"]]
     html = table.to_html()
     assert "wrn40_2 → wrn16_2" in html and "1.10" in html
-    assert bc.profile_report(names=("missing",)) == (None, [])
+    assert reports.profile_report(names=("missing",)) == (None, [])
 
 
 def test_glue_prints_each_number_for_readers_without_myst(capsys):
@@ -229,23 +229,11 @@ def test_glue_prints_each_number_for_readers_without_myst(capsys):
     ]
 
 
-def test_pages_show_the_cache_folder_without_the_build_machines_path(
-    tmp_path, monkeypatch
-):
-    monkeypatch.chdir(tmp_path)
-    assert bc.shown_path(tmp_path / "book" / "_cache") == "book/_cache"
-    (tmp_path / "book").mkdir()
-    monkeypatch.chdir(tmp_path / "book")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert bc.shown_path(tmp_path / "home" / "c") == "~/c"
-    assert bc.shown_path("/elsewhere/c") == "/elsewhere/c"
-
-
 def test_generator_only_takes_the_ce_weight_and_caches_each_weight_apart(cache):
     default = bc.generator_only(use_bn=True, teacher_ce=True)
     strong = bc.generator_only(use_bn=True, teacher_ce=True, eta=3.0)
     specs = sorted(
-        json.loads(p.read_text())["spec"]["eta"]
+        json.loads(p.read_text())["spec"]["objective.eta"]
         for p in cache.glob("generator-bnce-*/metrics.json")
     )
     assert specs == sorted([bc.distill_config().objective.eta, 3.0])
@@ -273,10 +261,10 @@ def test_compare_grids_wraps_after_two_panels(cache):
 
 def test_bench_jobs_reads_a_tuning_log_or_says_none(tmp_path, monkeypatch):
     monkeypatch.setenv("CPSC_BENCH_DIR", str(tmp_path))
-    assert bc.bench_jobs("tuning/callX") is None
+    assert reports.bench_jobs("tuning/callX") is None
     folder = tmp_path / "tuning" / "callX"
     folder.mkdir(parents=True)
     (folder / "jobs.jsonl").write_text(
         '{"spec": "cpsc", "val_acc": 0.9}\n\n{"spec": "dafl"}\n'
     )
-    assert [j["spec"] for j in bc.bench_jobs("tuning/callX")] == ["cpsc", "dafl"]
+    assert [j["spec"] for j in reports.bench_jobs("tuning/callX")] == ["cpsc", "dafl"]

@@ -23,17 +23,20 @@ LAYERS = [
         "checkpoint",
         "results",
         "engine",
+        "stats",
     },
     # building blocks: model families, dataset loaders, the generator, the losses, processes
     {
         "cifar_models",
         "models",
         "vision_datasets",
+        "image_folders",
         "data",
         "generator",
         "losses",
         "distributed",
         "utils",
+        "loop",
     },
     # the methods, and what they are judged and shown with
     {
@@ -51,10 +54,10 @@ LAYERS = [
     {"distill", "teacher"},
     # a run on disk
     {"runner"},
-    # tools built on runs: the benchmark and the book's runtime
-    {"bench", "bookcache"},
+    # tools built on runs: whole experiments, the benchmark, costs, reports, the book's runtime
+    {"pipelines", "bench", "costs", "reports", "bookcache"},
     # the command line
-    {"cli", "__main__"},
+    {"cli", "commands", "__main__"},
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: Registries are leaves (timm's rule): the families register themselves, never the reverse.

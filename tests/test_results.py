@@ -3,6 +3,8 @@
 import json
 
 import pytest
+
+from cpsc_lite import reports
 import torch
 
 from cpsc_lite import CpscError, __version__
@@ -164,17 +166,16 @@ def test_the_book_shows_recorded_runs_from_their_files(
 ):
     pytest.importorskip("pandas")  # the book's extras, not the tests'
     ipd = pytest.importorskip("IPython.display")
-    from cpsc_lite import bookcache as bc
 
     shown = []
     monkeypatch.setattr(ipd, "display", lambda *objs: shown.extend(objs))
     monkeypatch.setenv("CPSC_RESULTS_DIR", str(tmp_path / "results"))
-    assert bc.recorded_runs_report() == []
+    assert reports.recorded_runs_report() == []
     assert "No full-scale run has been recorded yet" in shown[0].data
     out, first, second = two_session_run
     record_run(str(out), "digits_tiny", into=str(tmp_path / "results"))
     shown.clear()
-    [run] = bc.recorded_runs_report()
+    [run] = reports.recorded_runs_report()
     html = shown[1].to_html()
     metrics = json.loads((out / "metrics.json").read_text())
     assert (

@@ -40,6 +40,7 @@ from PIL import Image  # noqa: E402
 
 from cpsc_lite import CpscError  # noqa: E402
 from cpsc_lite import data as cdata  # noqa: E402
+from cpsc_lite import image_folders  # noqa: E402
 from cpsc_lite import vision_datasets as vd  # noqa: E402
 
 
@@ -588,7 +589,7 @@ def test_folder_val_and_jpeg(tmp_path):
     rng = np.random.default_rng(5)
     write_split(tmp_path / "train", ["a", "b"], 1, rgb, rng, ext="jpg")
     write_split(tmp_path / "val", ["a", "b"], 2, rgb, rng, ext="JPG")
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     assert len(b.test) == 4 and len(b.train) == 2 and b.class_names == ["a", "b"]
 
 
@@ -614,7 +615,7 @@ def test_folder_mixed_grey_and_rgb_becomes_rgb(tmp_path):
     g = grey(rng)
     save_image(tmp_path / "a" / "0.png", g)
     save_image(tmp_path / "b" / "0.png", rgb(rng))
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     assert b.channels == 3
     for c in range(3):
         np.testing.assert_array_equal(as_uint8(b.test.images)[0, c], g)
@@ -627,14 +628,14 @@ def test_folder_size_mismatch_names_file(tmp_path):
     with pytest.raises(CpscError, match=r"odd\.png is 10x10.*8x8"):
         cdata.load_dataset(f"folder:{tmp_path}")
     # an explicit size resizes instead
-    b = vd.load_image_folder(str(tmp_path), size=4)
+    b = image_folders.load_image_folder(str(tmp_path), size=4)
     assert b.img_size == 4 and b.test.images.shape == (2, 3, 4, 4)
 
 
 def test_folder_non_square_first_image(tmp_path):
     save_image(tmp_path / "a" / "0.png", np.zeros((6, 8, 3), np.uint8))
     with pytest.raises(CpscError, match="not square.*resize"):
-        vd.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
 
 
 def test_folder_class_mismatch(tmp_path):
@@ -642,7 +643,7 @@ def test_folder_class_mismatch(tmp_path):
     write_split(tmp_path / "train", ["cat", "dog", "fox"], 1, rgb, rng)
     write_split(tmp_path / "test", ["cat", "dog", "owl"], 1, rgb, rng)
     with pytest.raises(CpscError, match="only in train: fox; only in test: owl"):
-        vd.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -676,7 +677,7 @@ def test_folder_many_images_use_the_threaded_decoder(tmp_path):
     rng = np.random.default_rng(11)
     # 300 files: several threads
     imgs = write_split(tmp_path, ["a", "b"], 150, lambda r: grey(r, 4), rng)
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     order = [("a", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
     order += [("b", i) for i in sorted(range(150), key=lambda i: f"{i}.png")]
     np.testing.assert_array_equal(
@@ -687,7 +688,7 @@ def test_folder_many_images_use_the_threaded_decoder(tmp_path):
     save_image(bad, rgb(rng, 64))
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(CpscError, match=r"Cannot read image .*99\.png"):
-        vd.load_image_folder(str(tmp_path), size=4)
+        image_folders.load_image_folder(str(tmp_path), size=4)
 
 
 @pytest.mark.parametrize("size", [3, 136, 300])
@@ -698,7 +699,7 @@ def test_folder_images_outside_the_generators_range_are_refused(tmp_path, size):
         CpscError,
         match=f"is {size}x{size} pixels; image folders must hold square images of 4 to 128",
     ):
-        vd.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
 
 
 def test_folder_16_bit_grey_pngs_are_scaled_not_clipped_to_white(tmp_path):
@@ -706,7 +707,7 @@ def test_folder_16_bit_grey_pngs_are_scaled_not_clipped_to_white(tmp_path):
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(wide).save(tmp_path / c / "0.png")  # PIL: mode I;16
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     assert b.channels == 1
     got = as_uint8(b.test.images)[0, 0]
     np.testing.assert_array_equal(
@@ -720,14 +721,14 @@ def test_folder_symlink_loop_reads_each_image_once(tmp_path):
     write_split(tmp_path, ["a", "b"], 1, lambda r: grey(r, 8), rng)
     # a/loop -> a: os.walk would go round and round
     os.symlink(tmp_path / "a", tmp_path / "a" / "loop")
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     assert len(b.test) == 2
 
 
 def test_folder_with_a_single_class_is_refused(tmp_path):
     write_split(tmp_path, ["only"], 2, lambda r: grey(r, 8), np.random.default_rng(0))
     with pytest.raises(CpscError, match="single class folder"):
-        vd.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
 
 
 def test_folder_32_bit_grey_images_with_8_bit_values_are_not_darkened(tmp_path):
@@ -736,5 +737,5 @@ def test_folder_32_bit_grey_images_with_8_bit_values_are_not_darkened(tmp_path):
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(small, "I").save(tmp_path / c / "0.tif")
-    b = vd.load_image_folder(str(tmp_path))
+    b = image_folders.load_image_folder(str(tmp_path))
     np.testing.assert_array_equal(as_uint8(b.test.images)[0, 0], small.astype(np.uint8))
