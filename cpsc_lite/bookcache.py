@@ -660,7 +660,7 @@ def estimate_full_cost(repeats: int = 2) -> dict:
 def preset_run(
     name: str,
     teacher: Optional[str] = None,
-    teacher_epochs: int = 40,
+    teacher_epochs: Optional[int] = None,
     iters: Optional[int] = None,
     data_root: Optional[str] = None,
     out: Optional[str] = None,

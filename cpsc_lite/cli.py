@@ -13,13 +13,7 @@ import sys
 import textwrap
 
 from . import CpscError, __version__, commands
-from .commands import CONFIG_FLAGS
-
-
-#: ``cpsc-lite demo``'s distillation iterations: 1000 met the rule in
-#: data/bench/tuning/demo_iters/RULE.md (validation accuracy 98.72 % against 98.52 % at 600 on seeds
-#: 100-103; the demo in 101 s on two cores). ``distill`` and ``bench`` keep the config's 600.
-DEMO_ITERS = 1000
+from .commands import CONFIG_FLAGS, DEMO_ITERS
 
 
 def _models_epilog() -> str:
@@ -250,16 +244,38 @@ def add_demo(sub) -> None:
         ],
         description="Train a teacher on the built-in digits, distil a student data-free with "
         "CPSC-DFKD, and write teacher.pt, student.pt, generator.pt, metrics.json, "
-        "log.jsonl, samples.png and curves.png into --out.",
+        "log.jsonl, samples.png and curves.png into --out. With --preset, the same for a "
+        "shipped preset (e.g. c10_colab: CIFAR-10 on one Colab GPU in about 20 minutes) into "
+        "--out/teacher and --out/student; rerunning it continues from the last checkpoints.",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="a shipped preset (`cpsc-lite presets`) or a YAML file, instead of the digits",
     )
     p.add_argument(
         "--iters",
         type=int,
-        default=DEMO_ITERS,
-        help="distillation iterations (the demo's own default, above the config's 600: chosen on "
-        "validation seeds, see the book's appendix)",
+        default=None,
+        help=f"distillation iterations (digits: {DEMO_ITERS}, the demo's own default, chosen "
+        "on validation seeds as the book's appendix says; a preset: its own)",
     )
-    p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=None,
+        help="teacher epochs (digits: 30; a preset: its own)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="with --preset: where its data set lives (default: $CPSC_LITE_DATA or "
+        "~/.cache/cpsc_lite/data)",
+    )
+    p.add_argument(
+        "--download", action="store_true", help="with --preset: allow downloading it"
+    )
     p.set_defaults(func=commands.cmd_demo)
 
 

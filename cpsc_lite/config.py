@@ -626,16 +626,17 @@ def load_yaml(path: str) -> dict:
     return d
 
 
-#: Keys a preset YAML may hold besides DistillConfig's: defaults for the command line.
-RUN_KEYS = ("dataset", "teacher_model")
+#: Keys a preset YAML may hold besides DistillConfig's: defaults for the command line, and how long
+#: a whole experiment (``cpsc-lite demo --preset``) trains its teacher.
+RUN_KEYS = ("dataset", "teacher_model", "teacher_epochs")
 
 
 def load_preset(path: str) -> tuple[dict, dict]:
     """A ``configs/*.yaml`` file split into ``(DistillConfig settings, run settings)``.
 
-    Run settings are :data:`RUN_KEYS` (``dataset``, ``teacher_model``), which the command
-    line uses as defaults for ``--dataset`` and ``--teacher-model``; ``student`` is a
-    DistillConfig setting already.
+    Run settings are :data:`RUN_KEYS` (``dataset``, ``teacher_model``, ``teacher_epochs``), which
+    the command line uses as defaults for ``--dataset``, ``--teacher-model`` and the teacher's
+    epochs; ``student`` is a DistillConfig setting already.
     """
     settings = load_yaml(path)
     run = {k: settings.pop(k) for k in RUN_KEYS if k in settings}

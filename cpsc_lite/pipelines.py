@@ -107,9 +107,10 @@ def run_preset(
     name: str,
     folder: str,
     teacher: Optional[str] = None,
-    teacher_epochs: int = 40,
+    teacher_epochs: Optional[int] = None,
     iters: Optional[int] = None,
     data_root: Optional[str] = None,
+    download: bool = True,
     device: str = "auto",
     progress: bool = True,
     timing_iters: int = 3,
@@ -117,7 +118,8 @@ def run_preset(
     say: Callable[[str], None] = print,
 ) -> dict:
     """A preset end to end, resumable: its data set (downloaded if needed), a teacher trained with
-    the package's recipe for ``teacher_epochs`` into ``folder/teacher`` (or the ``teacher`` file), a
+    the package's recipe for ``teacher_epochs`` (default: the preset's ``teacher_epochs``, else 40)
+    into ``folder/teacher`` (or the ``teacher`` file), a
     measured estimate of the distillation's time from ``timing_iters`` iterations, then the
     distillation into ``folder/student``. Running it again after a disconnect continues from the
     last checkpoints. Returns the run's metrics and its folder."""
@@ -129,7 +131,7 @@ def run_preset(
     cfg = cfg.replace(device=device)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    bundle = load_dataset(run["dataset"], data_root, download=True)
+    bundle = load_dataset(run["dataset"], data_root, download=download)
     say(bundle.describe())
     student_dir = folder / "student"
     teacher_path = teacher
@@ -137,7 +139,7 @@ def run_preset(
         tcfg = teacher_recipe(
             bundle.name,
             model=run["teacher_model"],
-            epochs=teacher_epochs,
+            epochs=teacher_epochs or run.get("teacher_epochs", 40),
             device=device,
         )
         if not (folder / "teacher" / "teacher.pt").exists():

@@ -146,3 +146,29 @@ def test_preset_cost_table_adds_the_teacher_to_the_hours(tmp_path):
     assert teacher > 1 and distill > 1
     html = table.to_html()
     assert "hours at 1e-06 TFLOP/s" in html and f"{teacher + distill:.1f}" in html
+
+
+def test_demo_with_a_preset_runs_end_to_end_and_a_second_call_continues(
+    tmp_path, monkeypatch, capsys
+):
+    """`cpsc-lite demo --preset` (what a Colab user types): teacher, timing, distillation into
+    --out/teacher and --out/student; the same command again trains nothing more."""
+    from cpsc_lite.cli import main
+
+    write_cifar10(tmp_path / "data", n=16)
+    patch_cifar_md5(monkeypatch, tvd.CIFAR10, tmp_path / "data" / "cifar-10-batches-py")
+    preset = _preset(tmp_path / "p.yaml").replace(".yaml", ".yaml")
+    with open(preset, "a") as f:
+        f.write("teacher_epochs: 1\n")
+    argv = ["demo", "--preset", preset, "--out", str(tmp_path / "run")]
+    argv += ["--data-root", str(tmp_path / "data"), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "training the teacher: wrn16_1, 1 epochs" in first and "measured" in first
+    metrics = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["iters"] == 2
+    teacher = tmp_path / "run" / "teacher" / "teacher.pt"
+    stamp = teacher.stat().st_mtime_ns
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "training the teacher" not in again and teacher.stat().st_mtime_ns == stamp

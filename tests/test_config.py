@@ -174,10 +174,14 @@ PAIRS = [
 ]
 
 
+COLAB = "c10_colab"
+
+
 def test_every_preset_has_the_papers_schedule():
     paths = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
     names = {os.path.basename(p)[:-5] for p in paths}
-    assert names == set(PAIRS) | {p + "_fast" for p in PAIRS}
+    assert names == set(PAIRS) | {p + "_fast" for p in PAIRS} | {COLAB}
+    paths = [p for p in paths if not p.endswith(COLAB + ".yaml")]
     datasets, models = available_datasets(), available_models()
     for path in paths:
         settings, run = load_preset(path)
@@ -240,6 +244,25 @@ def test_every_preset_has_the_papers_schedule():
             cfg.budget.iters % cfg.log.eval_every == 0
             and cfg.budget.iters % cfg.log.ckpt_every == 0
         ), path
+
+
+def test_the_colab_preset_is_a_short_cifar_run_that_shows_its_progress():
+    """About 20 minutes on a T4 by FLOP arithmetic (chapter 8 counts them): a small teacher trained
+    briefly, a short distillation, and the progress a notebook user watches."""
+    settings, run = load_preset(COLAB)
+    cfg = make_config("cpsc", settings)
+    assert run == {
+        "dataset": "cifar10",
+        "teacher_model": "wrn16_2",
+        "teacher_epochs": 20,
+    }
+    assert (cfg.student, cfg.budget.iters, cfg.budget.batch_size) == (
+        "wrn16_1",
+        2000,
+        256,
+    )
+    assert cfg.log.samples_every and cfg.log.tensorboard
+    assert cfg.budget.iters % cfg.log.ckpt_every == 0
 
 
 def test_preset_supplies_dataset_and_student_and_flags_override(
@@ -318,7 +341,9 @@ def test_config_takes_a_shipped_preset_by_name_from_any_folder(
     from cpsc_lite.config import available_presets, resolve_config
 
     shipped = os.path.join(REPO, "configs", "c10_wrn40_2_wrn16_2_fast.yaml")
-    assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS}
+    assert set(available_presets()) == set(PAIRS) | {p + "_fast" for p in PAIRS} | {
+        COLAB
+    }
     monkeypatch.chdir(tmp_path)  # outside the checkout, as after `pip install`
     assert os.path.samefile(resolve_config("c10_wrn40_2_wrn16_2_fast"), shipped)
     # README's spelling
