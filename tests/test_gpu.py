@@ -21,90 +21,120 @@ from conftest import REPO, TINY, cuda, cuda_marker, make_colour_npz
 
 
 # ------------------------------------------------------------ the GPU check script
+CHECK_SH = os.path.join(REPO, "benchmarks", "gpu_check.sh")
+CHECK_PY = os.path.join(REPO, "benchmarks", "gpu_check.py")
+PARTS = [
+    "environment",
+    "cuda_tests",
+    "paper_preset",
+    "batch_sweep",
+    "fp16_safety",
+    "small_presets",
+    "cli",
+    "compile",
+]
+
+
+def _check_env(**extra):
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", **extra)
+    env.pop("GPU_CHECK_BUDGET_S", None)
+    env.pop("GPU_CHECK_DRY_RUN", None)
+    return env
+
+
 def test_gpu_check_exits_quickly_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the script would run for minutes")
-    out = tmp_path / "gpu.json"
+    out = tmp_path / "gpu"
     proc = subprocess.run(
-        ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(out)],
+        ["bash", CHECK_SH, str(out)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ, PYTHON=sys.executable),
+        env=_check_env(),
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "no CUDA" in proc.stderr and not out.exists()
+    assert "no CUDA" in proc.stderr and "--dry-run" in proc.stderr
+    assert not out.exists()
 
 
-def test_gpu_benchmark_code_runs_on_cpu(tmp_path):
-    """The benchmark driver itself, shrunk to tiny models on CPU (its GPU numbers need a GPU)."""
-    out = tmp_path / "bench.json"
+def test_gpu_check_dry_run_answers_all_eight_parts_on_cpu(tmp_path):
+    """The whole GPU check, every part in its own process, on the CPU with tiny sizes: each part
+    is ok, or skipped with a reason where it needs a GPU (the CUDA tests here)."""
+    out = tmp_path / "dry"
     proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "gpu_bench.py"),
-            "--out",
-            str(out),
-            "--allow-cpu",
-            "--teacher",
-            "cnn_base",
-            "--student",
-            "cnn_small",
-            "--img-size",
-            "8",
-            "--batch-size",
-            "8",
-            "--g-steps",
-            "1",
-            "--s-steps",
-            "1",
-            "--warmup",
-            "1",
-            "--iters",
-            "1",
-            "--ngf",
-            "8",
-            "--configs",
-            "fp32",
-        ],
+        ["bash", CHECK_SH, str(out), "--dry-run"],
         capture_output=True,
         text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=600,
+        env=_check_env(),
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    result = json.loads((out / "gpu_check.json").read_text())
+    log = (out / "gpu_check.log").read_text()
+    assert result["dry_run"] and result["finished"] and list(result["parts"]) == PARTS
+    for number, (name, part) in enumerate(result["parts"].items(), 1):
+        assert part["part"] == number and part["wall_s"] >= 0, (name, part)
+        assert part["status"] in ("ok", "skipped"), (name, part)
+        if part["status"] == "skipped":
+            assert part["reason"], (name, part)
+        assert f"part {number} ({name})" in log
+    parts = result["parts"]
+    assert parts["cuda_tests"]["status"] == "skipped"  # CUDA is hidden from a dry run
+    assert parts["environment"]["triton_compile"]["status"] == "skipped"
+    for precision in ("bf16", "fp16", "fp32"):
+        run = parts["paper_preset"][precision]
+        assert run["status"] == "ok" and run["losses_finite"], run
+        assert run["g_step_s"] > 0 and run["s_step_s"] > 0 and run["checkpoint_s"] > 0
+        hours = run["projected_hours"]
+        assert hours["30000"]["hours"] > hours["3000"]["hours"] > 0
+        assert (
+            hours["30000"]["evaluations"] == 60
+        )  # eval_every 500 (+ the budget marks)
+        assert run["preset_settings"]["batch_size"] == 512
+    assert [b["batch_per_gpu"] for b in parts["batch_sweep"]["batches"]] == [2, 4]
+    safety = parts["fp16_safety"]
+    assert safety["skipped_first"] and safety["all_finite"], safety
+    small = parts["small_presets"]
+    assert (
+        small["colab"]["projected_minutes"] > 0 and small["fast"]["teacher_epoch_s"] > 0
+    )
+    steps = parts["cli"]["steps"]
+    assert [s["returncode"] for s in steps.values()] == [0, 0, 0], steps
+    assert steps["distill"]["iters"] == 3 and steps["resume"]["complete"], steps
+    assert parts["compile"]["recompiles"] >= 0 and parts["compile"]["s_per_iter"] > 0
+    assert result["summary"]["fp16_overflow_safe"] is True
+
+
+def test_gpu_check_records_budget_skips_and_timeouts(tmp_path):
+    """A part that does not fit the budget is skipped; one past its limit is killed and recorded
+    as a timeout; the JSON is written either way."""
+    proc = subprocess.run(
+        [sys.executable, CHECK_PY, "--dry-run", "--out-dir", str(tmp_path / "a")]
+        + ["--budget-s", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_check_env(),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
-    (fp32,) = result["benchmark"]
-    assert fp32["status"] == "ok" and fp32["iters_per_second"] > 0 and fp32["finite"], (
-        fp32
+    parts = json.loads((tmp_path / "a" / "gpu_check.json").read_text())["parts"]
+    assert list(parts) == PARTS
+    assert all(
+        p["status"] == "skipped" and "budget" in p["reason"] for p in parts.values()
     )
-    assert fp32["speedup_vs_fp32"] == 1.0 and result["workload"]["batch_size"] == 8
-    # Past the time budget, a configuration is recorded as skipped rather than started.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "gpu_bench", os.path.join(REPO, "benchmarks", "gpu_bench.py")
+    proc = subprocess.run(
+        [sys.executable, CHECK_PY, "--dry-run", "--out-dir", str(tmp_path / "b")]
+        + ["--only", "fp16_safety", "--limit", "fp16_safety=0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_check_env(),
     )
-    gpu_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_bench)
-    assert (
-        gpu_bench.main(
-            [
-                "--out",
-                str(out),
-                "--allow-cpu",
-                "--budget-s",
-                "0",
-                "--configs",
-                "bf16+compile",
-            ]
-        )
-        == 0
-    )
-    (skipped,) = json.loads(out.read_text())["benchmark"]
-    assert skipped["name"] == "bf16+compile" and skipped["status"].startswith(
-        "skipped"
-    ), skipped
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "b" / "gpu_check.json").read_text())
+    (part,) = result["parts"].values()
+    assert part["status"] == "timeout" and result["finished"], part
 
 
 # ------------------------------------------------------------------ CUDA only
