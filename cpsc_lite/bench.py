@@ -88,7 +88,7 @@ def run_one(
     and ``val_acc``: the student's accuracy on the training split, which no data-free method reads
     (None without one, and for ``data``, which trains on it), and ``runtime`` (precision, layout,
     device). Settings are chosen on ``val_acc`` with seeds that are not reported
-    (``scripts/tune.py``), never on the test accuracy."""
+    (``experiments/tune.py``), never on the test accuracy."""
     teacher, meta = load_classifier(teacher_path)
     reads_data = family_of(cfg.method).reads_training_data
     if reads_data and bundle.train is None:

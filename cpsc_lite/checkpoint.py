@@ -442,7 +442,7 @@ def untrained_meta(
     model_name: str, num_classes: int, channels: int, img_size: int
 ) -> dict:
     """The facts :class:`~cpsc_lite.distill.Distiller` needs about a teacher that was never trained:
-    timing and FLOP counts (``bench --profile``, book chapter 8, ``benchmarks/gpu_bench.py``)."""
+    timing and FLOP counts (``bench --profile``, book chapter 8, ``benchmarks/gpu_check.py``)."""
     return dict(
         model=model_name,
         num_classes=num_classes,

@@ -375,7 +375,9 @@ def bench_path(dataset: str) -> str:
     base = os.environ.get("CPSC_BENCH_DIR")
     if base:
         return str(Path(base) / dataset / "results.json")
-    local, url = _repo_file(f"data/bench/{dataset}/results.json")
+    # the validation runs behind the defaults are research logs, kept under experiments/
+    where = "experiments" if dataset.startswith("tuning/") else "data/bench"
+    local, url = _repo_file(f"{where}/{dataset}/results.json")
     return str(local) if local is not None else url
 
 
@@ -395,7 +397,7 @@ def _bench_text(where: str) -> Optional[str]:
 
 def bench_jobs(folder: str) -> Optional[list]:
     """Chapter 7: the validation jobs a tuning call logged (``data/bench/<folder>/jobs.jsonl``, one
-    JSON object per line, written by ``scripts/tune.py``; or under ``$CPSC_BENCH_DIR``), or None
+    JSON object per line, written by ``experiments/tune.py``; or under ``$CPSC_BENCH_DIR``), or None
     when the file is not there (or, outside a checkout, cannot be fetched)."""
     text = _bench_text(bench_path(folder)[: -len("results.json")] + "jobs.jsonl")
     if text is None:

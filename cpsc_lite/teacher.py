@@ -50,11 +50,11 @@ from .utils import augment_batch, evaluate, warmup_cosine
 #: Tiny-ImageNet uses the CIFAR recipe with the 64x64 ResNet. ``--epochs``/``--lr``/
 #: ``--batch-size``/``--model`` override any of them.
 TEACHER_RECIPES: dict[str, dict] = {
-    # no random shifts: see TeacherConfig.shifts (data/bench/tuning/teacher_shifts/)
+    # no random shifts: see TeacherConfig.shifts (experiments/tuning/teacher_shifts/)
     "digits": dict(shifts=False),
     # no random shifts either (flips stay): the teacher then agreed with the conditioning class a
     # little more often and its students were more accurate on validation seeds
-    # (data/bench/tuning/shapes_teacher/)
+    # (experiments/tuning/shapes_teacher/)
     "shapes": dict(shifts=False),
     "cifar10": dict(
         model="resnet34",

@@ -29,7 +29,7 @@ every=$ablations,bn_ce,dafl,dfad,noise,data,cmi,deepinv
 # and CMI, whose preset was its best there
 scenes_tuned=cpsc,cpsc:bn_first_weight=10.0:diversity=1.0:lr_generator=0.001:replay=0.8
 scenes_tuned=$scenes_tuned,dafl:lr_generator=0.0003,bn_ce:bn_first_weight=10.0:lr_generator=0.001,cmi
-if [[ $what == every ]]; then  # print that list (scripts/gpu_tables.sh resumes from it)
+if [[ $what == every ]]; then  # print that list (experiments/gpu_tables.sh resumes from it)
   echo "$every"
   exit 0
 fi
@@ -46,7 +46,7 @@ table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
   "${cli[@]}" bench --dataset "$dataset" --methods "$methods" --seeds "$seeds" --workers "$workers" \
     --amp off --out "$out/$folder" --no-progress "$@" "${extra[@]}" "${more[@]}"
 }
-if [[ $what == digits || $what == all ]]; then  # every method and ablation (0.9.0; made on a GPU: scripts/gpu_tables.sh)
+if [[ $what == digits || $what == all ]]; then  # every method and ablation (0.9.0; made on a GPU: experiments/gpu_tables.sh)
   table digits digits "$every" --iters 300 --batch-size 128
 fi
 if [[ $what == lr_check_digits ]]; then  # the defaults against lr_generator=0.02, validation seeds 100-103
@@ -68,8 +68,8 @@ if [[ $what == reference_digits ]]; then  # the authors' published code, quirk b
     --out data/bench/digits_reference --no-progress
 fi
 if [[ $what == scenes ]]; then  # every method on scenes and the tuned rows, 5 seeds (0.9.0)
-  # Made on a GPU in two parts (scripts/gpu_tables.sh ran scenes_tuned, a second call the rest; merged
-  # with `cpsc-lite bench --merge`, data/bench/tuning/README.md); one command, with WORKERS processes
+  # Made on a GPU in two parts (experiments/gpu_tables.sh ran scenes_tuned, a second call the rest; merged
+  # with `cpsc-lite bench --merge`, experiments/tuning/README.md); one command, with WORKERS processes
   # (e.g. 12 on a GPU; hours with 2 on two cores):
   table scenes scenes "$scenes_tuned,noise,data,dfad,dafl,bn_ce,deepinv" --iters 300 --batch-size 64
 fi

@@ -1,5 +1,5 @@
 """The benchmark split over processes and machines (``--workers``, ``--first-seed``, ``--merge``),
-its validation accuracy, and the selection rules of ``scripts/tune.py``."""
+its validation accuracy, and the selection rules of ``experiments/tune.py``."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from cpsc_lite.cli import main
 
 from conftest import REPO, flat
 
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+sys.path.insert(0, os.path.join(REPO, "experiments"))
 import tune  # noqa: E402
 
 

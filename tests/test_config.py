@@ -493,7 +493,7 @@ def test_a_method_variant_is_the_method_with_its_settings_changed():
 
 def test_the_student_warms_up_over_a_tenth_of_a_quick_run_and_the_paper_presets_keep_theirs():
     # 0.8.0: 6 warm-up iterations of a 300-iteration run let the student diverge on `shapes`
-    # (data/bench/tuning/README.md); the paper's 1/60 stays in cpsc_paper and reference_compat.
+    # (experiments/tuning/README.md); the paper's 1/60 stays in cpsc_paper and reference_compat.
     from cpsc_lite.distill import lr_factor
 
     cfg = make_config("cpsc", iters=300)
@@ -511,7 +511,7 @@ def test_the_student_warms_up_over_a_tenth_of_a_quick_run_and_the_paper_presets_
 
 
 def test_the_pseudo_label_weight_is_one_and_the_paper_presets_keep_theirs():
-    # 0.9.0: eta=1 on validation seeds of digits, shapes and scenes (data/bench/tuning/eta/)
+    # 0.9.0: eta=1 on validation seeds of digits, shapes and scenes (experiments/tuning/eta/)
     assert make_config("cpsc").objective.eta == 1.0
     for name in ("cpsc_paper", "reference_compat"):
         assert make_config(name).objective.eta == 0.7, name

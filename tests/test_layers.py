@@ -181,3 +181,37 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
         "    import cpsc_lite.viz\n    from cpsc_lite.bench import run_bench\n"
     )
     assert package_imports(f) == {"__init__", "checkpoint", "cli", "viz", "bench"}
+
+
+def test_modules_and_their_functions_stay_readable():
+    """No package module over 700 lines, no class or function over 200: one concept, one home,
+    small enough to read in one sitting."""
+    long_modules, long_defs = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 700:
+            long_modules.append(f"{module_name(path)} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 200:
+                    long_defs.append(f"{module_name(path)}.{node.name} ({n} lines)")
+    assert not long_modules and not long_defs, long_modules + long_defs
+
+
+def test_nothing_points_outside_the_repository():
+    """A user's clone has only the repository: no file may cite notes kept beside it."""
+    root = PACKAGE.parent
+    found = []
+    for pattern in ("*.py", "*.md", "*.yaml", "*.ipynb", "*.sh", "*.toml"):
+        for path in root.rglob(pattern):
+            if any(
+                part in (".git", ".venv", "_build", "node_modules")
+                for part in path.parts
+            ):
+                continue
+            text = path.read_text(errors="ignore")
+            outside = ("../" + "shared", "METHOD" + ".md", "STYLE" + ".md")
+            if any(name in text for name in outside):
+                found.append(str(path.relative_to(root)))
+    assert not found, found

@@ -1,6 +1,6 @@
 """Several independent judges of a run's class-wise samples, all fitted to the real training split.
 
-    python scripts/judges.py RUN_DIR [RUN_DIR ...] --dataset digits [--out judges.json]
+    python experiments/judges.py RUN_DIR [RUN_DIR ...] --dataset digits [--out judges.json]
 
 For each RUN_DIR (a generator.pt written by `cpsc-lite distill` or `demo`), the share of its
 class-wise samples (50 per class, noise seed 4321, as the runs' own final diagnostics draw them)
@@ -12,7 +12,7 @@ that each judge assigns to the conditioning class:
   with the teacher recipe and seed 7.
 
 The real test split is scored too, as every judge's ceiling. Nothing here changes a run; the
-numbers are in data/bench/tuning/judges/.
+numbers are in experiments/tuning/judges/.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU tables (data/bench/tuning/README.md): the digits and shapes tables (every method and
+# The GPU tables (experiments/tuning/README.md): the digits and shapes tables (every method and
 # ablation, seeds 0-4, float32) and the scenes rows of the tuned methods, side by side on one GPU, each
 # through scripts/make_bench.sh, until DEADLINE seconds (default 540); a second call on the same
 # machine runs only the rows the first left (the tables stay in /tmp/b between calls). Teachers:
 # .device/digits.pt, .device/shapes.pt and .device/scenes.pt (trained on a CPU, seed 0).
-# Usage, on the GPU machine: OUT=folder bash scripts/gpu_tables.sh [DEADLINE]; it writes OUT/bench.tgz.
+# Usage, on the GPU machine: OUT=folder bash experiments/gpu_tables.sh [DEADLINE]; it writes OUT/bench.tgz.
 set -u
 DEADLINE=${1:-540}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 CPSC_LITE="python3 -m cpsc_lite"

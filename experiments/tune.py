@@ -1,6 +1,6 @@
 """Choose settings on validation data, then run the reported tables: one script, many workers.
 
-Used in cpsc-lite 0.7.0 on a GPU lent for 15 minutes (data/bench/tuning/README.md has what it
+Used in cpsc-lite 0.7.0 on a GPU lent for 15 minutes (experiments/tuning/README.md has what it
 found); it runs anywhere, CPU included, only slower (``--device cpu``). Every number it selects
 on is the student's accuracy on the *training* split (``val_acc``; no data-free method reads
 those images), with seeds 100 and up, which no table reports. The rules below were fixed before
@@ -37,7 +37,7 @@ rules: choices on validation seeds only) runs ``SHAPES_CANDIDATES`` on shapes an
 scenes rows the first call left unfinished, then the best of them on seeds 0-4. ``--report
 JOBS.jsonl ...`` prints every configuration's means.
 
-``python scripts/tune.py --out DIR --digits-teacher T1 --scenes-teacher T2 [--workers N]
+``python experiments/tune.py --out DIR --digits-teacher T1 --scenes-teacher T2 [--workers N]
 [--minutes M] [--device cuda]`` writes ``DIR/jobs.jsonl`` (one line per finished job),
 ``DIR/choice.json`` and the bench folders; ``--dry-run`` prints the plan.
 """
@@ -128,7 +128,7 @@ SCENES_FOLLOWUP = [
 ]
 
 
-#: ``--round3`` (the fourth GPU call, data/bench/tuning/call4, made after the digits and shapes tables showed CPSC-DFKD
+#: ``--round3`` (the fourth GPU call, experiments/tuning/call4, made after the digits and shapes tables showed CPSC-DFKD
 #: unstable on shapes: 79 +- 35 %, one seed at 30 %): CPSC settings for ``shapes`` (seeds
 #: 100-102), among them the four chosen for scenes, and the baselines' own settings on
 #: ``scenes`` (seeds 100-101), which 0.7.0 never reached, next to CPSC with and without the
@@ -363,7 +363,7 @@ def digits_choice(m: dict, base: dict | None) -> tuple[dict, str]:
 
     cpsc-lite 0.7.0's first call took ``base`` from ``m``, which holds only configs with all
     their validation seeds; the defaults' stage-2 seeds had been dropped at the deadline, so the
-    comparison with the defaults was silently skipped (data/bench/tuning/README.md)."""
+    comparison with the defaults was silently skipped (experiments/tuning/README.md)."""
     if base is None:
         return (
             {},

@@ -1,11 +1,11 @@
 """Teacher agreement, pixel judge and diversity of a run's class-wise samples at several truncations.
 
-    python scripts/truncation_sweep.py RUN_DIR [RUN_DIR ...] --teacher TEACHER.pt --dataset digits
+    python experiments/truncation_sweep.py RUN_DIR [RUN_DIR ...] --teacher TEACHER.pt --dataset digits
         [--psi 1,0.9,...] [--out sweep.json]
 
 Each RUN_DIR holds a generator.pt written by `cpsc-lite distill` (or `demo`). Prints one row per
 psi with the means over the runs and writes every run's rows to --out. Used for
-data/bench/tuning/truncation/ (its RULE.md says how the shown psi was chosen).
+experiments/tuning/truncation/ (its RULE.md says how the shown psi was chosen).
 """
 
 from __future__ import annotations
