@@ -275,6 +275,18 @@ def load(path: str, kind: Optional[str] = None, what: str = "checkpoint") -> dic
     return obj
 
 
+def load_weights(model, state_dict: dict, path: str, what: str) -> None:
+    """``model.load_state_dict(state_dict)``, where weights that do not fit are a message saying
+    which file and what to do (every checkpoint loader's last step)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise CpscError(
+            f"The weights in {path} do not fit {what}: {str(exc).splitlines()[0]}. The file may "
+            "come from another version or be damaged: re-create it, or restore a good copy."
+        ) from None
+
+
 def safe_torch_load(path: str):
     """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings about odd pickle
     protocols in files that are no checkpoint (the caller explains those in its own words)."""

@@ -170,17 +170,12 @@ def generate_per_class(
 def load_generator(path: str) -> tuple[ConditionalGenerator, dict]:
     """``(generator in eval mode, its metadata)`` from a generator.pt written by a run (book chapters 6-7,
     ``cpsc-lite sample``); read with ``weights_only=True`` like every checkpoint."""
-    from . import CpscError, checkpoint
+    from . import checkpoint
 
     obj = checkpoint.load(path, kind="generator", what="generator checkpoint")
     generator = ConditionalGenerator(**obj["meta"]["generator"])
-    try:
-        generator.load_state_dict(obj["state_dict"])
-    except RuntimeError as exc:
-        raise CpscError(
-            f"The weights in {path} do not fit the generator its metadata describes "
-            f"({str(exc).splitlines()[0]}). Re-create it, or restore a good copy."
-        ) from None
+    what = "the generator its metadata describes"
+    checkpoint.load_weights(generator, obj["state_dict"], path, what)
     return generator.eval(), obj["meta"]
 
 

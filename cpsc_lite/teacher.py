@@ -49,45 +49,26 @@ from .utils import augment_batch, evaluate, warmup_cosine
 #: batch 128, cosine, 200 epochs). SVHN converges much sooner, so 50 epochs (our choice);
 #: Tiny-ImageNet uses the CIFAR recipe with the 64x64 ResNet. ``--epochs``/``--lr``/
 #: ``--batch-size``/``--model`` override any of them.
+_CIFAR_RECIPE = dict(
+    model="resnet34",
+    epochs=200,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+)
 TEACHER_RECIPES: dict[str, dict] = {
-    # no random shifts: see TeacherConfig.shifts (experiments/tuning/teacher_shifts/)
+    # no random shifts: a teacher that accepts a digit anywhere within a pixel lets the generator
+    # put it anywhere (book chapter 4; experiments/tuning/teacher_shifts/)
     "digits": dict(shifts=False),
     # no random shifts either (flips stay): the teacher then agreed with the conditioning class a
     # little more often and its students were more accurate on validation seeds
     # (experiments/tuning/shapes_teacher/)
     "shapes": dict(shifts=False),
-    "cifar10": dict(
-        model="resnet34",
-        epochs=200,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-    ),
-    "cifar100": dict(
-        model="resnet34",
-        epochs=200,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-    ),
-    "svhn": dict(
-        model="resnet34",
-        epochs=50,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-    ),
-    "tiny-imagenet": dict(
-        model="resnet34_64",
-        epochs=200,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-    ),
+    "cifar10": _CIFAR_RECIPE,
+    "cifar100": _CIFAR_RECIPE,
+    "svhn": dict(_CIFAR_RECIPE, epochs=50),
+    "tiny-imagenet": dict(_CIFAR_RECIPE, model="resnet34_64"),
 }
 
 STATE_FILE = "teacher_state.pt"
@@ -407,13 +388,7 @@ def load_classifier(
     model = create_model(
         meta["model"], meta["num_classes"], meta["channels"], meta["img_size"]
     )
-    try:
-        model.load_state_dict(obj["state_dict"])
-    except RuntimeError as exc:
-        raise CpscError(
-            f"The weights in {path} do not fit model {meta['model']!r}: "
-            f"{str(exc).splitlines()[0]} The file may come from another version; re-create it."
-        ) from None
+    checkpoint.load_weights(model, obj["state_dict"], path, f"model {meta['model']!r}")
     if device is not None:
         model.to(device)
     return model, meta
