@@ -471,6 +471,13 @@ def add_bench(sub) -> None:
         "seconds on this machine (timed before its runs; recorded per method)",
     )
     p.add_argument(
+        "--equal-flops",
+        default=None,
+        metavar="METHOD:ITERS",
+        help="equal-compute budget instead of --iters: each method gets the iterations whose "
+        "floating-point operations equal ITERS iterations of METHOD (e.g. cpsc:300)",
+    )
+    p.add_argument(
         "--teacher",
         default=None,
         help="teacher.pt (default: train one into --out, or reuse it)",

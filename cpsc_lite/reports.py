@@ -32,6 +32,12 @@ def _mean(r: dict, key: str, scale: float = 100.0) -> str:
 
 def budget_text(results: dict) -> str:
     """The budget in words: iterations, or the equal wall time (iterations per method in the table)."""
+    if results.get("budget_flops") is not None:
+        b = results["budget_flops"]
+        return (
+            f"equal compute: {b['tflop_per_run']:.1f} TFLOP per run, the cost of "
+            f"{b['like'].replace(':', ' x ')} iterations (iterations per method below)"
+        )
     if results.get("budget_seconds") is not None:
         return f"equal time: about {results['budget_seconds']:g} s of training per run (iterations per method below)"
     return f"{results['iters']} iterations"
