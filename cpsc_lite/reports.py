@@ -471,7 +471,8 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
 
 
 def profile_report(names=("digits", "wrn40_2_wrn16_2")):
-    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table, with their commands."""
+    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table (one
+    row per precision measured), with their commands."""
     import pandas as pd
 
     rows, commands = [], []
@@ -480,25 +481,36 @@ def profile_report(names=("digits", "wrn40_2_wrn16_2")):
         if local is None or not local.exists():
             continue
         p = json.loads(local.read_text())
-        rows.append(
-            {
-                "teacher → student": f"{p['teacher']} → {p['student']}",
-                "image": f"{p['img_size']}x{p['img_size']}",
-                "batch": p["batch_size"],
-                "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
-                "threads": p["threads"],
-                "s / iteration": p["seconds_per_iter"],
-                "floor (s)": p["floor_seconds"],
-                "ratio": p["floor_ratio"],
-            }
-        )
+        paths = p.get("paths") or {"off": dict(p, amp="float32", speedup=1.0)}
+        for path in paths.values():
+            rows.append(
+                {
+                    "teacher → student": f"{p['teacher']} → {p['student']}",
+                    "image": f"{p['img_size']}x{p['img_size']}",
+                    "batch": p["batch_size"],
+                    "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
+                    "precision": path["amp"],
+                    "CPU": p.get("cpu_capability", "–"),
+                    "s / iteration": path["seconds_per_iter"],
+                    "floor (s)": path["floor_seconds"],
+                    "ratio": path["floor_ratio"],
+                    "speed vs float32": path.get("speedup") or float("nan"),
+                }
+            )
         commands.append(p.get("command", "(command not recorded)"))
     if not rows:
         return None, []
     table = (
         pd.DataFrame(rows)
         .style.hide(axis="index")
-        .format({"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
+        .format(
+            {
+                "s / iteration": "{:.3f}",
+                "floor (s)": "{:.3f}",
+                "ratio": "{:.2f}",
+                "speed vs float32": "{:.2f}x",
+            }
+        )
     )
     return table, commands
 
@@ -580,65 +592,3 @@ def published_results():
 
     local, url = _repo_file("data/published_results.csv")
     return pd.read_csv(local if local is not None else url)
-
-
-# ------------------------------------------------------------- equal compute
-def compute_curves(tables: dict) -> dict:
-    """Accuracy against compute from benchmark tables made with ``--equal-flops`` at several
-    budgets (``tables``: label -> results.json): per method a list of ``(TFLOP per run, seconds
-    per run, mean accuracy %, half-width of its 95 % CI)``, sorted by compute."""
-    curves: dict = {}
-    for results in tables.values():
-        tflop = results["budget_flops"]["tflop_per_run"]
-        for name, row in results["methods"].items():
-            st = row["stats"]["student_acc"]
-            half = st["ci95_half"] if st["ci95_half"] == st["ci95_half"] else 0.0
-            point = (tflop, row["seconds_mean"], 100 * st["mean"], 100 * half)
-            curves.setdefault(name, []).append(point)
-    return {name: sorted(points) for name, points in curves.items()}
-
-
-def frontier(curves: dict) -> list[dict]:
-    """At each budget, the method with the highest mean accuracy and those whose mean lies inside
-    its 95 % interval (not distinguishable from it with these seeds)."""
-    budgets = sorted({p[0] for points in curves.values() for p in points})
-    out = []
-    for tflop in budgets:
-        at = {n: p for n, points in curves.items() for p in points if p[0] == tflop}
-        best = max(at, key=lambda n: at[n][2])
-        low = at[best][2] - at[best][3]
-        level = sorted(n for n in at if n != best and at[n][2] >= low)
-        out.append(dict(tflop=tflop, best=best, acc=at[best][2], level_with=level))
-    return out
-
-
-def plot_compute(
-    curves: dict, title: str, teacher_acc: Optional[float] = None, ax=None
-):
-    """Chapter 7: student accuracy against the floating-point operations of a run, one line per
-    method (error bars: 95 % CI over seeds), the best method at each budget circled; the
-    accuracy axis starts just below the lowest interval."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 4.2))
-    for i, (name, points) in enumerate(sorted(curves.items())):
-        x, _, y, err = zip(*points)
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name, color=f"C{i}")
-    for f in frontier(curves):
-        ax.scatter([f["tflop"]], [f["acc"]], s=160, facecolors="none", edgecolors="k")
-    if teacher_acc is not None:
-        ax.axhline(100 * teacher_acc, color="k", ls="--", lw=1, label="teacher")
-    low = min(y - e for points in curves.values() for _, _, y, e in points)
-    high = max(y + e for points in curves.values() for _, _, y, e in points)
-    if teacher_acc is not None:
-        high = max(high, 100 * teacher_acc)
-    ax.set(
-        xscale="log",
-        xlabel="TFLOP per run (log scale)",
-        ylabel="student test accuracy (%)",
-        ylim=(max(0.0, low - 3), min(100.0, high + 1)),
-        title=title,
-    )
-    ax.legend(fontsize=8, loc="lower right")
-    return ax
