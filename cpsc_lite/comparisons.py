@@ -47,6 +47,13 @@ def readable(spec: str) -> str:
     return text
 
 
+def colour(spec: str) -> str:
+    """The matplotlib colour of a row's kind (CPSC-DFKD, ablation, earlier method, bound, ...)."""
+    from .reports import _GROUP_COLOURS, method_group
+
+    return _GROUP_COLOURS[method_group(spec)]
+
+
 def accuracy(results: dict, name: str) -> tuple[float, float]:
     """``(mean, half-width of the 95 % CI)`` of a row's student accuracy, in %."""
     st = results["methods"][name]["stats"]["student_acc"]

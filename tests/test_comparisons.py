@@ -155,3 +155,8 @@ def test_summary_table_rows():
     assert frame["minus CPSC-DFKD (points)"][0] == "–"
     assert frame["minus CPSC-DFKD (points)"][1].startswith("-58.7")
     assert frame["teacher agreement"][1] == "0.85"
+
+
+def test_each_kind_has_its_colour():
+    assert cmp.colour("cpsc") != cmp.colour("cpsc_no_ce") != cmp.colour("noise")
+    assert cmp.colour("cmi:lr_generator=0.01") == cmp.colour("cmi")
