@@ -113,8 +113,10 @@ def _speed_parent() -> argparse.ArgumentParser:
         "--amp",
         default="auto",
         choices=AMP_CHOICES,
-        help="mixed precision: auto (default) = bf16 on CUDA GPUs that support it, else fp16 with "
-        "gradient scaling; off on CPU and MPS. Losses are computed in float32 either way",
+        help="mixed precision: auto (default) = bf16 where the device computes it natively (a GPU "
+        "of compute capability 8.0+, a CPU with AVX512-BF16 or AMX), fp16 with gradient scaling "
+        "on older GPUs, float32 on other CPUs and MPS; off = float32 everywhere. Losses are "
+        "computed in float32 either way",
     )
     p.add_argument(
         "--channels-last",
