@@ -197,20 +197,21 @@ def plot_compute(
 def _symlog_if_wide(ax, results: dict, names, measure: str) -> None:
     """Differences of tens of points beside ones of a point: linear within ±5, logarithmic beyond."""
     ends = [
-        abs(v)
+        v
         for n in names
         if (d := paired(results, n, measure)) is not None
         for v in (d["lo"], d["hi"])
     ]
-    widest = max(ends, default=0.0)
+    widest = max((abs(v) for v in ends), default=0.0)
     if widest <= 20:
         return
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     ax.set_xscale("symlog", linthresh=5)
-    ticks = [
-        t for t in (-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50) if abs(t) <= widest + 5
-    ]
+    # every interval inside the axes, with a margin, however far it reaches
+    ax.set_xlim(min(-2.0, 1.2 * min(ends)), max(2.0, 1.2 * max(ends)))
+    marks = (-100, -50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100)
+    ticks = [t for t in marks if abs(t) <= 1.2 * widest]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
 
