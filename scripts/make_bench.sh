@@ -42,7 +42,8 @@ table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
   shift 3
   local extra=()
   [[ -n ${TEACHER_DIR:-} ]] && extra+=(--teacher "$TEACHER_DIR/$dataset.pt")
-  [[ -n ${APPEND:-} ]] && extra+=(--append)
+  # a regenerated table replaces the one there (--overwrite; its teacher.pt is reused)
+  if [[ -n ${APPEND:-} ]]; then extra+=(--append); else extra+=(--overwrite); fi
   "${cli[@]}" bench --dataset "$dataset" --methods "$methods" --seeds "$seeds" --workers "$workers" \
     --amp off --out "$out/$folder" --no-progress "$@" "${extra[@]}" "${more[@]}"
 }
@@ -55,17 +56,17 @@ if [[ $what == lr_check_digits ]]; then  # the defaults against lr_generator=0.0
 fi
 if [[ $what == methods_digits ]]; then  # the baselines with their own settings (0.4.0); about 1.5 hours on 2 cores
   cpsc-lite bench --dataset digits --methods cpsc,dfad,dafl,bn_ce,noise,data,cmi,deepinv --seeds "$seeds" --iters 300 \
-    --out data/bench/digits_methods --no-progress
+    --out data/bench/digits_methods --no-progress --overwrite
 fi
 if [[ $what == equal_time_digits ]]; then  # the same wall time per run (0.5.0); about 25 minutes on 2 idle cores
   cpsc-lite bench --dataset digits --methods cpsc,deepinv,cmi --seeds "$seeds" --seconds 90 \
-    --out data/bench/digits_equal_time --no-progress
+    --out data/bench/digits_equal_time --no-progress --overwrite
 fi
 if [[ $what == reference_digits ]]; then  # the authors' published code, quirk by quirk (0.5.0); about 35 minutes
   fixes=reference_compat:ce_on_softmax=false,reference_compat:generator_adam_reset=false
   fixes=$fixes,reference_compat:ikd_authors_form=false
   cpsc-lite bench --dataset digits --methods cpsc_paper,reference_compat,cpsc,$fixes --seeds "$seeds" --iters 300 \
-    --out data/bench/digits_reference --no-progress
+    --out data/bench/digits_reference --no-progress --overwrite
 fi
 if [[ $what == scenes ]]; then  # every method on scenes and the tuned rows, 5 seeds (0.9.0)
   # Made on a GPU in two parts (experiments/gpu_tables.sh ran scenes_tuned, a second call the rest; merged
@@ -81,14 +82,14 @@ if [[ $what == shapes || $what == all ]]; then
 fi
 if [[ $what == ablations || $what == ablations_digits ]]; then  # only CPSC and its five ablations
   cpsc-lite bench --dataset digits --methods "$ablations" --seeds "$seeds" --iters 300 \
-    --out data/bench/digits_ablations --no-progress
+    --out data/bench/digits_ablations --no-progress --overwrite
 fi
 if [[ $what == ablations || $what == ablations_shapes ]]; then
   cpsc-lite bench --dataset shapes --methods "$ablations" --seeds "$seeds" --iters 300 --batch-size 64 \
-    --out data/bench/shapes_ablations --no-progress
+    --out data/bench/shapes_ablations --no-progress --overwrite
 fi
 if [[ $what == profile || $what == all ]]; then
-  cpsc-lite bench --profile --teacher data/bench/digits/teacher.pt --out data/bench/profile/digits
+  cpsc-lite bench --profile --teacher data/bench/digits/teacher.pt --out data/bench/profile/digits --overwrite
   cpsc-lite bench --profile --teacher-model wrn40_2 --student wrn16_2 --img-size 32 --batch-size 64 \
-    --out data/bench/profile/wrn40_2_wrn16_2
+    --out data/bench/profile/wrn40_2_wrn16_2 --overwrite
 fi

@@ -159,8 +159,13 @@ def test_bench_append_adds_methods_and_refuses_another_budget(
         "noise",
         "data",
     ]
-    # Without --append the table is replaced.
-    assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 0
+    # Without --append (or --resume) the table is replaced only with --overwrite.
+    before = (out / "results.json").read_text()
+    assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before
+    argv = ["bench", "--methods", "data", "--iters", "2", "--overwrite"] + common
+    assert main(argv) == 0
     assert list(json.loads((out / "results.json").read_text())["methods"]) == ["data"]
 
 
