@@ -5,7 +5,7 @@ Conditional Pseudo-Supervised Contrast for Data-Free Knowledge Distillation
 explains every module; each public function names the chapter that uses it.
 """
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 
 class CpscError(Exception):

@@ -90,6 +90,49 @@ def calibrate_iters(
     return max(1, round(seconds / per_iter)), per_iter
 
 
+def flops_per_iteration(
+    teacher, meta: dict, cfg: DistillConfig, bundle=None, batch: int = 8
+) -> float:
+    """Floating-point operations of one iteration of ``cfg``'s method at its batch size: counted
+    with torch's flop counter (convolutions and matrix products) over one synthesis cycle
+    (``inversion.every`` iterations, so a method that optimises a batch every k-th iteration is
+    counted fairly) at a batch of ``batch``, scaled linearly to the config's. The equal-compute
+    budget of :func:`run_bench`."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    small = cfg.replace(batch_size=batch, device="cpu")
+    d = build_distiller(copy.deepcopy(teacher), meta, small, bundle, evaluate=False)
+    cycle = max(1, small.inversion.every)
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(cycle):
+            d.iterate()
+    d.close()
+    return counter.get_total_flops() / cycle * cfg.budget.batch_size / batch
+
+
+def equal_flops_iters(
+    teacher_path: str, bundle, methods, reference: str, overrides: dict
+) -> tuple[dict, dict]:
+    """``reference`` is ``METHOD:ITERS``: the iterations each of ``methods`` gets for the FLOPs of
+    ITERS iterations of METHOD (at least one), and each method's FLOPs per iteration."""
+    name, _, count = reference.rpartition(":")
+    if not name or not count.isdigit() or int(count) < 1:
+        raise CpscError(
+            f"--equal-flops {reference!r}: write METHOD:ITERS, e.g. cpsc:300 (every method gets "
+            "the floating-point operations of 300 iterations of cpsc)."
+        )
+    teacher, meta = load_classifier(teacher_path)
+    per_iter = {
+        m: flops_per_iteration(teacher, meta, make_config(m, **overrides), bundle)
+        for m in dict.fromkeys([name, *methods])
+    }
+    total = per_iter[name] * int(count)
+    iters = {m: max(1, round(total / per_iter[m])) for m in methods}
+    return iters, per_iter
+
+
 def run_one(
     bundle: DataBundle,
     teacher_path: str,
@@ -205,25 +248,29 @@ def run_bench(
     accel: Optional[Acceleration] = None,
     resume: bool = False,
     overwrite: bool = False,
+    equal_flops: Optional[str] = None,
 ) -> dict:
     """Run each method for each seed with the same budget; write results.json and results.md.
 
     The budget is ``iters`` iterations for every method, or with ``seconds`` the same wall time: each
     method gets the iteration count that fits ``seconds`` on this machine (:func:`calibrate_iters`,
     measured once per method before its seeds run, recorded per method), and a complete schedule
-    over those iterations. With ``append``, methods are added to (or replace their rows in) an
-    existing ``results.json`` of the same budget, and its command becomes both commands; with
-    ``resume`` (an interrupted benchmark) the methods whose rows it already holds are kept and
-    skipped, and an interrupted teacher training continues. A table already in ``out_dir`` is
-    replaced only with ``overwrite``. The seeds are ``first_seed`` .. ``first_seed + seeds - 1``;
-    ``workers`` > 1 runs the method x seed jobs in that many processes (a GPU, or a machine with
-    many cores), with the same results per seed as a serial run (:func:`worker_threads`). The
-    folder is locked while the benchmark writes it; a stop (SIGTERM) says which methods
-    results.json holds.
+    over those iterations; with ``equal_flops`` (``METHOD:ITERS``), the same floating-point
+    operations: each method gets the iterations that cost what ITERS iterations of METHOD cost
+    (:func:`equal_flops_iters`; a budget that does not depend on the machine or its load).
+    With ``append``, methods are added to (or replace their rows in) an existing
+    ``results.json`` of the same budget, and its command becomes both commands; with ``resume``
+    (an interrupted benchmark) the methods whose rows it already holds are kept and skipped, and
+    an interrupted teacher training continues. A table already in ``out_dir`` is replaced only
+    with ``overwrite``. The seeds are ``first_seed`` .. ``first_seed + seeds - 1``; ``workers`` > 1
+    runs the method x seed jobs in that many processes (a GPU, or a machine with many cores), with
+    the same results per seed as a serial run (:func:`worker_threads`). The folder is locked while
+    the benchmark writes it; a stop (SIGTERM) says which methods results.json holds.
     """
-    if (iters is None) == (seconds is None):
+    if sum(b is not None for b in (iters, seconds, equal_flops)) != 1:
         raise CpscError(
-            "Give the benchmark one budget: a number of iterations or a number of seconds per run."
+            "Give the benchmark one budget: a number of iterations, a number of seconds per run, "
+            "or the FLOPs of a number of iterations of one method (--equal-flops cpsc:300)."
         )
     if seconds is not None and not seconds > 0:
         raise CpscError(
@@ -274,6 +321,11 @@ def run_bench(
             results["workers"] = workers
         if seconds is not None:
             results["budget_seconds"] = seconds
+        iters_of = {m: iters for m in methods}
+        if equal_flops is not None:
+            iters_of = _flops_budget(
+                results, teacher_path, bundle, methods, equal_flops, overrides, say
+            )
         if (append or resume) and not overwrite:
             first = make_config(
                 methods[0], iters=1 if iters is None else iters, **overrides
@@ -289,13 +341,28 @@ def run_bench(
         run = dict(
             bundle=bundle, teacher_path=teacher_path, overrides=overrides, iters=iters,
             seconds=seconds, workers=workers, accel=accel, progress=progress,
-            data_root=data_root, dataset=dataset,
+            data_root=data_root, dataset=dataset, iters_of=iters_of,
         )  # fmt: skip
         try:
             _run_methods(results, methods, out_dir, run, say)
         except Terminated as exc:
             raise Terminated(stopped_message(out_dir, results, str(exc))) from None
         return results
+
+
+def _flops_budget(results, teacher_path, bundle, methods, equal_flops, overrides, say):
+    """``--equal-flops METHOD:ITERS``: each method's iterations (recorded in ``results``)."""
+    iters_of, flops = equal_flops_iters(
+        teacher_path, bundle, methods, equal_flops, overrides
+    )
+    reference, _, count = equal_flops.rpartition(":")
+    results["budget_flops"] = dict(
+        like=equal_flops,
+        tflop_per_run=flops[reference] * int(count) / 1e12,
+        tflop_per_iter={m: flops[m] / 1e12 for m in methods},
+    )
+    say("equal FLOPs: " + ", ".join(f"{m} {i} iterations" for m, i in iters_of.items()))
+    return iters_of
 
 
 def _bench_teacher(
@@ -342,7 +409,7 @@ def stopped_message(out_dir: str, results: dict, why: str = "") -> str:
 def _run_methods(results: dict, methods, out_dir: str, run: dict, say) -> None:
     """Every method x seed of :func:`run_bench`, serially or in worker processes; results.json and
     results.md are written after every method."""
-    iters, seconds, overrides = run["iters"], run["seconds"], run["overrides"]
+    iters_of, seconds, overrides = run["iters_of"], run["seconds"], run["overrides"]
     seed_list = results["seeds"]
 
     def report(method: str, one: dict) -> None:
@@ -371,7 +438,7 @@ def _run_methods(results: dict, methods, out_dir: str, run: dict, say) -> None:
 
     if run["workers"] > 1:
         configs = [
-            make_config(method, iters=iters, seed=seed, **overrides)
+            make_config(method, iters=iters_of[method], seed=seed, **overrides)
             for method in methods
             for seed in seed_list
         ]
@@ -388,12 +455,14 @@ def _run_methods(results: dict, methods, out_dir: str, run: dict, say) -> None:
             if not left[method]:
                 first = methods.index(method) * len(seed_list)
                 done = [runs[first + k] for k in range(len(seed_list))]
-                finish(method, done, configs[first], iters, None, teacher_acc)
+                finish(
+                    method, done, configs[first], iters_of[method], None, teacher_acc
+                )
         return
     bundle, teacher_path = run["bundle"], run["teacher_path"]
     for method in methods:
         runs = []
-        method_iters, per_iter = iters, None
+        method_iters, per_iter = iters_of[method], None
         if seconds is not None:
             method_iters, per_iter = calibrate_iters(
                 teacher_path, bundle, make_config(method, **overrides), seconds
@@ -481,6 +550,7 @@ BUDGET_KEYS = (
     "dataset",
     "iters",
     "budget_seconds",
+    "budget_flops",
     "seeds",
     "student",
     "batch_size",
@@ -583,6 +653,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         dataset=fresh["dataset"],
         iters=fresh["iters"],
         budget_seconds=fresh.get("budget_seconds"),
+        equal_flops=(fresh.get("budget_flops") or {}).get("like"),
         seeds=fresh["seeds"],
         teacher=fresh["teacher"]["model"],
         student=cfg.student,
@@ -594,6 +665,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         old,
         teacher=old.get("teacher", {}).get("model"),
         budget_seconds=old.get("budget_seconds"),
+        equal_flops=(old.get("budget_flops") or {}).get("like"),
     )
     differ = [
         f"{k} ({old_budget.get(k)} there, {v} here)"
@@ -602,7 +674,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
     ]
     if differ:
         raise CpscError(
-            f"Cannot --append to {path}: it was made with another budget: {'; '.join(differ)}. "
+            f"Cannot add rows to {path}: it was made with another budget: {'; '.join(differ)}. "
             "Use the same settings, or write to another --out directory."
         )
     old["command"] = (

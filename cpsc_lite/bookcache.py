@@ -186,15 +186,22 @@ def _key(*parts) -> str:
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """Print ``name = value`` (numbers and text) and hand it to ``myst_nb.glue`` when the book is being
-    built. The printed line is what a reader sees where glue does nothing (Colab, Jupyter), and where
-    the page's ``{glue:text}`` roles show their raw name.
+    """Hand ``value`` to ``myst_nb.glue`` when the book is being built, where the page's
+    ``{glue:text}`` roles show it in their sentences; elsewhere (Colab, Jupyter), where those roles
+    show their raw name, print ``name = value`` (numbers and text) instead.
 
     Returns nothing, so a ``bc.glue(...)`` on a cell's last line prints nothing more.
     """
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy/torch scalars -> plain numbers, so {glue:text}`name:.2f` can format them
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+    building = (
+        os.environ.get("CPSC_BOOK_BUILD") == "1"
+    )  # the page shows it in its sentence
+    if (
+        isinstance(value, (int, float, str))
+        and not isinstance(value, bool)
+        and not building
+    ):
         print(
             f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}"
         )

@@ -113,8 +113,10 @@ def _speed_parent() -> argparse.ArgumentParser:
         "--amp",
         default="auto",
         choices=AMP_CHOICES,
-        help="mixed precision: auto (default) = bf16 on CUDA GPUs that support it, else fp16 with "
-        "gradient scaling; off on CPU and MPS. Losses are computed in float32 either way",
+        help="mixed precision: auto (default) = bf16 where the device computes it natively (a GPU "
+        "of compute capability 8.0+, a CPU with AVX512-BF16 or AMX), fp16 with gradient scaling "
+        "on older GPUs, float32 on other CPUs and MPS; off = float32 everywhere. Losses are "
+        "computed in float32 either way",
     )
     p.add_argument(
         "--channels-last",
@@ -475,6 +477,13 @@ def add_bench(sub) -> None:
         metavar="S",
         help="equal-time budget instead of --iters: each method gets the iterations that take about S "
         "seconds on this machine (timed before its runs; recorded per method)",
+    )
+    p.add_argument(
+        "--equal-flops",
+        default=None,
+        metavar="METHOD:ITERS",
+        help="equal-compute budget instead of --iters: each method gets the iterations whose "
+        "floating-point operations equal ITERS iterations of METHOD (e.g. cpsc:300)",
     )
     p.add_argument(
         "--teacher",

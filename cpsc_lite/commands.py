@@ -307,12 +307,13 @@ def cmd_bench(args) -> int:
             "cpsc,deepinv, or all."
         )
     iters = overrides.pop("iters", None)
-    if args.seconds is not None and iters is not None:
+    budgets = [iters, args.seconds, args.equal_flops]
+    if sum(b is not None for b in budgets) > 1:
         raise CpscError(
-            "Give either --iters (the same iterations for every method) or --seconds (the same wall "
-            "time), not both."
+            "Give one budget: --iters (the same iterations for every method), --seconds (the "
+            "same wall time) or --equal-flops (the same floating-point operations), not several."
         )
-    if args.seconds is None:
+    if args.seconds is None and args.equal_flops is None:
         iters = make_default_iters() if iters is None else iters
     if args.seeds < 1:
         raise CpscError(f"--seeds must be at least 1, not {args.seeds}.")
@@ -343,6 +344,7 @@ def cmd_bench(args) -> int:
         command=command,
         append=args.append,
         seconds=args.seconds,
+        equal_flops=args.equal_flops,
         first_seed=args.first_seed,
         workers=args.workers,
         accel=Acceleration(amp=args.amp, channels_last=args.channels_last),

@@ -36,53 +36,107 @@ def seconds_per_iteration(
     return per_iter
 
 
-def profile_iteration(teacher, meta: dict, cfg, repeats: int = 15) -> dict:
-    """Seconds per CPSC iteration vs the floor: the same forward/backward passes, measured alone.
-
-    Floor = g_steps x (G forward, T and S forward, backward to G) + s_steps x (G and T
-    forward without gradients, S forward and backward), each pass run bare, without
-    any loss term, hook or optimiser step.
-    """
-    d = build_distiller(teacher, meta, cfg)
-    for _ in range(2):
-        d.iterate()
-    per_iter = timed(d.iterate, repeats)[0]
-    g, s, t = d.generator, d.student, d.teacher
+def _floor(d, repeats: int, rounds) -> float:
+    """The bare passes of one iteration of ``d``, measured alone (no loss term, hook or optimiser
+    step), under ``d``'s precision: g_steps x (G forward, T and S forward, backward to G) +
+    s_steps x (G and T forward without gradients, S forward and backward)."""
+    g, s, t, b = d.generator, d.student, d.teacher, d.batch_size
     if d.bn_loss is not None:
         d.bn_loss.enabled = False
-    b, budget = cfg.budget.batch_size, cfg.budget
 
     def g_pass():
         z, y = g.sample_inputs(b, d.device)
-        x = g(z, y)
-        s.requires_grad_(False)
-        out = t(x, return_features=True)[0].sum() + s(x, return_features=True)[0].sum()
-        out.backward()
+        with d.autocast():
+            x = g(z, y)
+            s.requires_grad_(False)
+            out = t(x, return_features=True)[0].sum()
+            out = out + s(x, return_features=True)[0].sum()
+        out.float().backward()
         s.requires_grad_(True)
 
     def s_pass():
         z, y = g.sample_inputs(b, d.device)
-        with torch.no_grad():
+        with torch.no_grad(), d.autocast():
             x = g(z, y)
             t(x)
-        s(x).sum().backward()
+        with d.autocast():
+            out = s(x).sum()
+        out.float().backward()
 
-    floor = (
-        budget.g_steps * timed(g_pass, repeats)[0]
-        + budget.s_steps * timed(s_pass, repeats)[0]
-    )
-    d.close()
+    budget = d.cfg.budget
+    return budget.g_steps * rounds(g_pass) + budget.s_steps * rounds(s_pass)
+
+
+def profile_iteration(
+    teacher, meta: dict, cfg, repeats: int = 15, precisions=("off", "bf16")
+) -> dict:
+    """Seconds per CPSC iteration in each of ``precisions`` (``--amp`` values), side by side in
+    one process (the iterations alternate between them, so that a busy machine slows them alike),
+    each against its floor: the same forward and backward passes measured alone.
+
+    The top-level numbers are those of the path ``--amp auto`` picks on this machine; ``paths``
+    holds every precision measured, ``speedup`` each one's float32 time over its own, and
+    ``cpu_capability`` what the CPU offers (bf16 runs emulated where it has no AVX512-BF16/AMX:
+    the same numbers, slower)."""
+    import copy
+    import statistics
+
+    from .engine import Acceleration, cpu_capability, native_bf16, resolve_amp
+
+    runs = {
+        amp: build_distiller(
+            copy.deepcopy(teacher), meta, cfg, accel=Acceleration(amp=amp)
+        )
+        for amp in precisions
+    }
+    for d in runs.values():
+        for _ in range(2):
+            d.iterate()
+    times = {amp: [] for amp in runs}
+    for _ in range(repeats):  # alternate: one iteration of each precision per round
+        for amp, d in runs.items():
+            times[amp].append(timed(d.iterate, 1, warmup=0)[0])
+    paths = {}
+    for amp, d in runs.items():
+
+        def rounds(fn, d=d):
+            return timed(fn, repeats)[0]
+
+        floor = _floor(d, repeats, rounds)
+        per_iter = statistics.median(times[amp])
+        name = d.runtime()["amp"]
+        paths[amp] = dict(
+            amp=name if name != "off" else "float32",
+            seconds_per_iter=per_iter,
+            floor_seconds=floor,
+            floor_ratio=per_iter / floor,
+        )
+        d.close()
+    base = paths.get("off")
+    for p in paths.values():
+        p["speedup"] = (
+            base["seconds_per_iter"] / p["seconds_per_iter"] if base else None
+        )
+    any_d = next(iter(runs.values()))
+    auto = resolve_amp("auto", any_d.device)
+    chosen = "bf16" if auto == torch.bfloat16 and "bf16" in paths else "off"
+    chosen = chosen if chosen in paths else next(iter(paths))
+    budget = cfg.budget
     return dict(
-        seconds_per_iter=per_iter,
-        floor_seconds=floor,
-        floor_ratio=per_iter / floor,
-        batch_size=b,
+        seconds_per_iter=paths[chosen]["seconds_per_iter"],
+        floor_seconds=paths[chosen]["floor_seconds"],
+        floor_ratio=paths[chosen]["floor_ratio"],
+        auto_picks=paths[chosen]["amp"],
+        paths=paths,
+        cpu_capability=cpu_capability(),
+        native_bf16=native_bf16(any_d.device),
+        batch_size=budget.batch_size,
         g_steps=budget.g_steps,
         s_steps=budget.s_steps,
         teacher=meta["model"],
         student=cfg.student,
         img_size=meta["img_size"],
-        device=str(d.device),
+        device=str(any_d.device),
         machine=describe_machine(),
         threads=torch.get_num_threads(),
     )
@@ -128,10 +182,22 @@ def run_profile(
     result.update(command=command, package_version=__version__)
     checkpoint.write_json(result, os.path.join(out_dir, "profile.json"))
     say(
-        f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, batch "
-        f"{result['batch_size']}, {result['g_steps']} G + {result['s_steps']} S steps on {result['device']} "
-        f"({result['threads']} threads): {result['seconds_per_iter']:.4f} s/iter, floor "
-        f"{result['floor_seconds']:.4f} s, ratio {result['floor_ratio']:.3f}"
+        f"{result['teacher']} -> {result['student']} at {result['img_size']}x{result['img_size']}, "
+        f"batch {result['batch_size']}, {result['g_steps']} G + {result['s_steps']} S steps on "
+        f"{result['device']} ({result['threads']} threads; CPU: {result['cpu_capability']})"
+    )
+    for p in result["paths"].values():
+        say(
+            f"  {p['amp']:<8} {p['seconds_per_iter']:.4f} s/iter, floor {p['floor_seconds']:.4f} s, "
+            f"ratio {p['floor_ratio']:.3f}, {p['speedup']:.2f}x float32's speed"
+        )
+    say(
+        f"  --amp auto picks {result['auto_picks']} here"
+        + (
+            ""
+            if result["native_bf16"]
+            else " (no native bf16 on this CPU: bf16 is emulated)"
+        )
     )
     return result
 

@@ -389,6 +389,7 @@ def distiller_state(d: Distiller) -> dict:
         acc_history=[list(h) for h in d.acc_history],
         sessions=d.sessions.sessions,
         inputs=dict(d.inputs),
+        amp=d.runtime()["amp"],
         **d.method.state_dict(),
     )
     if d.scaler_g is not None:

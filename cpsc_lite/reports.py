@@ -32,6 +32,12 @@ def _mean(r: dict, key: str, scale: float = 100.0) -> str:
 
 def budget_text(results: dict) -> str:
     """The budget in words: iterations, or the equal wall time (iterations per method in the table)."""
+    if results.get("budget_flops") is not None:
+        b = results["budget_flops"]
+        return (
+            f"equal compute: {b['tflop_per_run']:.1f} TFLOP per run, the cost of "
+            f"{b['like'].replace(':', ' x ')} iterations (iterations per method below)"
+        )
     if results.get("budget_seconds") is not None:
         return f"equal time: about {results['budget_seconds']:g} s of training per run (iterations per method below)"
     return f"{results['iters']} iterations"
@@ -465,7 +471,8 @@ def bench_report(dataset: str, how_to_make: str) -> Optional[dict]:
 
 
 def profile_report(names=("digits", "wrn40_2_wrn16_2")):
-    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table, with their commands."""
+    """Chapter 7: the speed profiles in ``data/bench/profile/<name>/profile.json`` as a table (one
+    row per precision measured), with their commands."""
     import pandas as pd
 
     rows, commands = [], []
@@ -474,25 +481,36 @@ def profile_report(names=("digits", "wrn40_2_wrn16_2")):
         if local is None or not local.exists():
             continue
         p = json.loads(local.read_text())
-        rows.append(
-            {
-                "teacher → student": f"{p['teacher']} → {p['student']}",
-                "image": f"{p['img_size']}x{p['img_size']}",
-                "batch": p["batch_size"],
-                "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
-                "threads": p["threads"],
-                "s / iteration": p["seconds_per_iter"],
-                "floor (s)": p["floor_seconds"],
-                "ratio": p["floor_ratio"],
-            }
-        )
+        paths = p.get("paths") or {"off": dict(p, amp="float32", speedup=1.0)}
+        for path in paths.values():
+            rows.append(
+                {
+                    "teacher → student": f"{p['teacher']} → {p['student']}",
+                    "image": f"{p['img_size']}x{p['img_size']}",
+                    "batch": p["batch_size"],
+                    "G : S steps": f"{p['g_steps']} : {p['s_steps']}",
+                    "precision": path["amp"],
+                    "CPU": p.get("cpu_capability", "–"),
+                    "s / iteration": path["seconds_per_iter"],
+                    "floor (s)": path["floor_seconds"],
+                    "ratio": path["floor_ratio"],
+                    "speed vs float32": path.get("speedup") or float("nan"),
+                }
+            )
         commands.append(p.get("command", "(command not recorded)"))
     if not rows:
         return None, []
     table = (
         pd.DataFrame(rows)
         .style.hide(axis="index")
-        .format({"s / iteration": "{:.3f}", "floor (s)": "{:.3f}", "ratio": "{:.2f}"})
+        .format(
+            {
+                "s / iteration": "{:.3f}",
+                "floor (s)": "{:.3f}",
+                "ratio": "{:.2f}",
+                "speed vs float32": "{:.2f}x",
+            }
+        )
     )
     return table, commands
 

@@ -7,6 +7,7 @@ how it executes. Nothing here changes the numbers a run produces.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -357,6 +358,39 @@ def _config_differences(
     ]
 
 
+#: The ``--amp`` value that gives each precision a run records in its state.
+_AMP_FLAG = {"off": "off", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def resume_precision(
+    accel: Acceleration, stored: Optional[str], device: str, say: Callable[[str], None]
+) -> Acceleration:
+    """The precision a resumed run continues in: with ``--amp auto``, the one it started with
+    (``stored``, as :meth:`Distiller.runtime` names it), so that moving a run to another machine
+    does not switch it between float32 and bf16 half-way; an explicit ``--amp`` wins, with a note.
+    Runs saved before the precision was stored continue with ``auto``."""
+    flag = _AMP_FLAG.get(stored or "")
+    if flag is None or accel.amp == flag:
+        return accel
+    if accel.amp != "auto":
+        say(
+            f"note: this run started in {stored} and continues in --amp {accel.amp}, as asked; "
+            "its numbers mix the two precisions"
+        )
+        return accel
+    try:
+        from .engine import pick_device, resolve_amp
+
+        resolve_amp(flag, pick_device(device))
+    except CpscError:
+        say(
+            f"note: this run started in {stored}, which this device does not offer; it continues "
+            "with --amp auto, so its numbers mix two precisions"
+        )
+        return accel
+    return dataclasses.replace(accel, amp=flag)
+
+
 def run_distill(
     teacher_path: str,
     bundle: DataBundle,
@@ -425,6 +459,9 @@ def _run_distill(
                 f"{', '.join(changed)}"
             )
         cfg = stored.replace(device=cfg.device)
+        accel = resume_precision(
+            accel or Acceleration(), state.get("amp"), cfg.device, say
+        )
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
 
     # each rank its own z, y (seed + rank); rank 0 = the single-process run

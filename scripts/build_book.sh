@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset MPLBACKEND  # CI sets Agg for the tests; the chapters draw inline figures
+export CPSC_BOOK_BUILD=1  # glued numbers appear in the pages' sentences, not as printed lines
 PY="${PYTHON:-python3}"  # the environment with .[book] installed (an activated venv, or PYTHON=.venv/bin/python)
 start=$(date +%s)
 rm -rf _build/html/reports

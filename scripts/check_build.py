@@ -7,22 +7,36 @@ Checks, for every page listed in ``_toc.yml``:
 
 * its HTML page exists;
 * for notebooks: the page shows the output of the set-up cell (``bc.setup`` prints
-  ``cpsc-lite VERSION, torch VERSION, device ...``), so the notebook was really executed, not just rendered;
+  ``device ... ; profile ...``), so the notebook was really executed, not just rendered;
 * no cell output on the page is an error traceback;
-* myst-nb wrote no execution failure report (``BUILD_DIR/html/reports/*``).
+* myst-nb wrote no execution failure report (``BUILD_DIR/html/reports/*``);
+* a chapter reads as a textbook: its prose names no package version (``0.9.0``) and no issue
+  (``issue 11``), no cell prints a glued variable (``name = value`` lines are for readers outside
+  the book) or a path of the machine that built it, and the experiments chapter stays under
+  :data:`MAX_WORDS` words of prose (``book/appendix_defaults`` holds how the defaults were chosen).
 
 ``scripts/build_book.sh`` runs it after ``jupyter-book build``.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# What bookcache.setup() prints first: "cpsc-lite 0.1.0, torch 2.x, device cpu ..."
-SETUP_OUTPUT = re.compile(r"cpsc-lite \d+\.\d+[^<]*, torch [^<]*, device ")
+# What bookcache.setup() prints first: "device cpu (CPU ...); profile 'quick': ..."
+SETUP_OUTPUT = re.compile(
+    r"device \S+ \(.*?\); profile &#39;\w+&#39;|device \S+ \(.*?\); profile '\w+'"
+)
+#: Chapters (the numbered part of the book) and the prose limit of the experiments chapter.
+CHAPTER = re.compile(r"book/\d\d_")
+MAX_WORDS = {"book/07_experiments": 3000}
+VERSION = re.compile(r"(?<![\w.])(?:v)?0\.\d{1,2}\.\d(?![\w.])")
+ISSUE = re.compile(r"\bissue (?:#)?\d+", re.I)
+GLUE_PRINT = re.compile(r"^\s*ch\d_\w+ = ", re.M)
+MACHINE_PATHS = ("/tmp/", "/root/", "/home/", "/work/", "_cache/")
 
 
 def toc_files(root: Path = ROOT) -> list[str]:
@@ -56,6 +70,41 @@ def problems(build: Path, root: Path = ROOT) -> list[str]:
             or "Traceback (most recent call last)" in text
         ):
             found.append(f"{entry}: a cell output is an error traceback")
+        if CHAPTER.match(entry):
+            found += [f"{entry}: {p}" for p in textbook_problems(entry, text)]
+    return found
+
+
+def _prose_and_outputs(page: str) -> tuple[str, str]:
+    """The visible prose of a built page (its paragraphs, list items, headings, admonitions: no
+    code cells, outputs or navigation) and the text of its cell outputs."""
+    body = re.split(r"<main\b[^>]*>", page, maxsplit=1)[-1].split("</main>", 1)[0]
+    outputs = " ".join(
+        re.findall(r'<div class="cell_output[^"]*".*?</div>\s*</div>', body, flags=re.S)
+    )
+    body = re.sub(r'<div class="cell_input.*?</div>\s*</div>', " ", body, flags=re.S)
+    body = re.sub(r'<div class="cell_output.*?</div>\s*</div>', " ", body, flags=re.S)
+    body = re.sub(r"<(script|style|pre|code)\b.*?</\1>", " ", body, flags=re.S)
+    strip = lambda t: html.unescape(re.sub(r"<[^>]+>", " ", t))  # noqa: E731
+    return strip(body), strip(outputs)
+
+
+def textbook_problems(entry: str, page: str) -> list[str]:
+    prose, outputs = _prose_and_outputs(page)
+    found = []
+    for name, pattern in (("a package version", VERSION), ("an issue number", ISSUE)):
+        hits = sorted(set(pattern.findall(prose)))
+        if hits:
+            found.append(f"its prose names {name}: {', '.join(hits[:5])}")
+    if GLUE_PRINT.search(outputs):
+        found.append("a cell prints a glued variable (name = value)")
+    paths = [p for p in MACHINE_PATHS if p in outputs]
+    if paths:
+        found.append(f"a cell prints a path of the build machine ({', '.join(paths)})")
+    limit = MAX_WORDS.get(entry)
+    words = len(prose.split())
+    if limit and words > limit:
+        found.append(f"{words} words of prose, more than {limit}")
     return found
 
 

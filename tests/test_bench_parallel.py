@@ -6,9 +6,10 @@ import os
 import sys
 
 import pytest
-
+import torch
 
 from cpsc_lite.cli import main
+from cpsc_lite.engine import native_bf16
 
 from conftest import REPO, flat
 
@@ -36,7 +37,9 @@ def test_workers_and_first_seed_give_one_row_per_method_with_val_acc(
         val = row["per_seed"]["val_acc"]  # accuracy on the training split
         assert len(val) == 2 and all(0 <= v <= 1 for v in val)
     assert "diff_vs_cpsc" in r["methods"]["noise"]
-    assert r["runtime"]["amp"] == "off" and r["runtime"]["device"] == "cpu"
+    native = native_bf16(torch.device("cpu"))  # --amp auto: bf16 where the CPU has it
+    assert r["runtime"]["amp"] == ("bfloat16" if native else "off")
+    assert r["runtime"]["device"] == "cpu"
 
 
 def test_a_serial_run_with_the_same_threads_gives_the_same_numbers(

@@ -268,3 +268,11 @@ def test_bench_jobs_reads_a_tuning_log_or_says_none(tmp_path, monkeypatch):
         '{"spec": "cpsc", "val_acc": 0.9}\n\n{"spec": "dafl"}\n'
     )
     assert [j["spec"] for j in reports.bench_jobs("tuning/callX")] == ["cpsc", "dafl"]
+
+
+def test_glue_prints_nothing_while_the_book_is_built(capsys, monkeypatch):
+    """In the built pages a glued number stands in its sentence; a printed ``name = value``
+    line would only repeat it as noise."""
+    monkeypatch.setenv("CPSC_BOOK_BUILD", "1")
+    bc.glue("acc", 0.98223)
+    assert capsys.readouterr().out == ""

@@ -526,3 +526,60 @@ def test_adaptive_deepinversion_uses_the_student(digits_teacher):
         and d.student.training
         and all(p.requires_grad for p in d.student.parameters())
     )
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(
+    tmp_path, digits_teacher, monkeypatch
+):
+    """--amp auto picks by machine (bf16 on a CPU with native bf16); a run moved to another
+    machine continues in the precision it started with, and an explicit --amp wins with a note."""
+    from cpsc_lite.engine import Acceleration
+
+    bundle = load_dataset("digits")
+    cfg = make_config("cpsc", iters=6, **SMALL)
+    out = str(tmp_path / "run")
+    native = {"bf16": False}
+    monkeypatch.setattr(
+        torch.cpu, "_is_avx512_bf16_supported", lambda: native["bf16"], raising=False
+    )
+    monkeypatch.setattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False
+    )
+    part = run_distill(digits_teacher, bundle, cfg, out, stop_after=2, progress=False)
+    assert part["runtime"]["amp"] == "off"
+    native["bf16"] = (
+        True  # the same run, continued on a CPU that computes bf16 natively
+    )
+    notes = []
+    resumed = run_distill(
+        digits_teacher,
+        bundle,
+        cfg,
+        out,
+        resume=True,
+        stop_after=4,
+        progress=False,
+        say=notes.append,
+    )
+    assert resumed["runtime"]["amp"] == "off"
+    assert not any("precision" in n for n in notes)
+    # asked explicitly: honoured, and said
+    again = run_distill(
+        digits_teacher,
+        bundle,
+        cfg,
+        out,
+        resume=True,
+        progress=False,
+        accel=Acceleration(amp="bf16"),
+        say=notes.append,
+    )
+    assert again["runtime"]["amp"] == "bfloat16" and again["complete"]
+    assert any("started in off and continues in --amp bf16" in n for n in notes), notes
+    # and the other way round: started in bf16 where native, continued where it is not
+    bf = str(tmp_path / "bf")
+    first = run_distill(digits_teacher, bundle, cfg, bf, stop_after=2, progress=False)
+    assert first["runtime"]["amp"] == "bfloat16"
+    native["bf16"] = False
+    second = run_distill(digits_teacher, bundle, cfg, bf, resume=True, progress=False)
+    assert second["runtime"]["amp"] == "bfloat16"

@@ -105,11 +105,16 @@ def test_seed_everything_and_rng_state_round_trip():
 
 
 # --------------------------------------------------- precision, layout, compile
-def test_defaults_on_cpu_keep_float32_and_plain_optimisers(digits_teacher):
+def test_defaults_on_cpu_keep_plain_optimisers_and_bf16_only_where_native(
+    digits_teacher,
+):
+    from cpsc_lite.engine import native_bf16
+
     teacher, meta = load_classifier(digits_teacher)
     d = Distiller(teacher, meta, make_config("cpsc", device="cpu", **TINY))
+    native = native_bf16(torch.device("cpu"))  # AVX512-BF16 or AMX
     assert (
-        d.amp_dtype is None
+        d.amp_dtype == (torch.bfloat16 if native else None)
         and d.scaler_g is None
         and d.scaler_s is None
         and d.channels_last  # the one speed-up on by default on CPU (0.7.0)
@@ -118,7 +123,7 @@ def test_defaults_on_cpu_keep_float32_and_plain_optimisers(digits_teacher):
     assert not d.opt_s.defaults.get("fused") and not d.opt_g.defaults.get("fused")
     # no wrappers at all
     assert d._student_train is d.student and d._generator_train is d.generator
-    assert d.runtime()["amp"] == "off"
+    assert d.runtime()["amp"] == ("bfloat16" if native else "off")
     d.close()
 
 
@@ -199,9 +204,19 @@ def test_channels_last_and_compile_on_cpu(digits_teacher):
     fast.close()
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_picks_bf16_on_a_cpu_that_computes_it_natively(monkeypatch, native):
+    """AVX512-BF16 or AMX: bf16 autocast; an AVX2 CPU (emulated bf16, much slower): float32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == (torch.bfloat16 if native else None)
+    assert resolve_amp("off", cpu) is None  # --amp off turns it off everywhere
+
+
 def test_amp_resolution_per_device():
     cpu, mps = torch.device("cpu"), torch.device("mps")
-    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    assert resolve_amp("off", cpu) is None
     assert (
         resolve_amp("bf16", cpu) == torch.bfloat16
         and resolve_amp("fp16", cpu) == torch.float16

@@ -95,3 +95,29 @@ def test_a_widget_the_manager_did_not_draw_is_reported(tmp_path):
         server.shutdown()
     assert report["widgets"] == 2 and report["blank_widgets"] == 1
     assert any("1 of 2 widget(s) were not drawn" in p for p in problems), problems
+
+
+def test_the_build_check_finds_what_a_textbook_page_must_not_show():
+    """Version strings and issue numbers in prose, printed glue lines, the build machine's paths, and
+    an experiments chapter past its length; prose inside code does not count."""
+    import check_build
+
+    cell = '<div class="cell_output docutils container"><div class="output stream">{}</div></div>'
+    good = (
+        "<main><p>The student reaches 98 % (cpsc_lite.methods.cpsc).</p>"
+        "<pre>pip install cpsc-lite==0.11.0</pre>" + cell.format("acc 0.98") + "</main>"
+    )
+    assert check_build.textbook_problems("book/06_full_loop", good) == []
+    bad = (
+        "<main><p>Since 0.9.0, as issue 11 asked, the defaults changed.</p>"
+        + cell.format("ch7_cmi_diff = 1.2\ncache: /tmp/bookcache")
+        + "</main>"
+    )
+    found = " ".join(check_build.textbook_problems("book/06_full_loop", bad))
+    assert "package version: 0.9.0" in found and "issue number: issue 11" in found
+    assert "glued variable" in found and "/tmp/" in found
+    long = "<main><p>" + "word " * 3001 + "</p></main>"
+    assert "3001 words" in " ".join(
+        check_build.textbook_problems("book/07_experiments", long)
+    )
+    assert check_build.textbook_problems("book/06_full_loop", long) == []
