@@ -92,6 +92,7 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
+PROFILES["colab"] = dict(PROFILES["quick"], description="as quick; ch. 8: c10_colab")
 _STATE = {"profile": "quick", "device": None, "costs": {}}
 
 

@@ -563,7 +563,7 @@ def test_equal_time_budget_gives_each_method_the_iterations_that_fit(
             "noise",
         ]
     )
-    assert code == 2 and "not both" in " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "not several" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(CpscError, match="positive"):
         bench.run_bench(
             "digits",

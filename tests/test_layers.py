@@ -57,7 +57,7 @@ LAYERS = [
     # a run on disk
     {"runner"},
     # tools built on runs: whole experiments, the benchmark, costs, reports, the book's runtime
-    {"pipelines", "bench", "costs", "reports", "bookcache"},
+    {"pipelines", "bench", "costs", "reports", "comparisons", "bookcache"},
     # the command line
     {"cli", "commands", "__main__"},
 ]
