@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import CpscError, __version__, checkpoint
+from . import CpscError, Terminated, __version__, checkpoint, folders
 from .config import DistillConfig
 from .methods import METHODS, family_of, make_config, method_variant
 from .reports import describe_method, results_markdown
@@ -24,7 +24,9 @@ from .stats import paired_differences, summarize
 from .data import DataBundle, load_dataset, with_normalization
 from .distill import build_distiller, time_to_accuracy
 from .engine import Acceleration, describe_machine, timed
+from .pool import run_parallel, worker_threads
 from .runner import final_diagnostics, train
+from .teacher import STATE_FILE as TEACHER_STATE
 from .teacher import check_compatible, load_classifier, run_teacher, teacher_recipe
 from .utils import evaluate
 
@@ -37,14 +39,25 @@ def ensure_teacher(
     epochs: int,
     progress: bool,
     say=print,
+    resume: bool = True,
+    overwrite: bool = False,
 ) -> str:
-    """The given teacher, or one trained once into ``out_dir/teacher.pt`` (reused on later runs)."""
+    """The given teacher, or one trained once into ``out_dir/teacher.pt`` (reused on later runs).
+    An interrupted training of it (``teacher_state.pt``) continues with ``resume`` and starts over
+    with ``overwrite``; without either it is refused."""
     if teacher_path:
         return teacher_path
     path = os.path.join(out_dir, "teacher.pt")
-    if os.path.exists(path):
+    interrupted = os.path.exists(os.path.join(out_dir, TEACHER_STATE))
+    if os.path.exists(path) and not interrupted:
         say(f"reusing teacher {path}")
         return path
+    if interrupted and not (resume or overwrite):
+        raise CpscError(
+            f"{out_dir} holds the benchmark's interrupted teacher training ({TEACHER_STATE}). Pass "
+            "--resume to continue it (and the benchmark), --overwrite to train the teacher again "
+            "and replace the table, or choose another --out directory."
+        )
     say(f"training teacher {teacher_model} on {bundle.name} ({epochs} epochs)")
     run_teacher(
         bundle,
@@ -52,6 +65,9 @@ def ensure_teacher(
         out_dir,
         progress=progress,
         metrics_name="teacher_metrics.json",
+        resume=interrupted and resume,
+        overwrite=overwrite,
+        say=say,
     )
     return path
 
@@ -197,35 +213,17 @@ def run_jobs(
     workers: int,
     accel: Optional[Acceleration] = None,
 ):
-    """Run one benchmark job per config in ``workers`` processes (each with its share of the CPU
-    threads; on a GPU they share the device). Yields ``(index, run, teacher_acc)`` as jobs finish."""
-    import concurrent.futures as cf
-    import multiprocessing
-
-    # each its share of the cores, unless OMP_NUM_THREADS says how many
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(
-        1, (os.cpu_count() or 1) // workers
-    )
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        futures = {
-            pool.submit(
-                _run_job,
-                (
-                    dataset,
-                    data_root,
-                    teacher_path,
-                    cfg.to_dict(),
-                    threads,
-                    (accel or Acceleration()).to_dict(),
-                ),
-            ): i
-            for i, cfg in enumerate(configs)
-        }
-        for future in cf.as_completed(futures):
-            run, teacher_acc = future.result()
-            yield futures[future], run, teacher_acc
+    """Run one benchmark job per config in ``workers`` processes (threads per process:
+    :func:`cpsc_lite.pool.worker_threads`; on a GPU they share the device). Yields
+    ``(index, run, teacher_acc)`` as jobs finish; SIGTERM ends the workers within a second."""
+    threads = worker_threads(workers, configs[0].device if configs else "cpu")
+    accel_dict = (accel or Acceleration()).to_dict()
+    jobs = [
+        (dataset, data_root, teacher_path, cfg.to_dict(), threads, accel_dict)
+        for cfg in configs
+    ]
+    for i, (run, teacher_acc) in run_parallel(_run_job, jobs, workers):
+        yield i, run, teacher_acc
 
 
 def run_bench(
@@ -248,6 +246,8 @@ def run_bench(
     first_seed: int = 0,
     workers: int = 1,
     accel: Optional[Acceleration] = None,
+    resume: bool = False,
+    overwrite: bool = False,
     equal_flops: Optional[str] = None,
 ) -> dict:
     """Run each method for each seed with the same budget; write results.json and results.md.
@@ -258,10 +258,14 @@ def run_bench(
     over those iterations; with ``equal_flops`` (``METHOD:ITERS``), the same floating-point
     operations: each method gets the iterations that cost what ITERS iterations of METHOD cost
     (:func:`equal_flops_iters`; a budget that does not depend on the machine or its load).
-    With ``append``, methods are added to (or replace their rows in) an
-    existing ``results.json`` of the same budget, and its command becomes both commands. The seeds
-    are ``first_seed`` .. ``first_seed + seeds - 1``; ``workers`` > 1 runs the method x seed jobs in
-    that many processes (a GPU, or a machine with many cores), with the same results per seed.
+    With ``append``, methods are added to (or replace their rows in) an existing
+    ``results.json`` of the same budget, and its command becomes both commands; with ``resume``
+    (an interrupted benchmark) the methods whose rows it already holds are kept and skipped, and
+    an interrupted teacher training continues. A table already in ``out_dir`` is replaced only
+    with ``overwrite``. The seeds are ``first_seed`` .. ``first_seed + seeds - 1``; ``workers`` > 1
+    runs the method x seed jobs in that many processes (a GPU, or a machine with many cores), with
+    the same results per seed as a serial run (:func:`worker_threads`). The folder is locked while
+    the benchmark writes it; a stop (SIGTERM) says which methods results.json holds.
     """
     if sum(b is not None for b in (iters, seconds, equal_flops)) != 1:
         raise CpscError(
@@ -281,59 +285,142 @@ def run_bench(
         raise CpscError(
             f"Unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}."
         )
-    bundle = load_dataset(dataset, data_root, download)
-    checkpoint.check_output_dir(out_dir)
-    teacher_path = ensure_teacher(
-        bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress, say
-    )
-    _, meta = load_classifier(teacher_path)
-    check_compatible(meta, bundle, teacher_path)
-    overrides = dict(overrides or {})
-    seed_list = list(range(first_seed, first_seed + seeds))
-    results = dict(
-        command=command,
-        dataset=bundle.name,
-        teacher=dict(model=meta["model"]),
-        iters=iters,
-        seeds=seed_list,
-        package_version=__version__,
-        machine=describe_machine(),
-        methods={},
-    )
-    if workers > 1:
-        results["workers"] = workers
-    if seconds is not None:
-        results["budget_seconds"] = seconds
-    iters_of = {m: iters for m in methods}
-    if equal_flops is not None:
-        iters_of, flops = equal_flops_iters(
-            teacher_path, bundle, methods, equal_flops, overrides
+    twice = sorted({m for m in methods if list(methods).count(m) > 1})
+    if twice:
+        raise CpscError(
+            f"--methods names {', '.join(twice)} more than once; a table has one row per method, "
+            "so give each once (more seeds: --seeds)."
         )
-        reference = equal_flops.rpartition(":")[0]
-        results["budget_flops"] = dict(
-            like=equal_flops,
-            tflop_per_run=flops[reference] * int(equal_flops.rpartition(":")[2]) / 1e12,
-            tflop_per_iter={m: flops[m] / 1e12 for m in methods},
+    with folders.hold(out_dir, "a benchmark"):
+        table = folders.present(out_dir, ("results.json", "results.md"))
+        if table and not (append or resume or overwrite):
+            raise CpscError(
+                f"{out_dir} already holds a benchmark table ({', '.join(table)}). Pass --append to "
+                "add these methods to it, --resume to finish an interrupted benchmark, --overwrite "
+                "to replace it, or choose another --out directory."
+            )
+        bundle = load_dataset(dataset, data_root, download)
+        teacher_path = _bench_teacher(
+            bundle, out_dir, teacher_path, teacher_model, teacher_epochs, progress,
+            say, resume or append, overwrite,
+        )  # fmt: skip
+        _, meta = load_classifier(teacher_path)
+        check_compatible(meta, bundle, teacher_path)
+        overrides = dict(overrides or {})
+        results = dict(
+            command=command,
+            dataset=bundle.name,
+            teacher=dict(model=meta["model"]),
+            iters=iters,
+            seeds=list(range(first_seed, first_seed + seeds)),
+            package_version=__version__,
+            machine=describe_machine(),
+            methods={},
         )
-        say(
-            "equal FLOPs: "
-            + ", ".join(f"{m} {i} iterations" for m, i in iters_of.items())
-        )
-    if append:
-        first = make_config(
-            methods[0], iters=1 if iters is None else iters, **overrides
-        )
-        results = _previous_results(out_dir, results, first, say)
+        if workers > 1:
+            results["workers"] = workers
+        if seconds is not None:
+            results["budget_seconds"] = seconds
+        iters_of = {m: iters for m in methods}
+        if equal_flops is not None:
+            iters_of = _flops_budget(
+                results, teacher_path, bundle, methods, equal_flops, overrides, say
+            )
+        if (append or resume) and not overwrite:
+            first = make_config(
+                methods[0], iters=1 if iters is None else iters, **overrides
+            )
+            results = _previous_results(out_dir, results, first, say)
+        elif overwrite:
+            folders.clear_run(out_dir, ("results.json", "results.md"), ())
+        if resume and not overwrite:
+            kept = [m for m in methods if m in results["methods"]]
+            if kept:
+                say(f"keeping the finished rows of {', '.join(kept)} (--resume)")
+            methods = [m for m in methods if m not in kept]
+        run = dict(
+            bundle=bundle, teacher_path=teacher_path, overrides=overrides, iters=iters,
+            seconds=seconds, workers=workers, accel=accel, progress=progress,
+            data_root=data_root, dataset=dataset, iters_of=iters_of,
+        )  # fmt: skip
+        try:
+            _run_methods(results, methods, out_dir, run, say)
+        except Terminated as exc:
+            raise Terminated(stopped_message(out_dir, results, str(exc))) from None
+        return results
 
-    def report(method: str, run: dict) -> None:
+
+def _flops_budget(results, teacher_path, bundle, methods, equal_flops, overrides, say):
+    """``--equal-flops METHOD:ITERS``: each method's iterations (recorded in ``results``)."""
+    iters_of, flops = equal_flops_iters(
+        teacher_path, bundle, methods, equal_flops, overrides
+    )
+    reference, _, count = equal_flops.rpartition(":")
+    results["budget_flops"] = dict(
+        like=equal_flops,
+        tflop_per_run=flops[reference] * int(count) / 1e12,
+        tflop_per_iter={m: flops[m] / 1e12 for m in methods},
+    )
+    say("equal FLOPs: " + ", ".join(f"{m} {i} iterations" for m, i in iters_of.items()))
+    return iters_of
+
+
+def _bench_teacher(
+    bundle, out_dir, teacher_path, model, epochs, progress, say, resume, overwrite
+):
+    """The benchmark's teacher; a stop while it trains says how to continue the benchmark."""
+    try:
+        return ensure_teacher(
+            bundle,
+            out_dir,
+            teacher_path,
+            model,
+            epochs,
+            progress,
+            say,
+            resume,
+            overwrite,
+        )
+    except Terminated as exc:
+        raise Terminated(
+            f"{str(exc).split(';')[0]} of the benchmark's teacher training; its checkpoint is "
+            f"{os.path.join(out_dir, TEACHER_STATE)}. Rerun the same command with --resume to "
+            "continue it, then the benchmark."
+        ) from None
+
+
+def stopped_message(out_dir: str, results: dict, why: str = "") -> str:
+    """What a stopped benchmark saved: the methods whose rows results.json holds, and how to go on."""
+    done = list(results.get("methods") or {})
+    path = os.path.join(out_dir, "results.json")
+    head = "Stopped by SIGTERM" if "SIGTERM" in why else "Stopped"
+    if done and os.path.exists(path):
+        return (
+            f"{head} during the benchmark: {path} holds the finished methods ({', '.join(done)}); "
+            "the method that was running starts again from its first seed. Rerun the same "
+            "command with --resume to run the rest."
+        )
+    return (
+        f"{head} during the benchmark: no method had finished, so no table was written. Rerun "
+        "the same command to start again (the teacher in --out, if one was trained, is reused)."
+    )
+
+
+def _run_methods(results: dict, methods, out_dir: str, run: dict, say) -> None:
+    """Every method x seed of :func:`run_bench`, serially or in worker processes; results.json and
+    results.md are written after every method."""
+    iters_of, seconds, overrides = run["iters_of"], run["seconds"], run["overrides"]
+    seed_list = results["seeds"]
+
+    def report(method: str, one: dict) -> None:
         extra = (
             ""
-            if run["teacher_agreement"] is None
-            else f", agreement {run['teacher_agreement']:.3f}, pixel judge {run['pixel_recognition'] or 0:.3f}"
+            if one["teacher_agreement"] is None
+            else f", agreement {one['teacher_agreement']:.3f}, pixel judge {one['pixel_recognition'] or 0:.3f}"
         )
-        diag = run["diagnostics"]
+        diag = one["diagnostics"]
         say(
-            f"{method:<14} seed {run['seed']}: student {run['student_acc']:.4f}  ({run['seconds']:.0f} s, diversity "
+            f"{method:<14} seed {one['seed']}: student {one['student_acc']:.4f}  ({one['seconds']:.0f} s, diversity "
             f"{diag.get('diversity', float('nan')):.3f}, fid {diag.get('fid', float('nan')):.2f}{extra})"
         )
 
@@ -349,7 +436,7 @@ def run_bench(
         checkpoint.write_json(results, os.path.join(out_dir, "results.json"))
         write_markdown(results, out_dir)
 
-    if workers > 1:
+    if run["workers"] > 1:
         configs = [
             make_config(method, iters=iters_of[method], seed=seed, **overrides)
             for method in methods
@@ -357,12 +444,13 @@ def run_bench(
         ]
         runs: dict = {}
         left = {method: len(seed_list) for method in methods}
-        for i, run, teacher_acc in run_jobs(
-            dataset, data_root, teacher_path, configs, workers, accel
-        ):
+        for i, one, teacher_acc in run_jobs(
+            run["dataset"], run["data_root"], run["teacher_path"], configs,
+            run["workers"], run["accel"],
+        ):  # fmt: skip
             method = methods[i // len(seed_list)]
-            runs[i] = run
-            report(method, run)
+            runs[i] = one
+            report(method, one)
             left[method] -= 1
             if not left[method]:
                 first = methods.index(method) * len(seed_list)
@@ -370,7 +458,8 @@ def run_bench(
                 finish(
                     method, done, configs[first], iters_of[method], None, teacher_acc
                 )
-        return results
+        return
+    bundle, teacher_path = run["bundle"], run["teacher_path"]
     for method in methods:
         runs = []
         method_iters, per_iter = iters_of[method], None
@@ -383,11 +472,12 @@ def run_bench(
             )
         for seed in seed_list:
             cfg = make_config(method, iters=method_iters, seed=seed, **overrides)
-            run, teacher_acc = run_one(bundle, teacher_path, cfg, progress, accel)
-            runs.append(run)
-            report(method, run)
+            one, teacher_acc = run_one(
+                bundle, teacher_path, cfg, run["progress"], run["accel"]
+            )
+            runs.append(one)
+            report(method, one)
         finish(method, runs, cfg, method_iters, per_iter, teacher_acc)
-    return results
 
 
 def method_row(
@@ -476,9 +566,16 @@ def merge_results(
     split into jobs on a cluster or over several GPU calls): the rows of all of them, later files
     replacing rows of the same name; the commands, machines and teachers are kept per file in
     ``merged_from``. Refuses files whose budgets differ, and an ``out_dir`` that already holds
-    another table unless ``overwrite``."""
+    another table unless ``overwrite``. ``out_dir`` is locked while it is written, and a folder
+    another command is writing is not read."""
+    with folders.hold(out_dir, "a merged benchmark table"):
+        return _merge(dirs, out_dir, command, overwrite)
+
+
+def _merge(dirs, out_dir, command, overwrite) -> dict:
     tables = []
     for d in dirs:
+        folders.refuse_if_written(d, "merging its table")
         path = os.path.join(d, "results.json")
         if not os.path.exists(path):
             raise CpscError(
@@ -556,6 +653,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         dataset=fresh["dataset"],
         iters=fresh["iters"],
         budget_seconds=fresh.get("budget_seconds"),
+        equal_flops=(fresh.get("budget_flops") or {}).get("like"),
         seeds=fresh["seeds"],
         teacher=fresh["teacher"]["model"],
         student=cfg.student,
@@ -567,6 +665,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
         old,
         teacher=old.get("teacher", {}).get("model"),
         budget_seconds=old.get("budget_seconds"),
+        equal_flops=(old.get("budget_flops") or {}).get("like"),
     )
     differ = [
         f"{k} ({old_budget.get(k)} there, {v} here)"
@@ -575,7 +674,7 @@ def _previous_results(out_dir: str, fresh: dict, cfg, say=print) -> dict:
     ]
     if differ:
         raise CpscError(
-            f"Cannot --append to {path}: it was made with another budget: {'; '.join(differ)}. "
+            f"Cannot add rows to {path}: it was made with another budget: {'; '.join(differ)}. "
             "Use the same settings, or write to another --out directory."
         )
     old["command"] = (

@@ -29,7 +29,7 @@ FORMAT = "cpsc_lite"
 
 
 # ------------------------------------------------------------------ termination
-_termination = {"requested": False}
+_termination = {"requested": False, "polling": 0, "immediate": False}
 
 
 def termination_requested() -> bool:
@@ -39,28 +39,57 @@ def termination_requested() -> bool:
 
 
 @contextlib.contextmanager
-def stop_on_sigterm():
+def polling_for_termination():
+    """Mark a loop that checks :func:`termination_requested` often (between iterations, epochs, or
+    while it waits for worker processes): under ``stop_on_sigterm(immediate=True)`` SIGTERM only
+    sets the flag there, so the loop can save first; everywhere else it stops at once."""
+    _termination["polling"] += 1
+    try:
+        yield
+    finally:
+        _termination["polling"] -= 1
+
+
+class StopNow(BaseException):
+    """SIGTERM that stopped a command at once, outside a loop that saves first (the command line's
+    mode of :func:`stop_on_sigterm`). A BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` on its way turns it into another error; the command line says what
+    the command had saved."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(immediate: bool = False):
     """Turn SIGTERM (what SLURM and Colab send before they stop a job) into a request that the running
     loop honours at its next checkpoint-safe point, instead of dying without one. A second SIGTERM
-    stops at once. Only the main thread can install signal handlers; elsewhere this does nothing."""
+    stops at once. With ``immediate`` (the command line), SIGTERM outside a loop that polls for it
+    (:func:`polling_for_termination`) stops at once too: files are written whole or not at all, so
+    stopping there loses nothing that was saved. Only the main thread can install signal handlers;
+    elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         if _termination["requested"]:
+            if _termination["immediate"]:
+                raise StopNow(
+                    "Stopped by a second SIGTERM before a checkpoint was written."
+                )
             raise Terminated(
                 "Stopped by a second SIGTERM before a checkpoint could be written; the previous "
                 "checkpoint is kept. Rerun the same command with --resume to continue from it."
             )
         _termination["requested"] = True
+        if _termination["immediate"] and not _termination["polling"]:
+            raise StopNow("Stopped by SIGTERM.")
 
     previous = signal.signal(signal.SIGTERM, handler)
+    _termination["immediate"] = immediate
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _termination["requested"] = False
+        _termination.update(requested=False, immediate=False)
 
 
 def _umask() -> int:
@@ -69,13 +98,15 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str, writer) -> None:
+def atomic_write_bytes(path: str, writer, replace: bool = True) -> None:
     """Call ``writer(file)`` on a temporary file next to ``path``, then rename it into place.
 
     A crash mid-write leaves the previous ``path`` untouched: the rename is atomic. The file gets
     the permissions any new file would (0666 minus the umask), not the 0600 of a temporary file,
     so collaborators on a shared file system can read it. A failed write (disk full, permission,
     a read-only file system) raises a :class:`CpscError` that says so; the previous file stays.
+    With ``replace=False`` a file that appeared at ``path`` meanwhile is never replaced (the new
+    one is linked into place, which fails if the name exists).
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -91,7 +122,10 @@ def atomic_write_bytes(path: str, writer) -> None:
             f.flush()
             _unless_unsupported(os.fsync, f.fileno())
         _unless_unsupported(os.chmod, tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException as exc:
         # Diagnose while the partial file still fills the disk, then remove it.
         problem = (
@@ -104,6 +138,27 @@ def atomic_write_bytes(path: str, writer) -> None:
         if problem is not None:
             raise problem from None
         raise
+
+
+def _place_new(tmp: str, path: str) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists: a hard link fails on an existing name (a
+    file system without hard links gets a check, then a rename)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise CpscError(
+            f"{path} appeared while it was being written (another command?); it was left as it "
+            "is. Choose another name, or pass --overwrite to replace it."
+        ) from None
+    except OSError:
+        if os.path.exists(path):
+            raise CpscError(
+                f"{path} appeared while it was being written; it was left as it is. Choose another "
+                "name, or pass --overwrite to replace it."
+            ) from None
+        os.replace(tmp, path)
+    else:
+        os.remove(tmp)
 
 
 #: What file systems that lack a feature answer (FUSE mounts such as Google Drive on Colab, some
@@ -516,56 +571,3 @@ def read_weights_file(
             f"({exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}). "
             "Re-create it (for a teacher: `cpsc-lite teacher ...`) or restore a good copy."
         ) from None
-
-
-_OWNER_NAMES = {"teacher": "a teacher training", "distillation": "a distillation run"}
-
-
-def prepare_output_dir(
-    out_dir: str,
-    *,
-    state_file: str,
-    owner: str,
-    what: str,
-    resume: bool = False,
-    overwrite: bool = False,
-    products: tuple = (),
-    metrics_file: str = "metrics.json",
-    say=print,
-    take_over: bool = True,
-) -> bool:
-    """The one output-folder policy of every command that writes a run (teacher, distill, demo).
-
-    Nothing another run wrote is replaced without ``overwrite``: an earlier run's ``state_file`` needs
-    ``resume`` (continue it) or ``overwrite`` (start over); ``products`` (e.g. ``teacher.pt``) and a
-    ``metrics_file`` written by another kind of command than ``owner`` need ``overwrite``. Returns
-    whether there is a run to resume. With ``take_over`` (the process that writes), half-written files
-    of a killed run are removed; nothing else is.
-    """
-    check_output_dir(out_dir)  # before any work: a bad --out must not cost a run
-    has_state = os.path.exists(os.path.join(out_dir, state_file))
-    if has_state and not (resume or overwrite):
-        raise CpscError(
-            f"{out_dir} already holds {what} ({state_file}). Pass --resume to continue it, "
-            "--overwrite to start over and replace it, or choose another --out directory."
-        )
-    if resume and not has_state:
-        say(f"note: nothing to resume in {out_dir}; starting a new run")
-    if not overwrite and not (resume and has_state):
-        for name in products:
-            if os.path.exists(os.path.join(out_dir, name)):
-                raise CpscError(
-                    f"{os.path.join(out_dir, name)} already exists. Pass --overwrite to replace it, "
-                    "or choose another --out."
-                )
-        found = metrics_owner(os.path.join(out_dir, metrics_file))
-        if found not in (None, owner):
-            by = _OWNER_NAMES.get(found, f"not {_OWNER_NAMES.get(owner, owner)}")
-            raise CpscError(
-                f"{out_dir} holds another command's {metrics_file} ({by}'s), which a new "
-                f"{_OWNER_NAMES.get(owner, owner).split(' ', 1)[1]} would replace. Choose another --out "
-                "directory (e.g. a sub-folder), or pass --overwrite to replace it."
-            )
-    if take_over:
-        remove_stale_temporaries(out_dir)
-    return resume and has_state

@@ -393,6 +393,12 @@ def add_sample(sub) -> None:
     )
     p.add_argument("--per-class", type=int, default=8)
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it exists (only a file sample could have written: never a run's "
+        "own files or a data set with a training split)",
+    )
+    p.add_argument(
         "--truncation",
         type=float,
         default=1.0,
@@ -511,12 +517,19 @@ def add_bench(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="with --merge: replace a table already in --out",
+        help="replace the table (results.json, results.md; with --profile: profile.json) already "
+        "in --out, and an interrupted teacher training there; the teacher.pt there is reused",
     )
     p.add_argument(
         "--append",
         action="store_true",
-        help="add these methods to --out's existing results.json (same budget) instead of replacing it",
+        help="add these methods to --out's existing results.json (same budget)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted benchmark in --out: its teacher training continues, and the "
+        "methods results.json already holds are kept and not run again",
     )
     p.set_defaults(func=commands.cmd_bench)
 
@@ -605,7 +618,28 @@ def _silence_stdout() -> None:
         pass  # not a real file (e.g. captured in tests): nothing to flush into a pipe
 
 
+def _tolerant_console() -> None:
+    """Characters the console's encoding lacks (PYTHONIOENCODING=ascii, a C locale) are printed
+    escaped instead of stopping the command: console output never costs a run its results."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass  # not a text file we may change (e.g. captured in tests)
+
+
+def _paragraph(head: str, text: str) -> str:
+    return head + textwrap.fill(
+        text,
+        width=100,
+        subsequent_indent=" " * len(head),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
 def main(argv=None) -> int:
+    _tolerant_console()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -614,36 +648,23 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     from . import Terminated
-    from .checkpoint import stop_on_sigterm
+    from .checkpoint import StopNow, stop_on_sigterm
 
     try:
-        with stop_on_sigterm():
+        with stop_on_sigterm(immediate=True):
+            commands.check_common(args)
             return args.func(args)
+    except (
+        StopNow
+    ) as exc:  # SIGTERM outside a loop that saves first: say what is on disk
+        text = f"{exc} {commands.interruption_advice(args)}"
+        print(_paragraph("stopped: ", text), file=sys.stderr)
+        return 143
     except Terminated as exc:
-        print(
-            "stopped: "
-            + textwrap.fill(
-                str(exc),
-                width=100,
-                subsequent_indent="         ",
-                break_on_hyphens=False,
-                break_long_words=False,
-            ),
-            file=sys.stderr,
-        )
+        print(_paragraph("stopped: ", str(exc)), file=sys.stderr)
         return 143
     except CpscError as exc:
-        print(
-            "error: "
-            + textwrap.fill(
-                str(exc),
-                width=100,
-                subsequent_indent="       ",
-                break_on_hyphens=False,
-                break_long_words=False,
-            ),
-            file=sys.stderr,
-        )
+        print(_paragraph("error: ", str(exc)), file=sys.stderr)
         return 2
     except BrokenPipeError:
         # whatever read our output went away (e.g. `cpsc-lite models | head`): no traceback
@@ -656,7 +677,7 @@ def main(argv=None) -> int:
         return 141
     except KeyboardInterrupt:
         print(
-            "\ninterrupted. The last checkpoint is kept; rerun the same command with --resume to continue.",
+            "\n" + _paragraph("interrupted. ", commands.interruption_advice(args)),
             file=sys.stderr,
         )
         return 130

@@ -26,6 +26,45 @@ CONFIG_FLAGS = {
 }
 
 
+#: Seeds every command accepts (numpy's generator takes at most 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def check_common(args) -> None:
+    """What every command checks before any work: ``~`` in paths (a quoted ``--out '~/x'``), the
+    device name, seed ranges, and that ``--resume`` and ``--overwrite`` are not both given."""
+    from .config import device_problem
+
+    for name in (
+        "out",
+        "into",
+        "run_dir",
+        "teacher",
+        "generator",
+        "checkpoint",
+        "data_root",
+    ):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
+    if getattr(args, "merge", None):
+        args.merge = [os.path.expanduser(d) for d in args.merge]
+    device = getattr(args, "device", None)
+    if device is not None and device_problem(device):
+        raise CpscError(f"--device {device}: {device_problem(device)}.")
+    for flag in ("seed", "first_seed"):
+        value = getattr(args, flag, None)
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise CpscError(
+                f"--{flag.replace('_', '-')} {value} is outside 0..{MAX_SEED} (32 bits), the "
+                "seeds numpy and PyTorch both accept. Choose a seed in that range."
+            )
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        raise CpscError(
+            "--resume continues the run in --out and --overwrite replaces it: pass one of them."
+        )
+
+
 def _acceleration(args):
     from .engine import Acceleration
 
@@ -130,6 +169,11 @@ def cmd_distill(args) -> int:
     from .runner import run_distill
     from .distributed import init_distributed
 
+    if args.stop_after is not None and args.stop_after < 1:
+        raise CpscError(
+            f"--stop-after {args.stop_after} would train nothing: give the number of iterations "
+            "to run now (at least 1), or leave it out to run to the end."
+        )
     base, run = load_preset(args.config) if args.config else ({}, {})
     cfg = make_config(args.method, base, **_overrides(args))
     # command line, then the preset, then digits
@@ -170,7 +214,6 @@ def cmd_distill(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from . import checkpoint
     from .data import load_dataset
     from .methods import make_config
     from .pipelines import teacher_then_distil
@@ -179,16 +222,6 @@ def cmd_demo(args) -> int:
     start = time.time()
     if args.preset:
         return _demo_preset(args, start)
-    # The demo's teacher.pt marks the folder as a demo: --resume reuses it, --overwrite redoes everything.
-    checkpoint.prepare_output_dir(
-        args.out,
-        state_file="teacher.pt",
-        owner="distillation",
-        what="a demo",
-        resume=args.resume,
-        overwrite=args.overwrite,
-        say=lambda *_: None,
-    )
     bundle = load_dataset("digits")
     epochs = 30 if args.teacher_epochs is None else args.teacher_epochs
     tcfg = teacher_recipe(
@@ -239,7 +272,6 @@ def _demo_preset(args, start: float) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
-    from .costs import run_profile
     from .methods import METHODS, make_config
     from .engine import Acceleration
 
@@ -257,19 +289,13 @@ def cmd_bench(args) -> int:
         )
         return 0
     if args.profile:
-        run_profile(
-            args.out,
-            dataset=args.dataset,
-            teacher_path=args.teacher,
-            teacher_model=args.teacher_model,
-            student=args.student,
-            img_size=args.img_size,
-            num_classes=args.num_classes,
-            channels=3 if args.teacher_model and not args.teacher else 1,
-            overrides=overrides,
-            command=command,
-        )
+        _profile(args, overrides, command)
         return 0
+    if args.resume and args.append:
+        raise CpscError(
+            "--resume finishes the interrupted benchmark in --out and already keeps its rows; "
+            "drop --append."
+        )
     methods = (
         list(METHODS)
         if args.methods == "all"
@@ -295,6 +321,11 @@ def cmd_bench(args) -> int:
         raise CpscError(f"--workers must be at least 1, not {args.workers}.")
     if args.first_seed < 0:
         raise CpscError(f"--first-seed must be 0 or more, not {args.first_seed}.")
+    if args.first_seed + args.seeds - 1 > MAX_SEED:
+        raise CpscError(
+            f"--first-seed {args.first_seed} with --seeds {args.seeds} reaches seeds beyond "
+            f"{MAX_SEED} (32 bits). Choose a smaller --first-seed."
+        )
     for method in methods:  # every setting is checked before the first run starts
         make_config(method, iters=1 if iters is None else iters, **overrides)
     results = run_bench(
@@ -317,11 +348,42 @@ def cmd_bench(args) -> int:
         first_seed=args.first_seed,
         workers=args.workers,
         accel=Acceleration(amp=args.amp, channels_last=args.channels_last),
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     from .reports import results_markdown
 
     print(results_markdown(results))
     return 0
+
+
+def _profile(args, overrides: dict, command: str) -> None:
+    """``bench --profile``: profile.json in --out, which is locked meanwhile; an earlier
+    profile.json is replaced only with --overwrite."""
+    from . import folders
+    from .costs import run_profile
+
+    with folders.hold(args.out, "a profile"):
+        if (
+            os.path.exists(os.path.join(args.out, "profile.json"))
+            and not args.overwrite
+        ):
+            raise CpscError(
+                f"{os.path.join(args.out, 'profile.json')} already exists. Pass --overwrite to "
+                "replace it, or choose another --out directory."
+            )
+        run_profile(
+            args.out,
+            dataset=args.dataset,
+            teacher_path=args.teacher,
+            teacher_model=args.teacher_model,
+            student=args.student,
+            img_size=args.img_size,
+            num_classes=args.num_classes,
+            channels=3 if args.teacher_model and not args.teacher else 1,
+            overrides=overrides,
+            command=command,
+        )
 
 
 def make_default_iters() -> int:
@@ -334,7 +396,7 @@ def cmd_sample(args) -> int:
     import torch
     from . import checkpoint
     from .generator import generate_per_class, load_generator
-    from .viz import plot_samples
+    from .viz import plot_samples, save_figure
 
     if args.per_class < 1:
         raise CpscError("--per-class must be at least 1.")
@@ -363,31 +425,40 @@ def cmd_sample(args) -> int:
     checkpoint.check_output_dir(
         os.path.dirname(os.path.abspath(args.out)), flag="the folder of --out"
     )
+    _may_write_sample(args.out, args.overwrite)
     gen, meta = load_generator(args.generator)
     if not all(k in meta for k in ("mean", "std", "class_names")):
         raise CpscError(
             f"{args.generator} does not record the normalisation and class names of its data, so its "
             "images cannot be shown. Use the generator.pt a `cpsc-lite distill` run wrote."
         )
+    many = args.per_class * gen.num_classes > 1024
     images, labels = generate_per_class(
         gen,
         args.per_class,
         torch.device("cpu"),
         seed=args.seed,
         truncation=args.truncation,
+        batch_size=1024 if many else None,  # chunks: SIGTERM is heard between them
     )
     if ext == ".npz":
         from .data import save_transfer_set
 
         save_transfer_set(
-            args.out, images, labels, meta["mean"], meta["std"], meta["class_names"]
+            args.out,
+            images,
+            labels,
+            meta["mean"],
+            meta["std"],
+            meta["class_names"],
+            replace=args.overwrite,
         )
         print(
             f"wrote {args.out}: x_test {args.per_class * gen.num_classes} images, y_test their conditioning "
             f"labels (read it with --dataset npz:{args.out})"
         )
         return 0
-    plot_samples(
+    fig = plot_samples(
         images,
         labels,
         meta["class_names"],
@@ -399,10 +470,51 @@ def cmd_sample(args) -> int:
             if args.truncation < 1
             else ""
         ),
-        path=args.out,
     )
+    save_figure(fig, args.out, replace=args.overwrite)
     print(f"wrote {args.out} ({args.per_class} samples x {gen.num_classes} classes)")
     return 0
+
+
+def _may_write_sample(path: str, overwrite: bool) -> None:
+    """``sample --out FILE``: an existing FILE needs --overwrite, and even then a run's own files
+    (its samples.png, transfer_set.npz, ...) and a data set with a training split are never
+    replaced: ``sample`` did not write them."""
+    import numpy as np
+
+    from . import folders
+
+    if not os.path.lexists(path):
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    run_files = (*folders.DISTILL_FILES, "teacher.pt", "teacher_metrics.json")
+    owned = [
+        f
+        for f in ("state.pt", "student.pt", "teacher.pt")
+        if os.path.exists(os.path.join(folder, f))
+    ]
+    if name in run_files and owned:
+        raise CpscError(
+            f"{path} is one of the files of the run in {folder} (which holds {', '.join(owned)}), "
+            "so sample leaves it alone, --overwrite or not. Choose another file name, e.g. "
+            f"{os.path.join(folder, 'more_' + name)}."
+        )
+    if path.lower().endswith(".npz") and os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                dataset = "x_train" in arrays.files
+        except Exception:  # noqa: BLE001 - not a readable .npz: not one of ours either
+            dataset = True
+        if dataset:
+            raise CpscError(
+                f"{path} is a data set (it has a training split, or is no .npz sample wrote), not "
+                "a transfer set that sample wrote, so it is left alone, --overwrite or not. Choose "
+                "another file name."
+            )
+    if not overwrite:
+        raise CpscError(
+            f"{path} already exists. Pass --overwrite to replace it, or choose another file name."
+        )
 
 
 def cmd_evaluate(args) -> int:
@@ -438,9 +550,16 @@ def cmd_evaluate(args) -> int:
             f"{args.checkpoint} is a {kind!r} checkpoint; evaluate takes a teacher.pt or student.pt."
         )
     model, meta = load_classifier(args.checkpoint, kind, device)
-    bundle = load_dataset(
-        args.dataset or meta.get("dataset") or "digits", args.data_root, args.download
-    )
+    dataset = args.dataset or meta.get("dataset") or "digits"
+    stored = str(dataset).split(":", 1)
+    if not args.dataset and stored[0] in ("npz", "folder") and len(stored) == 2:
+        # the checkpoint keeps only the data's name (npz:NAME), never where the file was
+        raise CpscError(
+            f"{args.checkpoint} was trained on {dataset}, a file of your own; the checkpoint "
+            "records only its name, not where it is. Pass it with --dataset, e.g. --dataset "
+            f"{stored[0]}:PATH/{stored[1]}{'.npz' if stored[0] == 'npz' else ''}."
+        )
+    bundle = load_dataset(dataset, args.data_root, args.download)
     check_compatible(meta, bundle, args.checkpoint)
     acc = evaluate(
         model, with_normalization(bundle.test, meta["mean"], meta["std"]), device
@@ -465,3 +584,58 @@ def cmd_record(args) -> int:
     print(run_markdown(json.loads((dest / "run.json").read_text())))
     print(f"wrote {dest}")
     return 0
+
+
+def interruption_advice(args) -> str:
+    """What a command stopped by Ctrl-C or SIGTERM left on disk, and how to go on from it: read
+    from its folder, so that it promises nothing that was not saved."""
+    out = getattr(args, "out", None) or ""
+
+    def has(*names) -> bool:
+        return all(os.path.exists(os.path.join(out, n)) for n in names)
+
+    command = args.command
+    if command == "bench" and not (args.merge or args.profile):
+        from .bench import stopped_message
+
+        if has("teacher_state.pt") and not has("teacher.pt"):
+            return (
+                f"The benchmark's teacher training keeps its checkpoint {out}/teacher_state.pt: "
+                "rerun the same command with --resume to continue it, then the benchmark."
+            )
+        results = {}
+        if has("results.json"):
+            import json
+
+            try:
+                with open(os.path.join(out, "results.json")) as f:
+                    results = json.load(f)
+            except (OSError, ValueError):
+                results = {}
+        return stopped_message(out, results).split(": ", 1)[1]
+    if command == "demo" and args.preset:
+        return "Rerun the same command: it continues from the last checkpoints."
+    if command in ("distill", "demo") and has("state.pt"):
+        return (
+            f"The last checkpoint in {out} (state.pt) is kept: rerun the same command with "
+            "--resume to continue from it."
+        )
+    if command in ("teacher", "demo") and has("teacher_state.pt"):
+        return (
+            f"The teacher training's last checkpoint in {out} (teacher_state.pt) is kept: rerun "
+            "the same command with --resume to continue from it."
+        )
+    if command == "demo" and has("teacher.pt"):
+        return (
+            f"The demo's teacher is saved ({out}/teacher.pt); no distillation checkpoint had been "
+            "written yet. Rerun the same command with --resume: it reuses the teacher."
+        )
+    if command in ("distill", "teacher", "demo"):
+        return (
+            "No checkpoint had been written yet, so there is nothing to resume: rerun the same "
+            "command to start again."
+        )
+    return (
+        "Nothing was left half-written (files are written whole or not at all); rerun the same "
+        "command to do it."
+    )

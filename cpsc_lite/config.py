@@ -14,6 +14,7 @@ still work (:mod:`cpsc_lite.compat`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -519,6 +520,9 @@ def validate(settings) -> None:
     (``"1e-4"`` becomes 0.0001). Raises one :class:`CpscError` that lists every problem."""
     problems: list[str] = []
     _check_fields(settings, "", problems)
+    device = getattr(settings, "device", "auto")
+    if isinstance(device, str) and device_problem(device):
+        problems.append(device_problem(device))
     if isinstance(settings, DistillConfig):
         for section in SECTIONS:
             _check_fields(getattr(settings, section), section + ".", problems)
@@ -543,6 +547,20 @@ def validate(settings) -> None:
             + "; ".join(problems)
             + ". Fix the value in --set KEY=VALUE, the flag or the config file."
         )
+
+
+#: The devices cpsc-lite runs on (torch names others, e.g. xpu, meta or vulkan, that it does not).
+DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def device_problem(name: str) -> Optional[str]:
+    """Why ``name`` is no device cpsc-lite can run on, or None."""
+    if DEVICE_NAMES.match(name or "auto"):
+        return None
+    return (
+        f"device {name!r} is not one cpsc-lite runs on (it uses auto, cpu, cuda, cuda:N or mps; "
+        "other PyTorch device types such as xpu, meta or vulkan are not supported)"
+    )
 
 
 def parse_value(text: str):

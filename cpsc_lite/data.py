@@ -274,10 +274,12 @@ def save_transfer_set(
     mean: Sequence[float],
     std: Sequence[float],
     class_names: Sequence[str],
+    replace: bool = True,
 ) -> None:
     """Synthetic images as an ``.npz`` that :func:`load_npz` reads: ``x_test`` uint8 of shape (N, H, W)
     (one channel) or (N, H, W, C), de-normalised to the pixel range of the teacher's data, ``y_test`` the
-    conditioning labels, ``class_names``. Written atomically."""
+    conditioning labels, ``class_names``. Written atomically; with ``replace=False`` an existing file
+    is never replaced."""
     x = (
         (denormalize(images.detach().float().cpu(), mean, std) * 255.0)
         .round()
@@ -290,7 +292,7 @@ def save_transfer_set(
         y_test=labels.cpu().numpy().astype(np.int64),
         class_names=np.array([str(n) for n in class_names]),
     )
-    atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
+    atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays), replace)
 
 
 def make_shapes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

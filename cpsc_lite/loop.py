@@ -70,42 +70,48 @@ def run_loop(
     end = job.total if end is None else min(end, job.total)
     if log_path:
         truncate_log(log_path, job.done)
-    sums: dict = {}
-    n = 0
     bar = tqdm(
         total=job.total, initial=job.done, desc=desc, disable=not progress, leave=False
     )
     start = time.time() - job.elapsed
     try:
-        while job.done < end:
-            for k, v in job.step().items():
-                sums[k] = sums.get(k, 0) + v
-            n += 1
-            done = job.done
-            if job.log_due(done, end):
-                job.elapsed = time.time() - start
-                record = job.record(sums, n, done)
-                sums, n = {}, 0
-                if postfix(record):
-                    bar.set_postfix(postfix(record))
-                if log_path:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                if callback is not None:
-                    callback(record)
-            saved = job.save_due(done, end)
-            if saved:
-                job.elapsed = time.time() - start
-                job.save()
-            bar.update(1)
-            if job.stop_requested(done):
-                if not saved:
-                    job.elapsed = time.time() - start
-                    job.save()
-                raise Terminated(job.stop_message(done))
+        with checkpoint.polling_for_termination():  # SIGTERM: save, then stop
+            _run_units(job, end, log_path, bar, start, callback, postfix)
     finally:
         bar.close()
     job.elapsed = time.time() - start
+
+
+def _run_units(job, end, log_path, bar, start, callback, postfix) -> None:
+    """:func:`run_loop`'s units: step, log, checkpoint, and stop on SIGTERM after saving."""
+    sums: dict = {}
+    n = 0
+    while job.done < end:
+        for k, v in job.step().items():
+            sums[k] = sums.get(k, 0) + v
+        n += 1
+        done = job.done
+        if job.log_due(done, end):
+            job.elapsed = time.time() - start
+            record = job.record(sums, n, done)
+            sums, n = {}, 0
+            if postfix(record):
+                bar.set_postfix(postfix(record))
+            if log_path:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if callback is not None:
+                callback(record)
+        saved = job.save_due(done, end)
+        if saved:
+            job.elapsed = time.time() - start
+            job.save()
+        bar.update(1)
+        if job.stop_requested(done):
+            if not saved:
+                job.elapsed = time.time() - start
+                job.save()
+            raise Terminated(job.stop_message(done))
 
 
 def truncate_log(path: str, done: int, key: str = "iter") -> None:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import CpscError, folders
 from .config import DistillConfig, TeacherConfig
 from .data import DataBundle
 from .engine import Acceleration
@@ -31,10 +32,10 @@ def train_or_reuse_teacher(
     """``teacher_dir/teacher.pt``: reused when ``resume`` finds it, else trained (an interrupted
     training in that folder continues when ``resume``). Returns its path."""
     path = os.path.join(teacher_dir, "teacher.pt")
-    if resume and os.path.exists(path):
+    interrupted = os.path.exists(os.path.join(teacher_dir, TEACHER_STATE))
+    if resume and os.path.exists(path) and not interrupted:
         say(f"      reusing {path}")
         return path
-    interrupted = os.path.exists(os.path.join(teacher_dir, TEACHER_STATE))
     tm = run_teacher(
         bundle,
         teacher_cfg,
@@ -73,34 +74,81 @@ def teacher_then_distil(
     """Train ``teacher_cfg`` on ``bundle`` into ``teacher_dir`` (default: ``out``; skipped when
     ``teacher_path`` names a teacher, or when ``resume`` finds the teacher already trained; an
     interrupted teacher training continues), then distil ``cfg`` into ``out`` (saying ``announce`` first). Returns
-    the distillation's metrics."""
-    if teacher_path is None:
-        teacher_path = train_or_reuse_teacher(
+    the distillation's metrics. ``out`` is locked throughout, and checked whole before the teacher
+    trains (:func:`check_experiment_folder`), so that a folder the distillation may not write is
+    refused before any work."""
+    with folders.hold(out, "a teacher, then a distillation"):
+        if teacher_path is None:
+            check_experiment_folder(
+                out, teacher_dir or out, teacher_metrics, resume, overwrite
+            )
+            teacher_path = train_or_reuse_teacher(
+                bundle,
+                teacher_cfg,
+                teacher_dir or out,
+                metrics_name=teacher_metrics,
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress,
+                accel=accel,
+                say=say,
+            )
+        if announce:
+            say(announce)
+        return run_distill(
+            teacher_path,
             bundle,
-            teacher_cfg,
-            teacher_dir or out,
-            metrics_name=teacher_metrics,
+            cfg,
+            out,
             resume=resume,
             overwrite=overwrite,
             progress=progress,
+            teacher_model=teacher_model,
             accel=accel,
+            command=command,
             say=say,
         )
-    if announce:
-        say(announce)
-    return run_distill(
-        teacher_path,
-        bundle,
-        cfg,
-        out,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        teacher_model=teacher_model,
-        accel=accel,
-        command=command,
-        say=say,
-    )
+
+
+def check_experiment_folder(
+    out: str, teacher_dir: str, teacher_metrics: str, resume: bool, overwrite: bool
+) -> None:
+    """Refuse, before a teacher trains, a folder that the teacher-then-student experiment (the
+    demo) may not write: one that holds another command's files (a teacher's metrics.json, a
+    distillation that is not this experiment's), or this experiment already (unless ``resume`` or
+    ``overwrite``). Deletes nothing."""
+    from .checkpoint import metrics_owner
+    from .runner import STATE_FILE
+
+    teacher = os.path.join(teacher_dir, "teacher.pt")
+    theirs = folders.present(out, (STATE_FILE, *folders.DISTILL_RESULTS))
+    if metrics_owner(os.path.join(out, "metrics.json")) == "distillation":
+        theirs.append("metrics.json")
+    ours = os.path.exists(teacher) or os.path.exists(os.path.join(out, TEACHER_STATE))
+    if teacher_dir == out and theirs and not overwrite and not ours:
+        raise CpscError(
+            f"{out} holds a distillation run ({', '.join(theirs)}) that is not this experiment's "
+            "(it has no teacher.pt of its own), and this command would train a teacher into it. "
+            "Choose another --out directory, or pass --overwrite to replace that run."
+        )
+    checks = dict(say=lambda *_: None, take_over=False)
+    folders.prepare_output_dir(
+        out, state_file=STATE_FILE, owner="distillation", what="a distillation run",
+        resume=resume, overwrite=overwrite, results=folders.DISTILL_RESULTS, **checks,
+    )  # fmt: skip
+    if os.path.exists(teacher) and not (resume or overwrite):
+        raise CpscError(
+            f"{out} already holds this experiment ({teacher}"
+            + (f", {', '.join(theirs)}" if theirs else "")
+            + "). Pass --resume to continue it (the teacher is reused), --overwrite to start over, "
+            "or choose another --out directory."
+        )
+    if not os.path.exists(teacher):
+        folders.prepare_output_dir(
+            teacher_dir, state_file=TEACHER_STATE, owner="teacher",
+            what="an interrupted teacher training", resume=resume, overwrite=overwrite,
+            products=("teacher.pt",), metrics_file=teacher_metrics, **checks,
+        )  # fmt: skip
 
 
 def run_preset(
@@ -123,14 +171,25 @@ def run_preset(
     measured estimate of the distillation's time from ``timing_iters`` iterations, then the
     distillation into ``folder/student``. Running it again after a disconnect continues from the
     last checkpoints. Returns the run's metrics and its folder."""
-    from .costs import preset_config, seconds_per_iteration
-    from .data import load_dataset
-    from .teacher import teacher_recipe
+    from .costs import preset_config
 
     cfg, run = preset_config(name, iters)
     cfg = cfg.replace(device=device)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with folders.hold(folder, f"the preset {name}"):
+        return _run_preset(
+            cfg, run, Path(folder), teacher, teacher_epochs, data_root, download, device,
+            progress, timing_iters, command, say,
+        )  # fmt: skip
+
+
+def _run_preset(
+    cfg, run, folder, teacher, teacher_epochs, data_root, download, device, progress,
+    timing_iters, command, say,
+) -> dict:  # fmt: skip
+    from .costs import seconds_per_iteration
+    from .data import load_dataset
+    from .teacher import teacher_recipe
+
     bundle = load_dataset(run["dataset"], data_root, download=download)
     say(bundle.describe())
     student_dir = folder / "student"

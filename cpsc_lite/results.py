@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import shutil
@@ -110,14 +111,48 @@ def record_run(
     """Copy a distillation run into ``into/name/`` with its provenance; returns that folder.
 
     Refuses (with the fix in the message) a folder that is not a finished run, a run without
-    session records, an unfinished run unless ``partial``, and an existing ``name`` unless
-    ``overwrite``. The copy is built next to its destination and renamed into place.
+    session records, an unfinished run unless ``partial``, a run another command is writing, a
+    destination inside the run (or the run itself), and an existing ``name`` unless
+    ``overwrite``; ``overwrite`` replaces only a folder that ``record`` wrote. The copy is built
+    next to its destination and renamed into place.
     """
-    src = Path(run_dir)
+    from . import folders
+
+    src = Path(os.path.expanduser(run_dir))
     if not _NAME.match(name):
         raise CpscError(
             f"--name {name!r} is not usable as a folder name: use letters, digits, '.', '_' "
             "and '-' (e.g. c10_resnet34_resnet18_fast)."
+        )
+    metrics = _finished_run(src, partial)
+    dest_root = Path(os.path.expanduser(into))
+    dest = dest_root / name
+    _refuse_overlap(src, dest)
+    folders.refuse_if_written(str(src), "recording it")
+    with folders.hold(
+        str(dest_root), f"recording {name}", flag="--into", lock_name=f".{name}.lock"
+    ):
+        _refuse_foreign(dest, overwrite)
+        try:
+            _copy_run(src, dest, name, run_summary(metrics, name))
+        except OSError as exc:
+            raise CpscError(
+                f"Could not write {dest} ({exc.strerror or exc}); nothing was recorded and any "
+                "earlier record there is unchanged. Free some space or fix the permissions of "
+                "--into, then rerun."
+            ) from None
+    return dest
+
+
+def _finished_run(src: Path, partial: bool) -> dict:
+    """The metrics of the distillation run in ``src``, after checking that it is one (finished,
+    or ``partial``) and that it has session records."""
+    from .checkpoint import metrics_owner
+
+    if metrics_owner(str(src / "metrics.json")) == "teacher":
+        raise CpscError(
+            f"{src} holds a teacher training (teacher.pt and its metrics.json), not a "
+            "distillation run. Record the --out folder of `cpsc-lite distill` (or of the demo)."
         )
     if not (src / "metrics.json").is_file():
         raise CpscError(
@@ -148,13 +183,51 @@ def record_run(
             f"{src} is an unfinished run ({metrics.get('iters')} of {_budget(metrics).iters} "
             "iterations). Finish it with --resume, or pass --partial to record it labelled as partial."
         )
-    dest_root = Path(into)
-    dest = dest_root / name
-    if dest.exists() and not overwrite:
+    return metrics
+
+
+#: What a folder ``record`` wrote holds; ``--overwrite`` replaces no other kind of folder.
+RECORD_CONTENT = {*RECORDED_FILES, "run.json", "RUN.md"}
+
+
+def _refuse_overlap(src: Path, dest: Path) -> None:
+    """The record must not be the run itself, lie inside it, or hold it."""
+    a, b = os.path.realpath(src), os.path.realpath(dest)
+    if a == b or b.startswith(a + os.sep) or a.startswith(b + os.sep):
+        where = "is the run folder itself" if a == b else "overlaps the run folder"
+        raise CpscError(
+            f"The record {dest} {where} ({src}): recording would replace the run's own files "
+            "(student.pt, generator.pt, state.pt). Choose another --into (the default is "
+            "data/results) or another --name."
+        )
+
+
+def _refuse_foreign(dest: Path, overwrite: bool) -> None:
+    """An existing ``dest`` needs ``overwrite``, and must be a folder ``record`` wrote."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise CpscError(
+            f"{dest} exists and is not a folder `cpsc-lite record` wrote, so it is left alone, "
+            "--overwrite or not. Choose another --name or --into."
+        )
+    foreign = sorted(p.name for p in dest.iterdir() if p.name not in RECORD_CONTENT)
+    if foreign or not (dest / "run.json").is_file():
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise CpscError(
+            f"{dest} exists and is not a record (it holds "
+            + (shown if foreign else "no run.json")
+            + "), so it is left alone, --overwrite or not: --overwrite replaces only a folder "
+            "that `cpsc-lite record` wrote. Choose another --name or --into."
+        )
+    if not overwrite:
         raise CpscError(
             f"{dest} already exists. Choose another --name, or pass --overwrite to replace it."
         )
-    summary = run_summary(metrics, name)
+
+
+def _copy_run(src: Path, dest: Path, name: str, summary: dict) -> None:
+    dest_root = dest.parent
     dest_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest_root))
     try:
@@ -176,7 +249,6 @@ def record_run(
         if tmp.exists():
             shutil.rmtree(tmp)
         raise
-    return dest
 
 
 def _budget(metrics: dict):

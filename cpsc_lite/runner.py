@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from . import CpscError, checkpoint
+from . import CpscError, checkpoint, folders
 from .config import DistillConfig
 from .data import ArrayDataset, DataBundle
 from .diagnostics import collapse_warning
@@ -413,19 +414,34 @@ def run_distill(
     ``teacher_model``, for the shape and normalisation of a community teacher file).
     ``accel`` and ``dist`` choose how it runs (GPU speed-ups, several processes), never what.
     ``command`` (the command line, as typed) is recorded with the session in metrics.json.
+    The folder is locked while the run writes it (:func:`folders.hold`); an earlier run there
+    is continued only with ``resume`` and replaced only with ``overwrite``, and never a teacher's
+    files (:func:`folders.prepare_output_dir`).
     """
+    dist = dist or DistContext()
+    with folders.hold(out_dir, "a distillation run", enabled=dist.is_main):
+        return _run_distill(
+            teacher_path, bundle, cfg, out_dir, resume, overwrite, stop_after, progress,
+            sample_per_class, say, teacher_model, accel, dist, command,
+        )  # fmt: skip
+
+
+def _run_distill(
+    teacher_path, bundle, cfg, out_dir, resume, overwrite, stop_after, progress,
+    sample_per_class, say, teacher_model, accel, dist, command,
+) -> dict:  # fmt: skip
     from .teacher import check_compatible, load_teacher
 
-    dist = dist or DistContext()
     if not dist.is_main:
         say, progress = (lambda *_: None), False
-    resuming = checkpoint.prepare_output_dir(
+    resuming = folders.prepare_output_dir(
         out_dir,
         state_file=STATE_FILE,
         owner="distillation",
         what="a distillation run",
         resume=resume,
         overwrite=overwrite,
+        results=folders.DISTILL_RESULTS,
         say=say,
         take_over=dist.is_main,
     )
@@ -435,7 +451,7 @@ def run_distill(
     state = None
     if resuming:
         state = checkpoint.load(state_path, kind="resume", what="resume state")["state"]
-        stored = DistillConfig.from_saved(state["config"])
+        stored = _stored_config(state, state_path)
         changed = _config_differences(stored, cfg)
         if changed:
             say(
@@ -447,11 +463,6 @@ def run_distill(
             accel or Acceleration(), state.get("amp"), cfg.device, say
         )
     dist.barrier()  # every rank has read state.pt before rank 0 may replace anything
-    # a new run: no log or metrics of an earlier one may remain
-    if dist.is_main and state is None:
-        for name in ("log.jsonl", "metrics.json"):
-            if os.path.exists(os.path.join(out_dir, name)):
-                os.remove(os.path.join(out_dir, name))
 
     # each rank its own z, y (seed + rank); rank 0 = the single-process run
     distiller = build_distiller(teacher, meta, cfg, bundle, accel=accel, dist=dist)
@@ -481,8 +492,11 @@ def run_distill(
                         f"({flag}), so resuming would mix two experiments. Pass the {what} it was "
                         "started with, or --overwrite (or another --out) to start a new run."
                     )
-            distiller.load_state_dict(state)
+            _load_state(distiller, state, state_path)
             say(f"resuming at iteration {distiller.iteration} of {cfg.budget.iters}")
+        elif dist.is_main:
+            # a new run: nothing of an earlier one (its checkpoint, log, metrics, figures) may remain
+            folders.clear_run(out_dir)
         distiller.inputs = inputs
         launcher = (
             (launch_environment() or {}).get("launcher") if dist.enabled else None
@@ -507,6 +521,40 @@ def run_distill(
         distiller.close()
 
 
+def _damaged(path: str, exc: BaseException) -> CpscError:
+    if isinstance(exc, KeyError):
+        what = (
+            f"it has no {exc}: it was edited, or written by an older cpsc-lite that did not "
+            "save it"
+        )
+    else:
+        what = f"it is damaged or was edited ({str(exc).splitlines()[0][:200]})"
+    return CpscError(
+        f"The resume state {path} cannot be continued: {what}. Finish the run with the version "
+        "that started it, restore a good copy, or pass --overwrite (or another --out) to start "
+        "a new run."
+    )
+
+
+def _stored_config(state: dict, path: str) -> DistillConfig:
+    try:
+        return DistillConfig.from_saved(state["config"])
+    except CpscError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _damaged(path, exc) from None
+
+
+def _load_state(distiller: Distiller, state: dict, path: str) -> None:
+    """``distiller.load_state_dict(state)``, where a state that does not fit is a message."""
+    try:
+        distiller.load_state_dict(state)
+    except CpscError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise _damaged(path, exc) from None
+
+
 def _finish(
     distiller: Distiller,
     bundle: DataBundle,
@@ -517,7 +565,7 @@ def _finish(
 ) -> dict:
     """Rank 0's end of a run: final accuracy, metrics.json, samples.png, curves.png (and the
     transfer set of a method whose product is its images)."""
-    from .viz import plot_curves, plot_samples, teacher_predictions
+    from .viz import plot_curves
 
     cfg, method = distiller.cfg, distiller.method
     student_acc = evaluate(distiller.student, distiller.test_set, distiller.device)
@@ -557,10 +605,43 @@ def _finish(
             meta["std"],
             meta["class_names"],
         )
-    grid = method.sample_grid(sample_per_class)
+    _figure(
+        "samples.png", lambda: _samples_png(distiller, meta, out_dir, sample_per_class)
+    )
+    log_path = os.path.join(out_dir, "log.jsonl")
+    records = read_log(log_path) if os.path.exists(log_path) else []
+    if records:
+        title = f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}"
+        curves = os.path.join(out_dir, "curves.png")
+        _figure(
+            "curves.png",
+            lambda: plot_curves(records, curves, teacher_acc=teacher_acc, title=title),
+        )
+    return metrics
+
+
+def _figure(name: str, draw: Callable) -> None:
+    """Draw and close one end-of-run figure. Figures never cost a run its results: by now
+    metrics.json and the checkpoints are written, so a failure is a note and the run goes on."""
+    try:
+        _close(draw())
+    except Exception as exc:  # noqa: BLE001 - matplotlib raises many kinds
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        tqdm.write(
+            f"note: could not draw {name} ({type(exc).__name__}: {text}); the run's results "
+            "and checkpoints are saved",
+            file=sys.stderr,
+        )
+
+
+def _samples_png(distiller: Distiller, meta: dict, out_dir: str, per_class: int):
+    from .viz import plot_samples, teacher_predictions
+
+    cfg, method = distiller.cfg, distiller.method
+    grid = method.sample_grid(per_class)
     images = grid["images"]
     inverted = not method.saves_generator
-    fig = plot_samples(
+    return plot_samples(
         images,
         grid["labels"],
         meta["class_names"],
@@ -575,19 +656,6 @@ def _finish(
         if inverted
         else None,
     )
-    _close(fig)
-    log_path = os.path.join(out_dir, "log.jsonl")
-    records = read_log(log_path) if os.path.exists(log_path) else []
-    if records:
-        _close(
-            plot_curves(
-                records,
-                os.path.join(out_dir, "curves.png"),
-                teacher_acc=teacher_acc,
-                title=f"{cfg.method}: {meta['model']} -> {cfg.student} on {bundle.name}",
-            )
-        )
-    return metrics
 
 
 def final_diagnostics(
@@ -625,6 +693,6 @@ def final_diagnostics(
 
 
 def _close(fig) -> None:
-    import matplotlib.pyplot as plt
+    from .viz import _plt
 
-    plt.close(fig)
+    _plt().close(fig)

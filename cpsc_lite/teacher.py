@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from . import CpscError, checkpoint
+from . import CpscError, checkpoint, folders
 from .config import TeacherConfig
 from .data import ArrayDataset, DataBundle
 from .models import create_model
@@ -120,6 +120,7 @@ class TeacherJob:
 
     def __init__(self, bundle, cfg, out_dir, state, eval_every, ckpt_every, accel, say):
         self.bundle, self.cfg, self.out = bundle, cfg, out_dir
+        self.inputs = training_inputs(bundle)
         self.eval_every, self.ckpt_every = eval_every, ckpt_every
         seed_everything(cfg.seed)
         self.device = device = pick_device(cfg.device)
@@ -209,6 +210,7 @@ class TeacherJob:
             epoch=self.done,
             elapsed=self.elapsed,
             config=self.cfg.to_dict(),
+            inputs=self.inputs,
             **({} if self.scaler is None else dict(scaler=self.scaler.state_dict())),
         )
         checkpoint.save(
@@ -219,7 +221,24 @@ class TeacherJob:
         )
 
     def load(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        path = os.path.join(self.out or ".", STATE_FILE)
+        try:
+            self._load(state, path)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            what = (
+                f"it has no {exc}: it was edited, or written by an older cpsc-lite"
+                if isinstance(exc, KeyError)
+                else f"it is damaged or was edited ({str(exc).splitlines()[0][:200]})"
+            )
+            raise CpscError(
+                f"The teacher resume state {path} cannot be continued: {what}. Restore a good "
+                "copy, or pass --overwrite (or another --out) to train the teacher from the start."
+            ) from None
+
+    def _load(self, state: dict, path: str) -> None:
+        checkpoint.load_weights(
+            self.model, state["model"], path, f"model {self.cfg.model!r}"
+        )
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         if self.scaler is not None and "scaler" in state:
@@ -309,12 +328,25 @@ def run_teacher(
     """Train, then write ``out_dir/teacher.pt`` and ``out_dir/<metrics_name>``.
 
     With ``resume`` an interrupted training (``teacher_state.pt``) continues with its stored
-    settings (``cfg.device`` may change); the state file is removed once teacher.pt is written.
-    An existing teacher.pt, state or another command's metrics file is replaced only with
-    ``overwrite`` (:func:`checkpoint.prepare_output_dir`).
+    settings (``cfg.device`` may change) on the data it was started with (another data set is
+    refused); the state file is removed once teacher.pt is written. An existing teacher.pt or
+    state is replaced only with ``overwrite``, and another command's metrics file never
+    (:func:`folders.prepare_output_dir`). The folder is locked while it trains
+    (:func:`folders.hold`).
     """
+    with folders.hold(out_dir, "a teacher training"):
+        return _run_teacher(
+            bundle, cfg, out_dir, progress, metrics_name, resume, eval_every,
+            ckpt_every, accel, say, overwrite,
+        )  # fmt: skip
+
+
+def _run_teacher(
+    bundle, cfg, out_dir, progress, metrics_name, resume, eval_every, ckpt_every,
+    accel, say, overwrite,
+) -> dict:  # fmt: skip
     start = time.time()
-    resuming = checkpoint.prepare_output_dir(
+    resuming = folders.prepare_output_dir(
         out_dir,
         state_file=STATE_FILE,
         owner="teacher",
@@ -331,7 +363,14 @@ def run_teacher(
         state = checkpoint.load(
             state_path, kind="teacher_resume", what="teacher resume state"
         )["state"]
-        stored = TeacherConfig(**dict(state["config"], device=cfg.device))
+        check_same_inputs(state, bundle, state_path)
+        try:
+            stored = TeacherConfig(**dict(state["config"], device=cfg.device))
+        except TypeError as exc:
+            raise CpscError(
+                f"The teacher resume state {state_path} holds settings this version does not know "
+                f"({exc}). Restore a good copy, or pass --overwrite to train the teacher anew."
+            ) from None
         changed = [
             k
             for k, v in stored.to_dict().items()
@@ -342,7 +381,7 @@ def run_teacher(
                 f"note: resuming with the settings stored in {state_path}; ignoring changed {', '.join(changed)}"
             )
         cfg = stored
-        start -= state["elapsed"]
+        start -= state.get("elapsed", 0.0)
     elif os.path.exists(state_path):
         # --overwrite: a fresh start must not leave an older run's state to resume later
         os.remove(state_path)
@@ -357,26 +396,74 @@ def run_teacher(
         accel=accel,
         say=say,
     )
-    meta = checkpoint.model_meta(
-        cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict()
-    )
-    checkpoint.save(
-        checkpoint.make("teacher", model.state_dict(), meta),
-        os.path.join(out_dir, "teacher.pt"),
-    )
-    metrics = dict(
-        test_acc=acc,
-        model=cfg.model,
-        dataset=bundle.name,
-        epochs=cfg.epochs,
-        seconds=round(time.time() - start, 2),
-        history=history,
-    )
-    checkpoint.write_json(metrics, os.path.join(out_dir, metrics_name))
-    if os.path.exists(state_path):
-        # teacher.pt now holds the result; the resume state is no longer needed
-        os.remove(state_path)
+    # The trained teacher is written whole before SIGTERM may stop the command (a second or so).
+    with checkpoint.polling_for_termination():
+        meta = checkpoint.model_meta(
+            cfg.model, bundle, test_acc=acc, train_config=cfg.to_dict()
+        )
+        checkpoint.save(
+            checkpoint.make("teacher", model.state_dict(), meta),
+            os.path.join(out_dir, "teacher.pt"),
+        )
+        metrics = dict(
+            test_acc=acc,
+            model=cfg.model,
+            dataset=bundle.name,
+            epochs=cfg.epochs,
+            seconds=round(time.time() - start, 2),
+            history=history,
+        )
+        checkpoint.write_json(metrics, os.path.join(out_dir, metrics_name))
+        if os.path.exists(state_path):
+            # teacher.pt now holds the result; the resume state is no longer needed
+            os.remove(state_path)
     return metrics
+
+
+def training_inputs(bundle: DataBundle) -> dict:
+    """What a teacher training is trained on, recorded in teacher_state.pt so that ``--resume``
+    recognises it: the data set's name and shape, and a hash of its training split (when it is
+    held in memory)."""
+    train = bundle.train
+    return dict(
+        dataset=bundle.name,
+        num_classes=bundle.num_classes,
+        channels=bundle.channels,
+        img_size=bundle.img_size,
+        train=checkpoint.fingerprint({"x": train.images, "y": train.labels})
+        if isinstance(train, ArrayDataset)
+        else None,
+    )
+
+
+def check_same_inputs(state: dict, bundle: DataBundle, path: str) -> None:
+    """Refuse to continue a teacher training on another data set than it was started with (its
+    classes, image shape or, where recorded, its training images)."""
+    stored = state.get("inputs") or {}
+    now = training_inputs(bundle)
+    shape = ("num_classes", "channels", "img_size")
+    if stored.get("train") and now["train"]:
+        differ = stored["train"] != now["train"]
+    elif stored:
+        differ = any(stored.get(k) != now[k] for k in ("dataset", *shape))
+    else:  # written before 0.12: the model's last layer still knows the class count
+        weights = [
+            t for t in (state.get("model") or {}).values() if hasattr(t, "shape")
+        ]
+        differ = bool(weights) and weights[-1].shape[0] != bundle.num_classes
+    if differ:
+        was = (
+            f"{stored['dataset']}, {stored['num_classes']} classes, "
+            f"{stored['channels']}-channel {stored['img_size']}x{stored['img_size']}"
+            if stored
+            else "another data set"
+        )
+        raise CpscError(
+            f"The interrupted teacher training in {os.path.dirname(path)} was started on other "
+            f"data ({was}) than the --dataset given now ({bundle.name}, {bundle.num_classes} "
+            f"classes), so resuming would train one teacher on two data sets. Pass the dataset it "
+            "was started with, or --overwrite (or another --out) to train a new teacher."
+        )
 
 
 def load_classifier(

@@ -16,16 +16,44 @@ from torch import nn
 from .data import denormalize
 
 
-def save_figure(fig, path: str, dpi: int = 150) -> None:
-    """``fig.savefig`` written atomically (a killed run never leaves half a PNG), format from the suffix."""
+def save_figure(fig, path: str, dpi: int = 150, replace: bool = True) -> None:
+    """``fig.savefig`` written atomically (a killed run never leaves half a PNG), format from the
+    suffix; with ``replace=False`` an existing file is never replaced."""
     from .checkpoint import atomic_write_bytes
 
     fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt), replace)
+
+
+def plain_text(text) -> str:
+    """``text`` as matplotlib shows it literally: a class named ``$x$`` is no formula."""
+    return str(text).replace("$", r"\$")
+
+
+def _matplotlib():
+    """``import matplotlib``, where a ``MPLBACKEND`` that names no backend (which makes the import
+    itself fail) is ignored with a note: figures are files here, drawn with Agg."""
+    try:
+        import matplotlib
+    except ValueError as exc:
+        if "backend" not in str(exc) or "MPLBACKEND" not in os.environ:
+            raise
+        import sys
+
+        for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+            del sys.modules[name]  # the failed import left parts behind
+        wrong = os.environ.pop("MPLBACKEND")
+        print(
+            f"note: MPLBACKEND={wrong} is not a matplotlib backend; ignoring it (figures are "
+            "drawn with Agg)",
+            file=sys.stderr,
+        )
+        import matplotlib
+    return matplotlib
 
 
 def _plt():
-    import matplotlib
+    matplotlib = _matplotlib()
 
     if (
         matplotlib.get_backend().lower()
@@ -111,11 +139,11 @@ def plot_samples(
     )
     cell = grid.shape[0] / k
     ax.set_yticks([cell * (i + 0.5) for i in range(k)])
-    ax.set_yticklabels([str(n) for n in class_names][:k])
+    ax.set_yticklabels([plain_text(n) for n in class_names][:k])
     ax.set_xticks([])
     ax.set_ylabel("conditioning class y")
     ax.set_xlabel(xlabel or f"{per_class} samples per class (different noise z)")
-    ax.set_title(title)
+    ax.set_title(plain_text(title))
     if predictions is not None:
         rows = torch.as_tensor(labels).cpu()[::per_class][:k]
         hits = (
@@ -228,7 +256,9 @@ def plot_embedding(
                     marker=marker,
                     color=cmap(c % cmap.N),
                     alpha=0.6,
-                    label=f"{class_names[c]}" if src == sorted(markers)[0] else None,
+                    label=plain_text(class_names[c])
+                    if src == sorted(markers)[0]
+                    else None,
                 )
     handles = [
         plt.Line2D([], [], ls="", marker=m, color="gray", label=s)
@@ -355,7 +385,7 @@ def same_noise_grid(
     ax.imshow(grid, interpolation="nearest")
     cell_w, cell_h = grid.shape[1] / k, grid.shape[0] / n_noise
     ax.set_xticks([cell_w * (i + 0.5) for i in range(k)])
-    ax.set_xticklabels(list(class_names)[:k])
+    ax.set_xticklabels([plain_text(n) for n in class_names][:k])
     ax.set_yticks([cell_h * (i + 0.5) for i in range(n_noise)])
     ax.set_yticklabels([f"z{i + 1}" for i in range(n_noise)])
     ax.set_xlabel("conditioning class y")

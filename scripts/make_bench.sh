@@ -13,9 +13,10 @@
 #     all                all of the above
 # Settings from the environment:
 #   SEEDS (default 5) seeds per method; WORKERS (default 2) processes for the method x seed jobs
-#   (e.g. 6 on a GPU); METHODS replaces a table's method list (e.g. the rows a stopped run left);
-#   APPEND=1 adds rows to the table already there; BENCH_OUT (default data/bench) the folder the
-#   tables go under; TEACHER_DIR (default data/bench/teachers) where each data set's teacher is;
+#   (e.g. 6 on a GPU); METHODS replaces a table's method list; a table already there is replaced,
+#   unless APPEND=1 (add rows to it) or RESUME=1 (finish a stopped one, keeping its finished rows);
+#   BENCH_OUT (default data/bench) the folder the tables go under; TEACHER_DIR (default
+#   data/bench/teachers) where each data set's teacher is;
 #   BENCH_ARGS more bench arguments (e.g. "--set device=cuda"); CPSC_LITE the command (default
 #   cpsc-lite; "python -m cpsc_lite" where the package is not installed).
 # The `scenes` table (data/bench/scenes) was made on a GPU in an earlier version; making it again
@@ -45,7 +46,8 @@ fi
 teacher() {  # teacher DATASET: the data set's one teacher, trained once
   local dataset=$1
   if [[ ! -f $teachers/$dataset/teacher.pt ]]; then
-    "${cli[@]}" teacher --dataset "$dataset" --out "$teachers/$dataset" --no-progress >&2
+    # --resume: a teacher training stopped earlier continues (a new one starts if there is none)
+    "${cli[@]}" teacher --dataset "$dataset" --out "$teachers/$dataset" --no-progress --resume >&2
   fi
   echo "$teachers/$dataset/teacher.pt"
 }
@@ -53,7 +55,15 @@ table() {  # table DATASET FOLDER DEFAULT_METHODS [bench arguments...]
   local dataset=$1 folder=$2 methods=${METHODS:-$3}
   shift 3
   local extra=()
-  [[ -n ${APPEND:-} ]] && extra+=(--append)
+  # a regenerated table replaces the one there (--overwrite; the teacher is reused); APPEND=1 adds
+  # rows to it, RESUME=1 finishes a stopped table (its finished rows are kept)
+  if [[ -n ${APPEND:-} ]]; then
+    extra+=(--append)
+  elif [[ -n ${RESUME:-} ]]; then
+    extra+=(--resume)
+  else
+    extra+=(--overwrite)
+  fi
   "${cli[@]}" bench --dataset "$dataset" --methods "$methods" --seeds "$seeds" --workers "$workers" \
     --amp off --teacher "$(teacher "$dataset")" --out "$out/$folder" --no-progress "$@" \
     "${extra[@]}" "${more[@]}"
@@ -76,7 +86,7 @@ for dataset in digits shapes; do
   fi
 done
 if [[ $what == profile || $what == all ]]; then
-  "${cli[@]}" bench --profile --teacher "$(teacher digits)" --out "$out/profile/digits"
+  "${cli[@]}" bench --profile --teacher "$(teacher digits)" --out "$out/profile/digits" --overwrite
   "${cli[@]}" bench --profile --teacher-model wrn40_2 --student wrn16_2 --img-size 32 --batch-size 64 \
-    --out "$out/profile/wrn40_2_wrn16_2"
+    --out "$out/profile/wrn40_2_wrn16_2" --overwrite
 fi

@@ -23,7 +23,7 @@ from cpsc_lite.diagnostics import (
 from cpsc_lite.distill import Distiller
 from cpsc_lite.teacher import load_classifier
 
-from conftest import make_colour_npz
+from conftest import flat, make_colour_npz
 
 TINY = dict(
     iters=2, batch_size=16, ngf=8, nz=16, eval_every=2, log_every=1, ckpt_every=2
@@ -159,8 +159,13 @@ def test_bench_append_adds_methods_and_refuses_another_budget(
         "noise",
         "data",
     ]
-    # Without --append the table is replaced.
-    assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 0
+    # Without --append (or --resume) the table is replaced only with --overwrite.
+    before = (out / "results.json").read_text()
+    assert main(["bench", "--methods", "data", "--iters", "2"] + common) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before
+    argv = ["bench", "--methods", "data", "--iters", "2", "--overwrite"] + common
+    assert main(argv) == 0
     assert list(json.loads((out / "results.json").read_text())["methods"]) == ["data"]
 
 
@@ -649,3 +654,36 @@ def test_method_diagram_names_every_term_and_the_student_ce_only_when_asked():
     ):
         assert term in plain
     assert "CE}(s, y)" not in plain and "CE}(s, y)" in with_ce
+
+
+def test_equal_flops_budget_with_resume_keeps_rows_and_refuses_another_budget(
+    tmp_path, digits_teacher, capsys
+):
+    """--equal-flops (from main) and --resume (issue 33) together: the finished rows are kept,
+    and a rerun with another FLOPs budget is refused rather than mixed into the table."""
+    out = tmp_path / "ef"
+    common = [
+        "bench",
+        "--teacher",
+        digits_teacher,
+        "--seeds",
+        "1",
+        "--batch-size",
+        "16",
+    ]
+    common += ["--out", str(out), "--no-progress", "--set", "ngf=8", "--set", "nz=16"]
+    assert main([*common, "--methods", "noise", "--equal-flops", "noise:2"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["budget_flops"]["like"] == "noise:2"
+    assert first["methods"]["noise"]["iters"] == 2
+    capsys.readouterr()
+    argv = [*common, "--methods", "noise,data", "--resume"]
+    assert main([*argv, "--equal-flops", "noise:3"]) == 2
+    assert "another budget: equal_flops (noise:2 there, noise:3 here)" in flat(
+        capsys.readouterr().err
+    )
+    assert main([*argv, "--equal-flops", "noise:2"]) == 0
+    assert "keeping the finished rows of noise" in capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["methods"]
+    assert list(rows) == ["noise", "data"]
+    assert rows["noise"]["student_accs"] == first["methods"]["noise"]["student_accs"]

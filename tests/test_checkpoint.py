@@ -235,63 +235,27 @@ def test_sigterm_becomes_a_request_then_a_hard_stop():
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
-# ------------------------------------------------------------ the output-folder policy
-def _policy(out, **kw):
-    notes = []
-    args = dict(
-        state_file="state.pt",
-        owner="distillation",
-        what="a distillation run",
-        say=notes.append,
-    )
-    return checkpoint.prepare_output_dir(str(out), **dict(args, **kw)), notes
+def test_immediate_mode_stops_at_once_outside_a_polling_loop():
+    """The command line's mode: SIGTERM where no loop saves first stops at once; inside a loop
+    that polls for it, it is a request the loop honours after saving."""
+    with checkpoint.stop_on_sigterm(immediate=True):
+        with pytest.raises(checkpoint.StopNow):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except Exception:  # noqa: BLE001 - what `except Exception` on the way would do
+                pytest.fail("an `except Exception` caught the stop")
+    with checkpoint.stop_on_sigterm(immediate=True):
+        with checkpoint.polling_for_termination():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert checkpoint.termination_requested()
+    assert not checkpoint.termination_requested()
 
 
-def test_policy_new_folder_and_resume_of_nothing(tmp_path):
-    assert _policy(tmp_path / "new") == (False, [])
-    resuming, notes = _policy(tmp_path / "new", resume=True)
-    assert not resuming and "nothing to resume" in notes[0]
-
-
-def test_policy_an_earlier_run_needs_resume_or_overwrite(tmp_path):
-    (tmp_path / "state.pt").write_bytes(b"x")
-    with pytest.raises(
-        CpscError, match="already holds a distillation run.*--resume.*--overwrite"
-    ):
-        _policy(tmp_path)
-    assert _policy(tmp_path, resume=True)[0] is True
-    assert _policy(tmp_path, overwrite=True)[0] is False
-    assert (
-        tmp_path / "state.pt"
-    ).exists()  # the policy decides; it deletes nothing of the user's
-
-
-def test_policy_products_and_foreign_metrics_need_overwrite(tmp_path):
-    (tmp_path / "teacher.pt").write_bytes(b"x")
-    with pytest.raises(CpscError, match="teacher.pt already exists.*--overwrite"):
-        _policy(tmp_path, owner="teacher", products=("teacher.pt",))
-    assert (
-        _policy(tmp_path, owner="teacher", products=("teacher.pt",), overwrite=True)[0]
-        is False
-    )
-    # a teacher's
-    (tmp_path / "metrics.json").write_text('{"test_acc": 0.9, "history": []}')
-    with pytest.raises(
-        CpscError, match="teacher training's.*new distillation run would replace"
-    ):
-        _policy(tmp_path)
-    assert _policy(tmp_path, overwrite=True)[0] is False
-    assert _policy(tmp_path, owner="teacher")[0] is False  # its own kind of file
-
-
-def test_policy_take_over_removes_only_half_written_files(tmp_path):
-    checkpoint.atomic_write_bytes(str(tmp_path / "kept.json"), lambda f: f.write(b"{}"))
-    # a killed atomic write's temporary
-    (tmp_path / ".student.pt.a1b2c3d4.tmp").write_bytes(b"half")
-    names = set(p.name for p in tmp_path.iterdir())
-    _policy(tmp_path, take_over=False)
-    assert set(p.name for p in tmp_path.iterdir()) == names
-    _policy(tmp_path)
-    assert set(p.name for p in tmp_path.iterdir()) == names - {
-        ".student.pt.a1b2c3d4.tmp"
-    }
+def test_a_write_that_must_not_replace_leaves_an_existing_file(tmp_path):
+    path = str(tmp_path / "s.png")
+    checkpoint.atomic_write_bytes(path, lambda f: f.write(b"new"), replace=False)
+    assert open(path, "rb").read() == b"new"
+    with pytest.raises(CpscError, match="appeared while"):
+        checkpoint.atomic_write_bytes(path, lambda f: f.write(b"other"), replace=False)
+    assert open(path, "rb").read() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["s.png"]  # no temporary left

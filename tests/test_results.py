@@ -108,10 +108,16 @@ def test_record_copies_the_run_and_writes_its_provenance(
     assert "wrote" in capsys.readouterr().out
     [loaded] = load_recorded(into)
     assert loaded["name"] == "digits_tiny" and loaded["folder"] == str(dest)
-    # a second record under the same name needs --overwrite; with it, the folder is replaced whole
+    # a second record under the same name needs --overwrite; with it, the record is replaced,
+    # but never a file that record did not write
     assert main(["record", str(out), "--name", "digits_tiny", "--into", str(into)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     (dest / "stray.txt").write_text("x")
+    again = ["record", str(out), "--name", "digits_tiny", "--into", str(into)]
+    assert main(again + ["--overwrite"]) == 2
+    assert "stray.txt" in capsys.readouterr().err and (dest / "stray.txt").exists()
+    (dest / "stray.txt").unlink()
+    (dest / "RUN.md").write_text("edited")
     assert (
         main(
             [
@@ -126,7 +132,7 @@ def test_record_copies_the_run_and_writes_its_provenance(
         )
         == 0
     )
-    assert not (dest / "stray.txt").exists() and (dest / "run.json").exists()
+    assert (dest / "RUN.md").read_text() != "edited" and (dest / "run.json").exists()
     # no temporary folders left behind
     assert [p.name for p in into.iterdir()] == ["digits_tiny"]
 
