@@ -26,7 +26,7 @@ class Budget:
     """How much a run trains: ``iters`` iterations of ``g_steps`` generator updates, then
     ``s_steps`` student updates (the student's first when ``student_first``: DFAD's order), each on
     a fresh batch of ``batch_size`` (the global batch on several GPUs). The defaults are the quick
-    CPU profile for the built-in digits; configs/*.yaml hold the paper's full-scale schedules."""
+    CPU profile for the built-in digits; ``configs/*.yaml`` hold the paper's full-scale schedules."""
 
     iters: int = 600
     batch_size: int = 128
