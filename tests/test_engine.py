@@ -255,7 +255,11 @@ def test_unavailable_device_is_a_clear_error(tmp_path, capsys, digits_teacher):
         and "--device cpu" in flat(err)
     )
     code, _, err = run_cli(capsys, "evaluate", digits_teacher, "--device", "tpu:3")
-    assert code == 2 and "not one cpsc-lite runs on" in flat(err) and "--device" in flat(err)
+    assert (
+        code == 2
+        and "not one cpsc-lite runs on" in flat(err)
+        and "--device" in flat(err)
+    )
     assert pick_device("cpu").type == "cpu" and pick_device("auto").type in (
         "cpu",
         "mps",

@@ -132,10 +132,8 @@ with folders.hold(sys.argv[1], "a holder in a test"):
 """
 
 
-@pytest.fixture
-def held(tmp_path):
-    """Another process holding the lock of ``tmp_path/out`` until the test ends."""
-    out = tmp_path / "out"
+def _hold(out):
+    """Start another process that takes the lock of ``out`` and keeps it until its stdin closes."""
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(out)],
@@ -145,6 +143,14 @@ def held(tmp_path):
         env=env,
     )
     assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.fixture
+def held(tmp_path):
+    """Another process holding the lock of ``tmp_path/out`` until the test ends."""
+    out = tmp_path / "out"
+    proc = _hold(out)
     yield out, proc
     proc.stdin.close()
     proc.wait(30)
@@ -183,15 +189,7 @@ def test_two_real_commands_race_for_one_folder(held, tmp_path, digits_teacher):
 
 def test_a_killed_owner_leaves_a_stale_lock_that_is_taken_over(tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout.readline().strip() == "held"
+    proc = _hold(out)
     proc.kill()  # no chance to clean up: the lock file stays, the kernel drops the lock
     proc.wait(30)
     assert (out / folders.LOCK_NAME).exists()
