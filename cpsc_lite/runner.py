@@ -29,7 +29,7 @@ from .distill import (
     time_to_accuracy,
 )
 from .distributed import DistContext, launch_environment
-from .engine import Acceleration
+from .engine import Acceleration, pick_device, resolve_amp
 from .loop import read_log, run_loop
 from .utils import evaluate
 
@@ -379,8 +379,6 @@ def resume_precision(
         )
         return accel
     try:
-        from .engine import pick_device, resolve_amp
-
         resolve_amp(flag, pick_device(device))
     except CpscError:
         say(
