@@ -148,11 +148,16 @@ def plot_compute(
     teacher_acc: Optional[float] = None,
     ax=None,
     x: str = "tflop",
+    floor: Optional[float] = None,
 ):
     """Student accuracy against the compute of a run (``x``: ``"tflop"``, the floating-point
     operations, or ``"seconds"``, the measured wall time), one line per method with its 95 % CI
     over seeds, the best method at each budget circled; the accuracy axis starts just below the
-    lowest interval, so that differences of a point stay visible."""
+    lowest interval, so that differences of a point stay visible.
+
+    ``floor`` (an accuracy in %): a mean below it is not drawn to scale but as a triangle on the
+    bottom edge labelled with its value, so that one far-behind method does not flatten the
+    differences among the others."""
     import matplotlib.pyplot as plt
 
     if x not in ("tflop", "seconds"):
@@ -160,16 +165,38 @@ def plot_compute(
     col = 0 if x == "tflop" else 1
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 4.2))
+    below = floor if floor is not None else -1.0
     best_at = {f["tflop"]: f["best"] for f in frontier(curves)}
+    # means below the floor at one budget are stacked above each other on the bottom edge
+    stacked: dict = {}
     for i, name in enumerate(sorted(curves)):
         points = curves[name]
-        xs = [p[col] for p in points]
-        ys = [p[2] for p in points]
-        errs = [p[3] for p in points]
+        shown = [p for p in points if p[2] >= below]
         colour = f"C{i}"
         ax.errorbar(
-            xs, ys, yerr=errs, marker="o", capsize=3, label=readable(name), color=colour
+            [p[col] for p in shown],
+            [p[2] for p in shown],
+            yerr=[p[3] for p in shown],
+            marker="o",
+            capsize=3,
+            label=readable(name),
+            color=colour,
         )
+        for p in points:
+            if p[2] >= below:
+                continue
+            level = stacked.setdefault(round(p[0], 6), 0)
+            stacked[round(p[0], 6)] += 1
+            ax.plot([p[col]], [below], marker="v", ms=9, color=colour, clip_on=False)
+            ax.annotate(
+                f"{p[2]:.0f} %",
+                (p[col], below),
+                xytext=(0, 7 + 9 * level),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color=colour,
+            )
         for p in points:
             if best_at.get(p[0]) == name:
                 ax.scatter(
@@ -177,19 +204,34 @@ def plot_compute(
                 )
     if teacher_acc is not None:
         ax.axhline(100 * teacher_acc, color="k", ls="--", lw=1, label="teacher")
-    low = min(y - e for points in curves.values() for *_, y, e in points)
-    high = max(y + e for points in curves.values() for *_, y, e in points)
+    visible = [
+        (y, e) for points in curves.values() for *_, y, e in points if y >= below
+    ]
+    low = min(y - e for y, e in visible)
+    high = max(y + e for y, e in visible)
     if teacher_acc is not None:
         high = max(high, 100 * teacher_acc)
+    bottom = max(0.0, low - 2)
+    if len(visible) < sum(len(points) for points in curves.values()):
+        bottom = floor  # the triangles sit on the bottom edge
     ax.set(
         xscale="log",
         xlabel="TFLOP per run (log scale)"
         if x == "tflop"
         else "seconds per run (log scale)",
         ylabel="student test accuracy (%)",
-        ylim=(max(0.0, low - 2), min(100.0, high + 1)),
+        ylim=(bottom, min(100.0, high + 1)),
         title=title,
     )
+    from matplotlib.ticker import FuncFormatter
+
+    # the ticks matplotlib labels, written 2, 3, 40 instead of 2 x 10^0, 3 x 10^0, 4 x 10^1
+    for getter, setter in (
+        (ax.xaxis.get_major_formatter, ax.xaxis.set_major_formatter),
+        (ax.xaxis.get_minor_formatter, ax.xaxis.set_minor_formatter),
+    ):
+        default = getter()
+        setter(FuncFormatter(lambda v, pos, f=default: f"{v:g}" if f(v, pos) else ""))
     return ax
 
 

@@ -111,6 +111,19 @@ def test_compute_plot_zooms_and_circles_the_best():
     assert min(xs) == 5 and max(xs) == 35
     with pytest.raises(ValueError, match="tflop"):
         cmp.plot_compute(curves, "toy", x="minutes")
+    # a floor above CMI's 61 % at the small budget: that point becomes a labelled triangle on
+    # the bottom edge and the axis starts at the floor
+    ax = cmp.plot_compute(curves, "toy", floor=70)
+    assert ax.get_ylim()[0] == 70
+    assert [t.get_text() for t in ax.texts] == ["61 %"]
+    assert [line.get_marker() for line in ax.get_lines()].count("v") == 1
+    ys = [
+        y
+        for line in ax.get_lines()
+        if line.get_marker() == "o"
+        for y in line.get_ydata()
+    ]
+    assert min(ys) >= 70
 
 
 def test_forest_plot_has_one_panel_per_data_set_and_readable_rows():
