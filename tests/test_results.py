@@ -192,3 +192,33 @@ def test_the_book_shows_recorded_runs_from_their_files(
     assert first in shown[2].data and second in shown[2].data
     # samples.png and curves.png
     assert sum(isinstance(o, ipd.Image) for o in shown) == 2
+
+
+def _tables_of(dataset):
+    """A data set's benchmark tables in data/bench: its main table and its equal-compute ones."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "data" / "bench"
+    folders = [bench / dataset, *sorted((bench / f"{dataset}_compute").glob("*"))]
+    return [f for f in folders if (f / "results.json").is_file()]
+
+
+@pytest.mark.parametrize("dataset", ["digits", "shapes"])
+def test_every_table_of_a_data_set_has_one_teacher_and_one_version(dataset):
+    """The experiments chapter compares rows across a data set's tables: they must come from the
+    same teacher (the same training record, copied beside each table) and the same package."""
+    folders = _tables_of(dataset)
+    if not folders:
+        pytest.skip(f"no {dataset} tables in data/bench")
+    versions, teachers = set(), set()
+    for folder in folders:
+        results = json.loads((folder / "results.json").read_text())
+        teacher = json.loads((folder / "teacher_metrics.json").read_text())
+        assert results["dataset"] == dataset, folder
+        assert results["teacher"]["test_acc"] == teacher["test_acc"], folder
+        versions.add(results["package_version"])
+        teachers.add(json.dumps(teacher, sort_keys=True))
+    assert len(versions) == 1, f"{dataset} tables from versions {sorted(versions)}"
+    assert len(teachers) == 1, (
+        f"{dataset} tables from {len(teachers)} different teachers"
+    )
