@@ -8,7 +8,8 @@
 #                        (digits: 300 iterations x 128, ~50 min, with the authors' code with one
 #                        quirk fixed at a time; shapes: 300 x 64, ~70 min)
 #     compute_DATASET    the data-free methods at three equal-compute budgets (the FLOPs of 150, 300
-#                        and 600 iterations of CPSC-DFKD), 5 seeds each (digits ~45 min; shapes ~2 h)
+#                        and 600 iterations of CPSC-DFKD), 5 seeds each (with SEEDS=3: digits ~45 min,
+#                        shapes ~50 min)
 #     profile            one iteration against its floor, float32 and bf16 side by side
 #     all                all of the above
 # Settings from the environment:
