@@ -185,8 +185,8 @@ def plot_compute(
         for p in points:
             if p[2] >= below:
                 continue
-            level = stacked.setdefault(round(p[0], 6), 0)
-            stacked[round(p[0], 6)] += 1
+            key = round(p[0], 6)  # one budget: the same operations, up to rounding
+            level = stacked[key] = stacked.get(key, -1) + 1
             ax.plot([p[col]], [below], marker="v", ms=9, color=colour, clip_on=False)
             ax.annotate(
                 f"{p[2]:.0f} %",
